@@ -1,0 +1,27 @@
+"""Errors with messages a researcher can act on: each names the parameter and what is accepted."""
+
+from __future__ import annotations
+
+
+class SubquadError(Exception):
+    """Base class of every error subquad raises on purpose."""
+
+
+class ConfigError(SubquadError, ValueError):
+    """A parameter outside its accepted range; raised before any allocation."""
+
+    def __init__(self, param: str, message: str):
+        self.param = param
+        super().__init__(f"{param}: {message}")
+
+
+class SingularGramError(SubquadError):
+    """The Gram matrix K (+ mu I) is singular, so a Gauss-Newton step is undefined."""
+
+
+class ConvergenceError(SubquadError):
+    """An iterative solver did not reach its tolerance within its iteration limit."""
+
+
+class DivergenceError(SubquadError):
+    """Training produced a non-finite loss or weights."""

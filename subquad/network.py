@@ -6,7 +6,6 @@ so the sparse forward streams whole rows and the dense forward is H_{l-1} @ W_l^
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -68,6 +67,8 @@ class NetworkSpec:
         if self.threshold not in THRESHOLDS:
             raise ConfigError("threshold", f"unknown threshold {self.threshold!r}; accepted: "
                               f"{', '.join(THRESHOLDS)}")
+        if self.backend == "cupy":
+            get_backend("cupy")  # fails early, with a clear message, without a usable GPU
         need = self.weight_bytes() + extra_bytes
         have = available_bytes(self.backend)
         if need > 0.9 * have:
@@ -141,7 +142,6 @@ class Network:
         """
         spec.validate()
         be = get_backend(spec.backend)
-        xp = be.xp
         dt = np.dtype(spec.dtype)
         ss = np.random.SeedSequence(spec.seed)
         s_a, s_w_seed, s_out = ss.spawn(3)
@@ -241,5 +241,3 @@ def finite_check(name: str, arr) -> None:
                           "all entries must be finite")
 
 
-__all__ = ["DTYPES", "DenseState", "Network", "NetworkSpec", "finite_check", "memory_estimate",
-           "math"]

@@ -75,7 +75,7 @@ def shifted_relu(g, b, xp=np):
 
 
 def check_activity(counts: np.ndarray, m: int, q: float, layer: int, mode: str) -> None:
-    """Warn when a layer's activity drifts (fixed threshold: depth instability) or a sample is silent.
+    """Warn when a layer's activity drifts (fixed threshold: depth instability) or a sample dies.
 
     ``counts`` holds the number of active neurons of each sample in this layer.
     """

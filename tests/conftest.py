@@ -1,0 +1,28 @@
+"""Shared fixtures: small float64 networks and data for correctness tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from subquad.data import synthetic
+from subquad.network import Network, NetworkSpec
+
+
+@pytest.fixture
+def small_net():
+    """Build a small float64 network and its data: ``small_net(m, n, d, L, threshold)``."""
+
+    def build(m=48, n=3, d=5, L=2, threshold="adaptive", c=0.2, seed=0):
+        spec = NetworkSpec(m=m, n=n, d=d, L=L, c=c, seed=seed, threshold=threshold)
+        net = Network.init(spec)
+        X, y = synthetic(n, d, seed)
+        return net, X, y
+
+    return build
+
+
+def loss_of(net: Network, X: np.ndarray, y: np.ndarray) -> float:
+    """The loss of the dense oracle on (X, y)."""
+    st = net.forward_dense(net.input_layer(X))
+    return net.loss(st.f, y)

@@ -1,0 +1,182 @@
+"""The sparse kernels: numba (cpu) against numpy (reference) against dense formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from subquad.kernels import cpu, get_kernels, reference
+from subquad.sparse import SparseRows
+
+DTYPES = [np.float64, np.float32]
+RTOL = {np.float64: 1e-12, np.float32: 1e-4}
+
+# (m_in, m_out, n, density of the inputs, density of the gradients); density 0 = all empty
+CASES = [
+    (64, 64, 1, 0.3, 0.2),
+    (300, 64, 3, 0.1, 0.3),
+    (64, 300, 8, 0.25, 0.05),
+    (300, 1024, 8, 0.02, 0.1),
+    (1024, 300, 70, 0.05, 0.1),
+    (1024, 1024, 70, 0.01, 0.03),
+    (300, 300, 8, 0.0, 0.0),
+]
+IDS = [f"{a}x{b}-n{n}-d{d}" for a, b, n, d, _ in CASES]
+
+
+def random_rows(rng, n, m, density, dtype) -> SparseRows:
+    """Random sparse rows at random positions; sample 0 is empty whenever n > 1."""
+    dense = (rng.random((n, m)) < density) * rng.standard_normal((n, m))
+    if n > 1:
+        dense[0] = 0
+    return SparseRows.from_dense(dense.astype(dtype))
+
+
+def setup(case, dtype, seed=0):
+    """Weights W^T (m_in x m_out), inputs H (width m_in) and gradients V (width m_out)."""
+    m_in, m_out, n, dh, dv = case
+    rng = np.random.default_rng(seed)
+    Wt = rng.standard_normal((m_in, m_out)).astype(dtype)
+    return Wt, random_rows(rng, n, m_in, dh, dtype), random_rows(rng, n, m_out, dv, dtype), rng
+
+
+def close(actual, desired, dtype):
+    """Entrywise closeness with an absolute floor at rtol times the result's scale."""
+    rtol = RTOL[dtype]
+    scale = max(float(np.abs(desired).max(initial=0.0)), 1.0)
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale)
+
+
+def gapped_thresholds(g: np.ndarray) -> np.ndarray:
+    """b_i in the widest gap between sorted g_i values near the 80th percentile (no near-ties)."""
+    b = np.empty(g.shape[0])
+    for i, row in enumerate(g):
+        srt = np.sort(row)
+        k = int(0.8 * srt.size)
+        lo, hi = max(k - 10, 0), min(k + 10, srt.size - 1)
+        gaps = np.diff(srt[lo:hi + 1])
+        a = lo + int(np.argmax(gaps))
+        b[i] = 0.5 * (srt[a] + srt[a + 1])
+    return b
+
+
+def assert_rows_sorted(R: SparseRows) -> None:
+    for i in range(R.n):
+        row = R.indices[R.indptr[i]:R.indptr[i + 1]]
+        assert np.all(np.diff(row) > 0), f"row {i} not strictly increasing"
+
+
+def assert_same_rows(a: SparseRows, b: SparseRows) -> None:
+    """Identical supports: same counts and equal index sets per row."""
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    for i in range(a.n):
+        sa = set(a.indices[a.indptr[i]:a.indptr[i + 1]].tolist())
+        sb = set(b.indices[b.indptr[i]:b.indptr[i + 1]].tolist())
+        assert sa == sb, f"row {i}: supports differ"
+
+
+# ---------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("with_extra", [False, True])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward(case, dtype, with_extra):
+    Wt, H, _, rng = setup(case, dtype)
+    g = H.to_dense() @ Wt
+    extra = None
+    if with_extra:
+        extra = (0.3 * rng.standard_normal(g.shape)).astype(dtype)
+        g = g + extra
+    b = gapped_thresholds(g).astype(dtype)
+    want = np.where(g > b[:, None], g - b[:, None], 0)
+
+    ref, info = reference.forward_layer(Wt, H, b, extra)
+    assert_rows_sorted(ref)
+    close(ref.to_dense(), want, dtype)
+    assert ref.values.dtype == dtype and ref.indices.dtype == np.int64
+    assert info["union"] == np.unique(H.indices).size
+
+    for kernel in cpu.FORWARD_KERNELS:
+        out, info = cpu.forward_layer(Wt, H, b, extra, forward_kernel=kernel)
+        assert out.m == Wt.shape[1] and out.values.dtype == dtype
+        assert out.indptr.dtype == np.int64 and out.indices.dtype == np.int64
+        assert_rows_sorted(out)
+        assert_same_rows(out, ref)
+        close(out.values, ref.values, dtype)
+        close(out.to_dense(), want, dtype)
+        union = np.unique(H.indices).size
+        assert info["union"] == union
+        rows_read = H.nnz if info["kernel"] == "per-example" else union
+        assert info["bytes"] == rows_read * Wt.shape[1] * np.dtype(dtype).itemsize
+
+
+def test_forward_rule_and_bad_kernel():
+    assert cpu.choose_forward(1, 140, 4096, 4096, 4) == "per-example"
+    assert cpu.choose_forward(8, 140, 4096, 4096, 4) == "per-example"
+    assert cpu.choose_forward(64, 140, 4096, 4096, 4) == "input-major"
+    assert cpu.choose_forward(64, 10, 256, 256, 4) == "per-example"  # W^T fits in L2
+    Wt, H, _, _ = setup(CASES[0], np.float64)
+    with pytest.raises(ValueError, match="forward_kernel"):
+        cpu.forward_layer(Wt, H, np.zeros(H.n), forward_kernel="dense")
+
+
+def test_get_kernels_cpu_is_numba_module():
+    assert get_kernels("numpy") is cpu and get_kernels("reference") is reference
+
+
+# ---------------------------------------------------------------- backward, Gram
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_block(case, dtype):
+    Wt, H, V, _ = setup(case, dtype)
+    full = V.to_dense() @ Wt.T  # u_i = W^T v_i for every input row, n x m_in
+    rows = np.repeat(np.arange(H.n), H.counts())
+    want = full[rows, H.indices]
+    ref = reference.backward_block(Wt, H, V)
+    close(ref, want, dtype)
+    got = cpu.backward_block(Wt, H, V)
+    assert got.dtype == dtype and got.shape == (H.nnz,)
+    close(got, want, dtype)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gram(case, dtype):
+    _, H, _, _ = setup(case, dtype)
+    Hd = H.to_dense()
+    want = Hd @ Hd.T
+    close(reference.gram(H), want, dtype)
+    got = cpu.gram(H)
+    assert got.dtype == dtype and got.shape == (H.n, H.n)
+    np.testing.assert_array_equal(got, got.T)
+    close(got, want, dtype)
+
+
+# ---------------------------------------------------------------- updates
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_updates(case, dtype):
+    Wt, H, V, rng = setup(case, dtype)
+    coef = rng.standard_normal(H.n).astype(dtype)
+    want = Wt + H.to_dense().T @ (coef[:, None] * V.to_dense())
+    for mod in (reference, cpu):
+        for update in (mod.update_scatter, mod.update_rowdense):
+            W = Wt.copy()
+            assert update(W, H, V, coef) is None
+            close(W, want, dtype)
+
+
+def test_updates_reject_non_contiguous():
+    Wt, H, V, _ = setup(CASES[1], np.float64)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cpu.update_scatter(np.asfortranarray(Wt), H, V, np.ones(H.n))
+
+
+def test_warmup_runs():
+    for dtype in DTYPES:
+        cpu.warmup(dtype)

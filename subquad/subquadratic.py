@@ -167,7 +167,7 @@ class SparseKernels:
         isz = float(self.net.spec.itemsize)
         for lr in self.lazy:
             madds += lr.fold_work()
-            nbytes += lr.fold_bytes(isz) if hasattr(lr, "fold_bytes") else lr.fold_work() * 0
+            nbytes += lr.fold_bytes(isz)
             lr.fold()
         self.folds += 1
         return Work(madds, nbytes)
@@ -188,10 +188,10 @@ class SparseKernels:
                 madds += block
                 nbytes += block * isz
             else:
+                # one axpy of a whole row of length m_out per active entry of h_{i,l-1}
                 self.kern.update_rowdense(net.Wt[l - 1], Hin, Vout, coef)
-                rows = self._union_rows(Hin)
-                madds += block
-                nbytes += rows * Vout.m * isz
+                madds += float(Hin.nnz) * Vout.m
+                nbytes += self._union_rows(Hin) * Vout.m * isz
         return Work(madds, nbytes)
 
     def _union_rows(self, R: SparseRows) -> float:

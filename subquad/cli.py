@@ -38,7 +38,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="step size eta (default 1 for Gauss-Newton, 1e-3 for dense-gd)")
     p.add_argument("--damping", type=float, default=0.0, help="damping mu >= 0")
     p.add_argument("--solver", default="auto",
-                   help="auto, cholesky, pcg-tensorsketch, pcg-tensorsrht")
+                   help="auto, cholesky, cg (no preconditioner), pcg-tensorsketch, pcg-tensorsrht")
     p.add_argument("--update", default="auto", help="subquad: auto, scatter, rowdense, lazy")
     p.add_argument("--rank-max", type=int, default=None, help="lazy: fold when rank passes this")
     p.add_argument("--rank-exponent", type=float, default=None,

@@ -36,7 +36,7 @@ from .sparse import SparseRows
 SKETCHES = ("tensorsketch", "tensorsrht")
 
 # nnz x k elements per chunk of samples in the TensorSRHT coordinate computation (bounds memory).
-_SRHT_CHUNK = 1 << 22
+_SRHT_CHUNK = 1 << 20
 # A real FFT of length k costs about this many multiply-adds per k log2 k.
 _FFT_MADDS = 2.0
 
@@ -168,15 +168,28 @@ def tensorsketch(H_list: list[SparseRows], V_list: list[SparseRows], k: int, see
     return B
 
 
-_PARITY8 = np.array([1 - 2 * (bin(b).count("1") & 1) for b in range(256)], dtype=np.float64)
+def _parity_table(bits: int) -> np.ndarray:
+    """(-1)^popcount(b) for b in [0, 2^bits), bits <= 32."""
+    b = np.arange(1 << bits, dtype=np.int64)
+    for shift in (16, 8, 4, 2, 1):
+        b ^= b >> shift
+    return 1.0 - 2.0 * (b & 1)
+
+
+_PARITY16 = _parity_table(16)
 
 
 def _hadamard_signs(idx: Any, p: Any, table: Any) -> Any:
-    """(-1)^popcount(idx_e & p_t) as a (len(idx) x len(p)) array; indices below 2^32."""
+    """(-1)^popcount(idx_e & p_t) as a (len(idx) x len(p)) array, by a 2^16-entry table.
+
+    Indices below 2^16 (uint16) index the table directly; wider ones (int64, below 2^32) are
+    folded to 16 bits first (the parity of a word is that of the xor of its halves).
+    """
     a = idx[:, None] & p[None, :]
-    a = a ^ (a >> 16)
-    a = a ^ (a >> 8)
-    return table[a & 255]
+    if a.dtype != np.uint16:
+        a ^= a >> 16
+        a &= 0xFFFF
+    return table[a]
 
 
 def _row_chunks(indptr_host: np.ndarray, k: int) -> list[tuple[int, int]]:
@@ -197,7 +210,9 @@ def hadamard_coords(X: SparseRows, sign: Any, p: Any, xp: Any = np) -> Any:
     O(k s) per row; rows are processed in chunks (a loop over samples, not over m).
     """
     dt = X.values.dtype
-    table = xp.asarray(_PARITY8, dtype=dt)
+    table = xp.asarray(_PARITY16, dtype=dt)
+    itype = np.uint16 if X.m <= 1 << 16 else np.int64
+    p = p.astype(itype)
     ip = X.indptr.get() if hasattr(X.indptr, "get") else np.asarray(X.indptr)
     out = xp.zeros((X.n, int(p.shape[0])), dtype=dt)
     for i0, i1 in _row_chunks(ip, int(p.shape[0])):
@@ -205,7 +220,7 @@ def hadamard_coords(X: SparseRows, sign: Any, p: Any, xp: Any = np) -> Any:
         if a == b:
             continue
         idx = X.indices[a:b]
-        Y = _hadamard_signs(idx, p, table)
+        Y = _hadamard_signs(idx.astype(itype), p, table)
         out[i0:i1] = weighted_row_sums(X.indptr[i0:i1 + 1] - a, sign[idx] * X.values[a:b], Y, xp)
     return out
 
@@ -258,9 +273,9 @@ def sketch_work(kind: str, nnz_h: float, nnz_v: float, k: int, n: int, L: int) -
 def default_sketch_size(n: int) -> int:
     """Buckets k = 8 n per layer, so B has L k = 8 L n rows.
 
-    Measured (m = 1024, L = 2, tol 1e-10, worst of 5 sketch seeds, both sketches, network and
-    random sparse factors): CG iterations 8 / 15 / 17-19 at n = 8 / 16 / 64 with k = 8 n, against
-    8 / 16 / 21-24 with k = 4 n and 8 / 17 / 28-33 with k = 2 n. Iterations depend on L k / n
-    only, so k proportional to n keeps them constant as n grows.
+    Measured (m = 1024, L = 2, tol 1e-10, 3 networks x 10 sketch seeds, both sketches alike):
+    worst-case CG iterations at n = 8 / 16 / 64 are 8 / 16 / 19 with k = 8 n, 8 / 16 / 24 with
+    k = 4 n and 8 / 17 / 33 with k = 2 n. Iterations depend on L k / n, so k proportional to n
+    keeps them constant as n grows.
     """
     return 8 * max(int(n), 1)

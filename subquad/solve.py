@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import ConfigError, ConvergenceError, SingularGramError
 
-SOLVERS = ("cholesky", "pcg-tensorsketch", "pcg-tensorsrht")
+SOLVERS = ("cholesky", "cg", "pcg-tensorsketch", "pcg-tensorsrht")
 
 
 @dataclass
@@ -85,7 +85,10 @@ class CholeskySolver(Solver):
 
 @dataclass
 class PCGSolver(Solver):
-    """The paper's route: sketch the Kronecker rows, QR, CG with (R^T R)^-1 as preconditioner."""
+    """The paper's route: sketch the Kronecker rows, QR, CG with (R^T R)^-1 as preconditioner.
+
+    ``kind = "none"`` is plain CG, the baseline that shows what the preconditioner buys.
+    """
 
     kind: str = "tensorsketch"
     mu: float = 0.0
@@ -100,13 +103,16 @@ class PCGSolver(Solver):
         from .cg import cg_work, preconditioned_cg, sketch_preconditioner  # noqa: PLC0415
         from .sketch import default_sketch_size, sketch_work, tensorsketch, tensorsrht  # noqa
 
-        H_list, V_list = sketch_inputs
         n = K.shape[0]
-        k = self.sketch_size or default_sketch_size(n)
-        fn = tensorsketch if self.kind == "tensorsketch" else tensorsrht
-        B = fn(H_list, V_list, k, self.seed + self._calls, xp=xp)
-        self._calls += 1
-        precond = sketch_preconditioner(B, self.mu, xp=xp)
+        k = 0
+        precond = None
+        if self.kind != "none":  # the unpreconditioned CG baseline skips the sketch
+            H_list, V_list = sketch_inputs
+            k = self.sketch_size or default_sketch_size(n)
+            fn = tensorsketch if self.kind == "tensorsketch" else tensorsrht
+            B = fn(H_list, V_list, k, self.seed + self._calls, xp=xp)
+            self._calls += 1
+            precond = sketch_preconditioner(B, self.mu, xp=xp)
         A = K + self.mu * xp.eye(n, dtype=K.dtype)
         c, iters, converged, resid = preconditioned_cg(lambda p: A @ p, r, precond, self.tol,
                                                        self.maxiter, xp=xp)
@@ -114,11 +120,12 @@ class PCGSolver(Solver):
             raise ConvergenceError(
                 f"CG did not reach --cg-tol {self.tol:g} in {self.maxiter} iterations "
                 f"(relative residual {resid:.3g}); raise --sketch-size (now {k}) or --cg-tol")
-        nnz_h = sum(h.nnz for h in H_list)
-        nnz_v = sum(v.nnz for v in V_list)
-        L = len(H_list)
-        work = (sketch_work(self.kind, nnz_h, nnz_v, k, n, L) + 2.0 * L * k * n * n
-                + cg_work(n, iters))
+        work = cg_work(n, iters)
+        if precond is not None:
+            nnz_h = sum(h.nnz for h in H_list)
+            nnz_v = sum(v.nnz for v in V_list)
+            L = len(H_list)
+            work += sketch_work(self.kind, nnz_h, nnz_v, k, n, L) + 2.0 * L * k * n * n
         return c, work, {"cg_iters": iters, "sketch_size": k}
 
 
@@ -129,11 +136,12 @@ def make_solver(name: str, mu: float = 0.0, sketch_size: int | None = None, cg_t
         raise ConfigError("damping", f"mu must be a finite number >= 0, got {mu!r}")
     if name == "cholesky":
         return CholeskySolver(mu=mu)
-    if name in ("pcg-tensorsketch", "pcg-tensorsrht"):
+    if name in ("cg", "pcg-tensorsketch", "pcg-tensorsrht"):
         if sketch_size is not None and sketch_size < 1:
             raise ConfigError("sketch-size", f"must be a positive integer, got {sketch_size}")
         if not (0 < cg_tol < 1):
             raise ConfigError("cg-tol", f"must lie in (0, 1), got {cg_tol!r}")
-        return PCGSolver(kind=name.split("-", 1)[1], mu=mu, sketch_size=sketch_size, tol=cg_tol,
+        kind = "none" if name == "cg" else name.split("-", 1)[1]
+        return PCGSolver(kind=kind, mu=mu, sketch_size=sketch_size, tol=cg_tol,
                          maxiter=cg_maxiter, seed=seed, name=name)
     raise ConfigError("solver", f"unknown solver {name!r}; accepted: {', '.join(SOLVERS)}")

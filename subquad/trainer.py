@@ -130,7 +130,8 @@ class Trainer:
             with be.timer() as t:
                 K, work["gram"] = k.gram(st, V)
             sec["gram"] = t[0]
-        sk = k.sketch_inputs(st, V) if getattr(self.solver, "kind", None) else None
+        sketching = getattr(self.solver, "kind", "none") != "none"
+        sk = k.sketch_inputs(st, V) if sketching else None
         with be.timer() as t:
             c, madds, info = self.solver.solve(be.xp, K, r, sk)
         sec["solve"] = t[0]

@@ -27,6 +27,15 @@ if the slope of its interval is below half the least-squares slope of the remain
 ``min_axis={"m": 1024}`` drops points below a fixed value first. The column ``window`` names the
 rule (``all``, ``auto``, ``min``, ``min+auto``) and ``fit_range`` the axis values actually used.
 
+Local slopes. Between every pair of neighbouring points of a series (all points, whatever the
+fit window), with intervals from the same bootstrap replicates as the series' exponent; they
+expose cache edges and the sparse/dense switch.
+
+Joint fit. Over the cells of one (machine, method, options, backend, dtype, threshold, data,
+phase, L, c) group in which at least two of m, n, d take several values (a small factorial, or
+one-axis sweeps that share a centre), log q = log C + a log m + b log n + e log d is fitted by
+least squares on the cell medians, with the same bootstrap; one row per varying axis.
+
 Crossover. Each ``subquad`` series on axis m, phase ``iteration`` (quantities seconds and work), is
 paired with every ``dense-gn`` series of the same machine, backend and dtype whose context,
 threshold and data agree (a value missing on one side matches anything). On their common widths
@@ -70,34 +79,34 @@ RUNS_COLUMNS = [
     "threshold", "data", "solver", "update", "rank_max", "options", "seed", "sample", "iters",
     "phase", "seconds", "work", "bytes", "active_fraction", "loss", "cg_iters", "status",
     "message",
-]  # fmt: skip
+]
 FITS_COLUMNS = [
     "machine", "method", "options", "backend", "dtype", "phase", "quantity", "axis", "fit",
     "exponent", "ci_low", "ci_high", "n_points", "fit_range", "context",
     "intercept", "window", "threshold", "data",
-]  # fmt: skip
+]
 LOCAL_SLOPE_COLUMNS = [
     "machine", "method", "options", "phase", "quantity", "axis", "context", "x_lo", "x_hi",
     "slope", "ci_low", "ci_high", "backend", "dtype", "threshold", "data",
-]  # fmt: skip
+]
 CROSSOVER_COLUMNS = [
     "machine", "backend", "dtype", "options", "context", "quantity", "m_star", "ci_low",
     "ci_high", "kind", "speedup_at_max_m", "speedup_ci_low", "speedup_ci_high", "max_m",
     "threshold", "data",
-]  # fmt: skip
+]
 SELFCHECK_COLUMNS = [
     "kernel", "expected", "exponent", "ci_low", "ci_high", "ok", "trustworthy",
     "machine", "backend", "dtype", "context", "n_points",
-]  # fmt: skip
+]
 
 _STRING_DEFAULTS = {
     "experiment": "", "cell": "", "machine": "", "options": "", "backend": "numpy",
     "dtype": "float64", "threshold": "", "data": "", "solver": "", "update": "",
     "status": "ok", "message": "",
-}  # fmt: skip
+}
 _REQUIRED = ("method", "phase", "m", "seconds")
 _NUMERIC = ["m", "n", "d", "L", "c", "rank_max", "seed", "sample", "iters", "seconds", "work",
-            "bytes", "active_fraction", "loss", "cg_iters"]  # fmt: skip
+            "bytes", "active_fraction", "loss", "cg_iters"]
 _MAX_DRAWS_PER_CHUNK = 4_000_000
 
 
@@ -172,7 +181,8 @@ def normalize_runs(runs: pd.DataFrame) -> pd.DataFrame:
     if df["options"].isna().all() or (df["options"].astype(str) == "").all():
         df["options"] = _options_string(df)
     for col in [c for c in RUNS_COLUMNS if c not in _NUMERIC]:
-        df[col] = df[col].fillna(_STRING_DEFAULTS.get(col, "")).astype(str)
+        text = df[col].astype(object)
+        df[col] = text.where(text.notna(), _STRING_DEFAULTS.get(col, "")).astype(str)
     for col in _NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     return df
@@ -181,9 +191,8 @@ def normalize_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def _options_string(df: pd.DataFrame) -> pd.Series:
     """The canonical ``solver=...;update=...;rank_max=...`` string, empty when no option is set."""
     vals = {col: df[col].map(_fmt_value) for col in ("solver", "update", "rank_max")}
-    joined = vals["solver"].radd("solver=") + vals["update"].radd(";update=") + vals[
-        "rank_max"
-    ].radd(";rank_max=")
+    joined = "solver=" + vals["solver"] + ";update=" + vals["update"]
+    joined = joined + ";rank_max=" + vals["rank_max"]
     unset = (vals["solver"] == "") & (vals["update"] == "") & (vals["rank_max"] == "")
     return joined.where(~unset, "")
 
@@ -236,7 +245,7 @@ def _benchmark_rows(bench: Mapping, machine: str) -> list[dict]:
         "backend": info.get("backend", "numpy"), "dtype": info.get("dtype", "float64"),
         "iters": stats.get("iterations", 1), "phase": "kernel", "status": "ok",
         **{k: info.get(k, np.nan) for k in ("m", "n", "d", "L", "c", "work", "bytes", "seed")},
-    }  # fmt: skip
+    }
     return [{**base, "sample": i, "seconds": float(t)} for i, t in enumerate(data)]
 
 
@@ -288,28 +297,47 @@ def _pad(point: np.ndarray, values: np.ndarray, n_points: int) -> tuple[np.ndarr
     return Y, counts
 
 
-def _usable(df: pd.DataFrame, cols: Sequence[str], quantity: str) -> pd.DataFrame:
-    """Rows whose quantity and axis values are positive and finite (log-log needs both)."""
-    mask = np.isfinite(df[quantity]) & (df[quantity] > 0)
-    for col in cols:
-        mask &= np.isfinite(df[col]) & (df[col] > 0)
+def _positive_axes(df: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
+    """Rows whose axis values are positive and finite (log-log needs them)."""
+    mask = np.ones(len(df), dtype=bool)
+    for col in axes:
+        mask &= np.isfinite(df[col].to_numpy()) & (df[col].to_numpy() > 0)
     return df[mask]
 
 
+def _points(
+    g: pd.DataFrame, point_cols: Sequence[str], quantity: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct points of a group (sorted) and their padded samples of one quantity.
+
+    Samples that are not positive and finite are left out (log-log needs them positive).
+    """
+    q = g[quantity].to_numpy()
+    use = np.isfinite(q) & (q > 0)
+    coords = g[list(point_cols)].to_numpy()[use]
+    if len(point_cols) == 1:
+        pts, inverse = np.unique(coords[:, 0], return_inverse=True)
+    else:
+        pts, inverse = np.unique(coords, axis=0, return_inverse=True)
+    if len(pts) == 0:
+        return pts, np.empty((0, 1)), np.zeros(0, dtype=np.intp)
+    Y, counts = _pad(inverse.ravel(), q[use], len(pts))
+    return pts, Y, counts
+
+
 def _iter_series(
-    ok: pd.DataFrame, axis: str, quantity: str, min_points: int = 3
+    ok: pd.DataFrame, axis: str, quantities: Sequence[str], min_points: int = 3
 ) -> Iterator[_Series]:
-    """Every series with at least ``min_points`` distinct values of ``axis``."""
+    """Every series (per quantity) with at least ``min_points`` distinct values of ``axis``."""
     fixed = [p for p in PARAMS if p != axis]
     keys = SERIES_KEYS + fixed
-    df = _usable(ok, [axis], quantity)
-    for key, g in df.groupby(keys, dropna=False, sort=True):
-        x, inverse = np.unique(g[axis].to_numpy(), return_inverse=True)
-        if len(x) < min_points:
-            continue
-        Y, counts = _pad(inverse, g[quantity].to_numpy(), len(x))
+    for key, g in _positive_axes(ok, [axis]).groupby(keys, dropna=False, sort=True):
         kd = dict(zip(keys, key))
-        yield _Series(kd, axis, quantity, x, Y, counts, _context({p: kd[p] for p in fixed}))
+        context = _context({p: kd[p] for p in fixed})
+        for quantity in quantities:
+            x, Y, counts = _points(g, [axis], quantity)
+            if len(x) >= min_points:
+                yield _Series(kd, axis, quantity, x, Y, counts, context)
 
 
 def _series_key(s: _Series, purpose: str) -> str:
@@ -334,17 +362,19 @@ def _sorted_median(s: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return 0.5 * (lo + hi)
 
 
-def _medians(Y: np.ndarray, counts: np.ndarray, n_boot: int, rng: np.random.Generator):
+def _medians(
+    Y: np.ndarray, counts: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
     """Row 0: medians of the measured samples; rows 1..B: medians of bootstrap resamples.
 
     Resampling is within each point, with replacement, the same number of samples as measured.
     Both rows come from one code path, so deterministic samples give bitwise-equal rows.
     """
     P, S = Y.shape
-    padded = np.where(np.arange(S) < counts[:, None], Y, np.inf)
+    valid = np.arange(S) < counts[:, None]
+    padded = np.where(valid, Y, np.inf)  # +inf sorts after every real sample
     out = np.empty((n_boot + 1, P))
     out[0] = _sorted_median(np.sort(padded, axis=-1), counts)
-    valid = np.arange(S) < counts[:, None]
     rows = np.arange(P)[:, None]
     chunk = max(1, _MAX_DRAWS_PER_CHUNK // (P * S))
     for start in range(0, n_boot, chunk):
@@ -422,7 +452,7 @@ def fit_slope(
     if len(xs) != len(samples) or np.any(xs <= 0) or np.any(np.diff(xs) <= 0):
         raise ConfigError("x", "must be positive, strictly increasing, one value per sample list")
     vals = [np.asarray(s, dtype=float) for s in samples]
-    if any(len(v) == 0 or np.any(~(v > 0)) for v in vals):
+    if any(len(v) == 0 or not np.all(np.isfinite(v) & (v > 0)) for v in vals):
         raise ConfigError("samples", "every point needs at least one positive, finite sample")
     point = np.repeat(np.arange(len(vals)), [len(v) for v in vals])
     Y, counts = _pad(point, np.concatenate(vals), len(vals))
@@ -435,9 +465,8 @@ def fit_slope(
 
 def _series_columns(s: _Series) -> dict:
     """The identifying columns of a series' output rows."""
-    k = s.keys
-    return {c: k[c] for c in SERIES_KEYS} | {"quantity": s.quantity, "axis": s.axis,
-                                              "context": s.context}  # fmt: skip
+    ids = {c: s.keys[c] for c in SERIES_KEYS}
+    return ids | {"quantity": s.quantity, "axis": s.axis, "context": s.context}
 
 
 def _slope_row(s: _Series, fit: SlopeFit) -> dict:
@@ -446,7 +475,7 @@ def _slope_row(s: _Series, fit: SlopeFit) -> dict:
         "fit": "slope", "exponent": fit.exponent, "ci_low": fit.ci_low, "ci_high": fit.ci_high,
         "n_points": len(fit.x), "fit_range": _fit_range(s.axis, fit.x),
         "intercept": fit.intercept, "window": fit.window,
-    }  # fmt: skip
+    }
 
 
 def _local_rows(s: _Series, meds: np.ndarray, opts: FitOptions) -> list[dict]:
@@ -456,7 +485,7 @@ def _local_rows(s: _Series, meds: np.ndarray, opts: FitOptions) -> list[dict]:
     base = _series_columns(s)
     return [
         base | {"x_lo": s.x[i], "x_hi": s.x[i + 1], "slope": slopes[0, i], "ci_low": lo[i],
-                "ci_high": hi[i]}  # fmt: skip
+                "ci_high": hi[i]}
         for i in range(len(s.x) - 1)
     ]
 
@@ -466,13 +495,12 @@ def _slopes_and_locals(ok: pd.DataFrame, opts: FitOptions) -> tuple[list[dict], 
     fits, locals_ = [], []
     for axis in AXES:
         min_x = (opts.min_axis or {}).get(axis)
-        for quantity in QUANTITIES:
-            for s in _iter_series(ok, axis, quantity):
-                meds = _medians(s.Y, s.counts, opts.n_boot, _rng(opts.seed, _series_key(s, "")))
-                fit = _slope_fit(s.x, meds, opts, min_x)
-                if fit is not None:
-                    fits.append(_slope_row(s, fit))
-                locals_.extend(_local_rows(s, meds, opts))
+        for s in _iter_series(ok, axis, QUANTITIES):
+            meds = _medians(s.Y, s.counts, opts.n_boot, _rng(opts.seed, _series_key(s, "")))
+            fit = _slope_fit(s.x, meds, opts, min_x)
+            if fit is not None:
+                fits.append(_slope_row(s, fit))
+            locals_.extend(_local_rows(s, meds, opts))
     return fits, locals_
 
 
@@ -480,21 +508,19 @@ def _joint_rows(ok: pd.DataFrame, opts: FitOptions) -> list[dict]:
     """``fits.csv`` rows (fit = joint) of log q = log C + a log m + b log n + e log d."""
     rows = []
     keys = SERIES_KEYS + ["L", "c"]
-    for quantity in QUANTITIES:
-        df = _usable(ok, AXES, quantity)
-        for key, g in df.groupby(keys, dropna=False, sort=True):
+    for key, g in _positive_axes(ok, AXES).groupby(keys, dropna=False, sort=True):
+        for quantity in QUANTITIES:
             rows.extend(_joint_group(dict(zip(keys, key)), g, quantity, opts))
     return rows
 
 
 def _joint_group(kd: dict, g: pd.DataFrame, quantity: str, opts: FitOptions) -> list[dict]:
     """Joint-fit rows of one group, or none if fewer than two axes vary or the fit is singular."""
-    pts, inverse = np.unique(g[list(AXES)].to_numpy(), axis=0, return_inverse=True)
-    varying = [i for i, _ in enumerate(AXES) if len(np.unique(pts[:, i])) > 1]
+    pts, Y, counts = _points(g, AXES, quantity)
+    varying = [i for i in range(len(AXES)) if len(np.unique(pts[:, i])) > 1] if len(pts) else []
     X = np.column_stack([np.ones(len(pts))] + [np.log(pts[:, i]) for i in varying])
     if len(varying) < 2 or len(pts) <= X.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]:
         return []
-    Y, counts = _pad(inverse.ravel(), g[quantity].to_numpy(), len(pts))
     seed_key = f"joint|{quantity}|" + ";".join(f"{k}={_fmt_value(v)}" for k, v in kd.items())
     lmeds = np.log(_medians(Y, counts, opts.n_boot, _rng(opts.seed, seed_key)))
     coef = (lmeds[:, None, :] * np.linalg.pinv(X)[None, :, :]).sum(axis=-1)
@@ -505,10 +531,10 @@ def _joint_group(kd: dict, g: pd.DataFrame, quantity: str, opts: FitOptions) -> 
     base = {c: kd[c] for c in SERIES_KEYS} | {
         "quantity": quantity, "fit": "joint", "n_points": len(pts), "fit_range": fit_range,
         "context": context, "intercept": coef[0, 0], "window": "all",
-    }  # fmt: skip
+    }
     return [
         base | {"axis": AXES[i], "exponent": coef[0, j + 1], "ci_low": lo[j + 1],
-                "ci_high": hi[j + 1]}  # fmt: skip
+                "ci_high": hi[j + 1]}
         for j, i in enumerate(varying)
     ]
 
@@ -554,20 +580,21 @@ def _restrict(s: _Series, x: np.ndarray) -> _Series:
     return _Series(s.keys, s.axis, s.quantity, s.x[keep], s.Y[keep], s.counts[keep], s.context)
 
 
-def _crossing(lr: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of log-ratios: log m* and its kind code (0 interpolated, 1 below, 2 extrapolated,
-    3 none); log m* is +inf where no crossing exists."""
+def _crossing(lr: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of log-ratios at widths ``m``: m* and its kind code (0 interpolated, 1 below
+    range, 2 extrapolated, 3 none in range); m* is +inf where no crossing exists."""
+    lm = np.log(m)
     rows = np.arange(lr.shape[0])
     up = (lr[:, :-1] <= 0) & (lr[:, 1:] > 0)
     j = up.argmax(axis=1)
     r0, r1 = lr[rows, j], lr[rows, j + 1]
     slope, intercept = _ols(lm, lr)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        interp = lm[j] + (-r0) * (lm[j + 1] - lm[j]) / (r1 - r0)
-        extrap = np.where(slope > 0, -intercept / slope, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        interp = np.exp(lm[j] + (-r0) * (lm[j + 1] - lm[j]) / (r1 - r0))
+        extrap = np.where(slope > 0, np.exp(-intercept / slope), np.inf)
     below = (lr > 0).all(axis=1)
     has = up.any(axis=1)
-    value = np.where(has, interp, np.where(below, lm[0], extrap))
+    value = np.where(has, interp, np.where(below, m[0], extrap))
     kind = np.where(has, 0, np.where(below, 1, np.where(np.isfinite(extrap), 2, 3)))
     return value, kind
 
@@ -575,15 +602,14 @@ def _crossing(lr: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _KINDS = ("interpolated", "below range", "extrapolated", "none in range")
 
 
-def _m_star_interval(log_m: np.ndarray, confidence: float) -> tuple[float, float, float]:
+def _m_star_interval(m_star: np.ndarray, confidence: float) -> tuple[float, float, float]:
     """m* of row 0 and a nearest-rank bootstrap interval (inf kept); all NaN when no m*."""
-    if not np.isfinite(log_m[0]):
+    if not np.isfinite(m_star[0]):
         return np.nan, np.nan, np.nan
-    boot = np.exp(log_m[1:])
     alpha = 1.0 - confidence
-    lo = np.quantile(boot, alpha / 2, method="lower")
-    hi = np.quantile(boot, 1 - alpha / 2, method="higher")
-    return float(np.exp(log_m[0])), float(lo), float(hi)
+    lo = np.quantile(m_star[1:], alpha / 2, method="lower")
+    hi = np.quantile(m_star[1:], 1 - alpha / 2, method="higher")
+    return float(m_star[0]), float(lo), float(hi)
 
 
 def _crossover_row(sub: _Series, dense: _Series, opts: FitOptions) -> dict | None:
@@ -597,16 +623,16 @@ def _crossover_row(sub: _Series, dense: _Series, opts: FitOptions) -> dict | Non
     lr = np.log(_medians(dense.Y, dense.counts, opts.n_boot, rng)) - np.log(
         _medians(sub.Y, sub.counts, opts.n_boot, rng)
     )
-    value, kind = _crossing(lr, np.log(common))
+    value, kind = _crossing(lr, common)
     m_star, lo, hi = _m_star_interval(value, opts.confidence)
     speed = np.exp(lr[:, -1])
     s_lo, s_hi = _interval(speed[1:], opts.confidence)
     return {c: sub.keys[c] for c in ("machine", "backend", "dtype", "options", "threshold",
-                                     "data")} | {  # fmt: skip
+                                     "data")} | {
         "context": sub.context, "quantity": sub.quantity, "m_star": m_star, "ci_low": lo,
         "ci_high": hi, "kind": _KINDS[kind[0]], "speedup_at_max_m": speed[0],
         "speedup_ci_low": s_lo, "speedup_ci_high": s_hi, "max_m": common[-1],
-    }  # fmt: skip
+    }
 
 
 def crossover(runs: pd.DataFrame, **options) -> pd.DataFrame:
@@ -616,7 +642,7 @@ def crossover(runs: pd.DataFrame, **options) -> pd.DataFrame:
     ok = ok[ok["phase"] == "iteration"]
     rows = []
     for quantity in CROSSOVER_QUANTITIES:
-        series = list(_iter_series(ok, "m", quantity, min_points=2))
+        series = list(_iter_series(ok, "m", [quantity], min_points=2))
         subs = [s for s in series if s.keys["method"] == "subquad"]
         dense = [s for s in series if s.keys["method"] == "dense-gn"]
         for s in subs:
@@ -636,7 +662,7 @@ def selfcheck(runs: pd.DataFrame, **options) -> pd.DataFrame:
     ok = _ok_rows(runs)
     calib = ok[ok["method"].isin(list(CALIBRATION)) & (ok["phase"] == "kernel")]
     rows = []
-    for s in _iter_series(calib, "m", "seconds", min_points=1):
+    for s in _iter_series(calib, "m", ["seconds"], min_points=1):
         rows.append(_selfcheck_row(s, opts))
     for kernel in sorted(set(calib["method"]) - {r["kernel"] for r in rows}):
         rows.append({"kernel": kernel, "expected": CALIBRATION[kernel], "ok": False})
@@ -654,7 +680,7 @@ def _selfcheck_row(s: _Series, opts: FitOptions) -> dict:
     expected = CALIBRATION[s.keys["method"]]
     row = {"kernel": s.keys["method"], "expected": expected, "machine": s.keys["machine"],
            "backend": s.keys["backend"], "dtype": s.keys["dtype"], "context": s.context,
-           "n_points": len(s.x), "ok": False}  # fmt: skip
+           "n_points": len(s.x), "ok": False}
     if len(s.x) < 3:
         return row
     meds = _medians(s.Y, s.counts, opts.n_boot, _rng(opts.seed, _series_key(s, "")))
@@ -663,7 +689,7 @@ def _selfcheck_row(s: _Series, opts: FitOptions) -> dict:
         return row
     ok = abs(fit.exponent - expected) <= CALIBRATION_TOLERANCE
     return row | {"exponent": fit.exponent, "ci_low": fit.ci_low, "ci_high": fit.ci_high,
-                  "n_points": len(fit.x), "ok": ok}  # fmt: skip
+                  "n_points": len(fit.x), "ok": ok}
 
 
 def trustworthy(check: pd.DataFrame) -> bool | None:
@@ -699,7 +725,7 @@ def fit_run(path: Path | str, **options) -> FitPaths:
     ok = _ok_rows(runs)
     slopes, locals_ = _slopes_and_locals(ok, opts)
     kw = dict(confidence=opts.confidence, n_boot=opts.n_boot, seed=opts.seed,
-              window=opts.window, min_axis=opts.min_axis)  # fmt: skip
+              window=opts.window, min_axis=opts.min_axis)
     check = selfcheck(ok, **kw)
     tables = {
         "fits": _frame(slopes + _joint_rows(ok, opts), FITS_COLUMNS),

@@ -44,7 +44,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank-exponent", type=float, default=None,
                    help="lazy: rank-max = m^a (a in (0, 1])")
     p.add_argument("--sketch-size", type=int, default=None, help="PCG: sketch rows k per layer")
-    p.add_argument("--cg-tol", type=float, default=1e-10, help="PCG: relative residual target")
+    p.add_argument("--cg-tol", type=float, default=None,
+                   help="CG: relative residual target (1e-10 float64, 1e-5 float32)")
     p.add_argument("--cg-maxiter", type=int, default=100, help="PCG: iteration limit")
     p.add_argument("--forward-kernel", default="auto", help="auto, per-example, input-major")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")

@@ -19,6 +19,8 @@ from .trainer import PHASES, Step, Trainer
 METHODS = ("dense-gd", "dense-gn", "subquad")
 #: default step sizes: a pure Gauss-Newton step, and a small stable gradient step
 DEFAULT_LR = {"dense-gd": 1e-3, "dense-gn": 1.0, "subquad": 1.0}
+#: CG tolerance per dtype: float32 cannot reach a 1e-10 relative residual
+DEFAULT_CG_TOL = {"float64": 1e-10, "float32": 1e-5}
 #: solver ``auto``: Cholesky (n^3/3) is cheaper than the forward pass for every n we measure
 AUTO_SOLVER_MAX_N = 1024
 
@@ -47,7 +49,7 @@ class TrainConfig:
     rank_max: int | None = None
     rank_exponent: float | None = None
     sketch_size: int | None = None
-    cg_tol: float = 1e-10
+    cg_tol: float | None = None
     cg_maxiter: int = 100
     forward_kernel: str = "auto"
 
@@ -59,6 +61,13 @@ class TrainConfig:
     @property
     def eta(self) -> float:
         return DEFAULT_LR[self.method] if self.lr is None else float(self.lr)
+
+    @property
+    def tol(self) -> float:
+        """CG tolerance: given, or what the dtype can reach (1e-10 float64, 1e-5 float32)."""
+        if self.cg_tol is not None:
+            return float(self.cg_tol)
+        return DEFAULT_CG_TOL[self.dtype] if self.dtype in DEFAULT_CG_TOL else 1e-10
 
     def resolved_solver(self) -> str:
         if self.method == "dense-gd":
@@ -124,11 +133,11 @@ def build_trainer(cfg: TrainConfig, X: Any = None, y: Any = None) -> Trainer:
     cfg.validate()
     if X is None:
         X, y = load(cfg.data, cfg.n, cfg.d, cfg.seed, cfg.labels)
-    net = Network.init(cfg.spec)
     solver_name = cfg.resolved_solver()
     solver = (IdentitySolver() if solver_name == "gradient" else
-              make_solver(solver_name, cfg.damping, cfg.sketch_size, cfg.cg_tol, cfg.cg_maxiter,
+              make_solver(solver_name, cfg.damping, cfg.sketch_size, cfg.tol, cfg.cg_maxiter,
                           cfg.seed))
+    net = Network.init(cfg.spec)
     if cfg.method == "subquad":
         from .kernels import get_kernels  # noqa: PLC0415
         from .subquadratic import SparseKernels  # noqa: PLC0415
@@ -174,5 +183,5 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int, Step], None] | None =
         out["solver_info"].append(st.info)
         if on_step is not None:
             on_step(t, st)
-    out["config"] = {**asdict(replace(cfg, lr=cfg.eta)), **tr.describe()}
+    out["config"] = {**asdict(replace(cfg, lr=cfg.eta, cg_tol=cfg.tol)), **tr.describe()}
     return out

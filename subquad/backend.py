@@ -69,6 +69,27 @@ class Backend:
             out[0] = time.perf_counter() - t0
 
 
+def gemm_accumulate(Ct: Any, A: Any, B: Any, xp: Any) -> None:
+    """Ct += A @ B^T in place with one BLAS call (Ct C-contiguous m_in x m_out)."""
+    if xp.__name__ == "cupy":
+        from cupy import cublas  # noqa: PLC0415 - not loaded by `import cupy`
+
+        cublas.gemm("N", "T", xp.ascontiguousarray(A), xp.ascontiguousarray(B),
+                         out=Ct, alpha=1.0, beta=1.0)
+        return
+    if Ct.flags.c_contiguous and Ct.dtype in (np.float32, np.float64):
+        from scipy.linalg import blas  # noqa: PLC0415
+
+        gemm = blas.get_blas_funcs("gemm", (Ct,))
+        # Ct^T (Fortran order, same memory) += B A^T, so BLAS writes Ct in place.
+        out = gemm(1.0, B, A, beta=1.0, c=Ct.T, trans_b=1, overwrite_c=1)
+        if np.shares_memory(out, Ct):
+            return
+        Ct[...] = out.T
+        return
+    Ct += A @ B.T
+
+
 def gpu_available() -> tuple[bool, str]:
     """Probe for a usable CUDA device by allocating on it (an import alone proves nothing)."""
     try:

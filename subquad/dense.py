@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .backend import gemm_accumulate
 from .network import DenseState, Network
 from .trainer import Work
 
@@ -55,8 +56,9 @@ class DenseKernels:
     def update(self, st: DenseState, V: list, coef: Any) -> Work:
         """W_l^T += H_{l-1}^T diag(coef) V_l: a dense rank-n update, L n m^2 multiply-adds."""
         L, n, m, b = self._mm()
-        for l, Wt in enumerate(self.net.Wt, start=1):
-            Wt += st.H[l - 1].T @ (coef[:, None] * V[l])
+        xp = self.net.xp
+        for l, Wt in enumerate(self.net.Wt, start=1):  # in place, no m x m temporary
+            gemm_accumulate(Wt, st.H[l - 1].T, (coef[:, None] * V[l]).T, xp)
         return Work(L * n * m * m, L * m * m * b)
 
     def active_counts(self, st: DenseState) -> list[np.ndarray]:

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from .backend import gemm_accumulate
 from .errors import ConfigError
-from .sketch import row_ids, weighted_row_sums
-from .sparse import SparseRows
+from .sparse import SparseRows, row_ids, weighted_row_sums
 
 
 class LazyLowRank:
@@ -106,7 +106,7 @@ class LazyLowRank:
         """W0t += V[:, :r] U[:, :r]^T in place (one GEMM), r = 0; returns its multiply-adds."""
         madds = self.fold_work()
         if self.r:
-            _gemm_accumulate(self.W0t, self.V[:, :self.r], self.U[:, :self.r], self.xp)
+            gemm_accumulate(self.W0t, self.V[:, :self.r], self.U[:, :self.r], self.xp)
             self.folds += 1
         self.r = 0
         return madds
@@ -150,27 +150,6 @@ class LazyLowRank:
             return 0.0
         isz = self.itemsize if itemsize is None else float(itemsize)
         return (float(self.m_in) * self.m_out + self.r * (self.m_in + self.m_out)) * isz
-
-
-def _gemm_accumulate(Ct: Any, A: Any, B: Any, xp: Any) -> None:
-    """Ct += A @ B^T in place with one BLAS call (Ct C-contiguous m_in x m_out)."""
-    if xp.__name__ == "cupy":
-        import cupy  # noqa: PLC0415
-
-        cupy.cublas.gemm("N", "T", xp.ascontiguousarray(A), xp.ascontiguousarray(B),
-                         out=Ct, alpha=1.0, beta=1.0)
-        return
-    if Ct.flags.c_contiguous and Ct.dtype in (np.float32, np.float64):
-        from scipy.linalg import blas  # noqa: PLC0415
-
-        gemm = blas.get_blas_funcs("gemm", (Ct,))
-        # Ct^T (Fortran order, same memory) += B A^T, so BLAS writes Ct in place.
-        out = gemm(1.0, B, A, beta=1.0, c=Ct.T, trans_b=1, overwrite_c=1)
-        if np.shares_memory(out, Ct):
-            return
-        Ct[...] = out.T
-        return
-    Ct += A @ B.T
 
 
 def parse_rank_max(spec: Any, m: int, n: int) -> int:

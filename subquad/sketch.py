@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import ConfigError
-from .sparse import SparseRows
+from .sparse import SparseRows, row_ids, weighted_row_sums
 
 SKETCHES = ("tensorsketch", "tensorsrht")
 
@@ -112,32 +112,6 @@ def _check_inputs(H_list: list[SparseRows], V_list: list[SparseRows], k: int) ->
 
 def _dims(H_list: list[SparseRows], V_list: list[SparseRows]) -> list[tuple[int, int]]:
     return [(H.m, V.m) for H, V in zip(H_list, V_list, strict=True)]
-
-
-def _sparse_module(xp: Any) -> Any:
-    """scipy.sparse for numpy, cupyx.scipy.sparse for cupy."""
-    if xp.__name__ == "cupy":
-        import cupyx.scipy.sparse as sps  # noqa: PLC0415
-    else:
-        import scipy.sparse as sps  # noqa: PLC0415
-    return sps
-
-
-def weighted_row_sums(indptr: Any, weights: Any, Y: Any, xp: Any = np) -> Any:
-    """Rows sum_{e in row i} weights_e Y_e (n x c) for Y (nnz x c) aligned with a CSR's entries.
-
-    One sparse-times-dense product with the n x nnz matrix that holds ``weights`` on each
-    row's own entry range: O(nnz c), exact accumulation, no Python loop.
-    """
-    n, nnz = int(indptr.shape[0]) - 1, int(Y.shape[0])
-    sps = _sparse_module(xp)
-    E = sps.csr_matrix((weights, xp.arange(nnz), indptr), shape=(n, nnz))
-    return xp.asarray(E @ Y)
-
-
-def row_ids(X: SparseRows, xp: Any = np) -> Any:
-    """The sample index i of every stored entry of X (nnz,), without a host round trip."""
-    return xp.searchsorted(X.indptr, xp.arange(X.nnz), side="right") - 1
 
 
 def countsketch_rows(X: SparseRows, hash_: Any, sign: Any, k: int, xp: Any = np) -> Any:

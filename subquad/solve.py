@@ -47,6 +47,16 @@ def _cho_solve(xp: Any, Lc: Any, r: Any) -> Any:
     return solve_triangular(Lc.T, z, lower=False)
 
 
+def _cholesky(xp: Any, A: Any) -> Any:
+    """Lower Cholesky factor; cupy only raises on a non-PD matrix inside its errstate."""
+    if xp is np:
+        return np.linalg.cholesky(A)
+    import cupyx  # noqa: PLC0415 - GPU only
+
+    with cupyx.errstate(linalg="raise"):
+        return xp.linalg.cholesky(A)
+
+
 def singular_message(K_host: np.ndarray, mu: float, detail: str) -> str:
     """Explain a singular K: which samples have a zero row (no active neuron) and what to do."""
     zero = np.flatnonzero(np.abs(np.diag(K_host)) <= 0)
@@ -71,11 +81,12 @@ class CholeskySolver(Solver):
         if np.any(np.diag(Kh) <= 0):
             raise SingularGramError(singular_message(Kh, self.mu, "a zero diagonal"))
         try:
-            Lc = xp.linalg.cholesky(A)
+            Lc = _cholesky(xp, A)
         except np.linalg.LinAlgError as exc:
             raise SingularGramError(singular_message(Kh, self.mu, str(exc))) from None
         piv = np.asarray(xp.diagonal(Lc).get() if hasattr(Lc, "get") else np.diagonal(Lc))
-        if not np.all(np.isfinite(piv)) or piv.min() ** 2 <= n * eps * np.max(np.diag(Kh)):
+        if (not np.all(np.isfinite(piv)) or piv.min() <= 0
+                or piv.min() ** 2 <= n * eps * np.max(np.diag(Kh))):
             raise SingularGramError(singular_message(
                 Kh, self.mu, f"smallest Cholesky pivot^2 {np.nanmin(piv) ** 2:.3g} is below "
                 f"n eps max(K_ii)"))
@@ -103,6 +114,9 @@ class PCGSolver(Solver):
         from .cg import cg_work, preconditioned_cg, sketch_preconditioner  # noqa: PLC0415
         from .sketch import default_sketch_size, sketch_work, tensorsketch, tensorsrht  # noqa
 
+        if xp is not np:  # the n x n system is tiny: solve it on the host, no per-step syncs
+            c, work, info = self.solve(np, K.get(), r.get(), _to_host_rows(sketch_inputs))
+            return xp.asarray(c), work, info
         n = K.shape[0]
         k = 0
         precond = None
@@ -127,6 +141,18 @@ class PCGSolver(Solver):
             L = len(H_list)
             work += sketch_work(self.kind, nnz_h, nnz_v, k, n, L) + 2.0 * L * k * n * n
         return c, work, {"cg_iters": iters, "sketch_size": k}
+
+
+def _to_host_rows(sketch_inputs: Any) -> Any:
+    """Host copies of the sketch inputs (lists of SparseRows) for a host-side solve."""
+    if sketch_inputs is None:
+        return None
+    from .sparse import SparseRows  # noqa: PLC0415
+
+    def host(R: SparseRows) -> SparseRows:
+        return SparseRows(R.indptr.get(), R.indices.get(), R.values.get(), R.m, R._counts)
+
+    return tuple([host(R) for R in rows] for rows in sketch_inputs)
 
 
 def make_solver(name: str, mu: float = 0.0, sketch_size: int | None = None, cg_tol: float = 1e-10,

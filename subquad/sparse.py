@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ class SparseRows:
     indices: Any
     values: Any
     m: int
+    _counts: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -32,20 +33,21 @@ class SparseRows:
         return int(self.indices.shape[0])
 
     def counts(self) -> np.ndarray:
-        """Active neurons per sample (host array)."""
-        ip = self.indptr
-        d = ip[1:] - ip[:-1]
-        return d.get() if hasattr(d, "get") else np.asarray(d)
+        """Active neurons per sample (host array, cached: on a GPU the first call syncs)."""
+        if self._counts is None:
+            ip = self.indptr
+            d = ip[1:] - ip[:-1]
+            self._counts = d.get() if hasattr(d, "get") else np.asarray(d)
+        return self._counts
 
     def with_values(self, values: Any) -> SparseRows:
         """Same support, other values (e.g. v_{i,l} on the support of h_{i,l})."""
-        return SparseRows(self.indptr, self.indices, values, self.m)
+        return SparseRows(self.indptr, self.indices, values, self.m, self._counts)
 
     def to_dense(self, xp: Any = np) -> Any:
         """An n x m dense copy (for tests and small oracles only)."""
         out = xp.zeros((self.n, self.m), dtype=self.values.dtype)
-        rows = xp.repeat(xp.arange(self.n), xp.asarray(self.counts()))
-        out[rows, self.indices] = self.values
+        out[row_ids(self, xp), self.indices] = self.values
         return out
 
     def row_norms(self, xp: Any = np) -> Any:
@@ -67,3 +69,29 @@ class SparseRows:
         counts = xp.bincount(rows, minlength=n)
         indptr = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(counts)]).astype(xp.int64)
         return cls(indptr, cols.astype(xp.int64), a[rows, cols], int(m))
+
+
+def _sparse_module(xp: Any) -> Any:
+    """scipy.sparse for numpy, cupyx.scipy.sparse for cupy."""
+    if xp.__name__ == "cupy":
+        import cupyx.scipy.sparse as sps  # noqa: PLC0415
+    else:
+        import scipy.sparse as sps  # noqa: PLC0415
+    return sps
+
+
+def weighted_row_sums(indptr: Any, weights: Any, Y: Any, xp: Any = np) -> Any:
+    """Rows sum_{e in row i} weights_e Y_e (n x c) for Y (nnz x c) aligned with a CSR's entries.
+
+    One sparse-times-dense product with the n x nnz matrix that holds ``weights`` on each
+    row's own entry range: O(nnz c), exact accumulation, no Python loop.
+    """
+    n, nnz = int(indptr.shape[0]) - 1, int(Y.shape[0])
+    sps = _sparse_module(xp)
+    E = sps.csr_matrix((weights, xp.arange(nnz), indptr), shape=(n, nnz))
+    return xp.asarray(E @ Y)
+
+
+def row_ids(X: SparseRows, xp: Any = np) -> Any:
+    """The sample index i of every stored entry of X (nnz,), without a host round trip."""
+    return xp.searchsorted(X.indptr, xp.arange(X.nnz), side="right") - 1

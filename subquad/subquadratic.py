@@ -15,11 +15,13 @@ import numpy as np
 
 from .errors import ConfigError
 from .network import Network
-from .sparse import SparseRows
+from .sparse import SparseRows, row_ids
 from .trainer import Work
 
 UPDATES = ("auto", "scatter", "rowdense", "lazy")
 FORWARD_KERNELS = ("auto", "per-example", "input-major")
+#: forward kernels each backend offers (the GPU adds cuSPARSE SpMM)
+FORWARD_KERNELS_BY_BACKEND = {"numpy": FORWARD_KERNELS, "cupy": (*FORWARD_KERNELS, "spmm")}
 #: CPU_KERNELS.md: the row-ownership scatter wins for s/m <= 0.03, row-dense from 0.05 on
 AUTO_DENSITY_SPLIT = 0.04
 
@@ -49,9 +51,10 @@ class SparseKernels:
 
     def __init__(self, kern: Any, update: str = "auto", rank_max: Any = None,
                  forward_kernel: str = "auto"):
-        if forward_kernel not in FORWARD_KERNELS:
+        accepted = getattr(kern, "FORWARD_KERNELS", FORWARD_KERNELS)
+        if forward_kernel not in accepted:
             raise ConfigError("forward-kernel", f"unknown kernel {forward_kernel!r}; accepted: "
-                              f"{', '.join(FORWARD_KERNELS)}")
+                              f"{', '.join(accepted)}")
         self.kern = kern
         self.update_req = update
         self.rank_max_req = rank_max
@@ -76,9 +79,6 @@ class SparseKernels:
             self.lazy = [LazyLowRank(Wt, self.rank_max, xp=self.xp) for Wt in net.Wt]
 
     # -- helpers ----------------------------------------------------------------------------
-
-    def _rows(self, R: SparseRows) -> Any:
-        return self.xp.repeat(self.xp.arange(R.n), self.xp.asarray(R.counts()))
 
     def _W0t(self, l: int) -> Any:
         """W_l^T, or the base W0_l^T of the lazy structure (l = 1..L)."""
@@ -135,14 +135,14 @@ class SparseKernels:
             if net.spec.threshold == "adaptive":
                 safe = xp.where(st.norms[l] > 0, st.norms[l], 1)
                 scale = self.coef * Vn.row_sums(xp) / safe
-                u = u - scale[self._rows(Hl)] * Hl.values
+                u = u - scale[row_ids(Hl, xp)] * Hl.values
                 madds += 2.0 * Hl.nnz + Vn.nnz
             V[l] = Hl.with_values(u.astype(net.dtype))
         return V, Work(madds, nbytes)
 
     def _block_size(self, A: SparseRows, B: SparseRows) -> float:
         """sum_i |S_{i,a}| |S_{i,b}|: the entries of every sample's active block."""
-        return float(self.net.be.to_host((A.counts() * B.counts()).sum()))
+        return float((A.counts() * B.counts()).sum())
 
     def gram(self, st: SparseState, V: list) -> tuple[Any, Work]:
         """K = sum_l (H_{l-1} H_{l-1}^T) o (V_l V_l^T) from sparse rows: O(L n^2 s)."""
@@ -195,8 +195,9 @@ class SparseKernels:
         return Work(madds, nbytes)
 
     def _union_rows(self, R: SparseRows) -> float:
+        """|union_i S_i|: distinct rows touched (a bincount, no sort)."""
         xp = self.xp
-        return float(self.net.be.to_host(xp.unique(R.indices).shape[0]))
+        return float(xp.count_nonzero(xp.bincount(R.indices, minlength=R.m)))
 
     def active_counts(self, st: SparseState) -> list[np.ndarray]:
         return [np.asarray(H.counts()) for H in st.H]
@@ -206,8 +207,8 @@ class SparseKernels:
         xp = self.xp
         out = []
         for a, b in zip(old.H, new.H):
-            ka = self._rows(a) * a.m + a.indices
-            kb = self._rows(b) * b.m + b.indices
+            ka = row_ids(a, xp) * a.m + a.indices
+            kb = row_ids(b, xp) * b.m + b.indices
             common = xp.intersect1d(ka, kb, assume_unique=True).shape[0]
             out.append(int(a.nnz + b.nnz - 2 * int(common)))
         return out

@@ -108,11 +108,12 @@ class TrainConfig:
         if self.method != "subquad" and self.update not in ("auto", "dense"):
             raise ConfigError("update", f"--update applies to --method subquad only (got "
                               f"{self.update!r} with {self.method})")
-        from .subquadratic import FORWARD_KERNELS, choose_update  # noqa: PLC0415
+        from .subquadratic import FORWARD_KERNELS_BY_BACKEND, choose_update  # noqa: PLC0415
 
-        if self.forward_kernel not in FORWARD_KERNELS:
-            raise ConfigError("forward-kernel", f"unknown kernel {self.forward_kernel!r}; "
-                              f"accepted: {', '.join(FORWARD_KERNELS)}")
+        kernels = FORWARD_KERNELS_BY_BACKEND.get(self.backend, ("auto",))
+        if self.forward_kernel not in kernels:
+            raise ConfigError("forward-kernel", f"unknown kernel {self.forward_kernel!r} for "
+                              f"backend {self.backend!r}; accepted: {', '.join(kernels)}")
         rank = 0
         if self.method == "subquad":
             from .sparsify import beta, check_c, tail  # noqa: PLC0415

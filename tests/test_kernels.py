@@ -114,6 +114,7 @@ def test_forward(case, dtype, with_extra):
 def test_forward_rule_and_bad_kernel():
     assert cpu.choose_forward(1, 140, 4096, 4096, 4) == "per-example"
     assert cpu.choose_forward(8, 140, 4096, 4096, 4) == "per-example"
+    assert cpu.choose_forward(32, 400, 16384, 16384, 4) == "per-example"
     assert cpu.choose_forward(64, 140, 4096, 4096, 4) == "input-major"
     assert cpu.choose_forward(64, 10, 256, 256, 4) == "per-example"  # W^T fits in L2
     Wt, H, _, _ = setup(CASES[0], np.float64)
@@ -175,6 +176,18 @@ def test_updates_reject_non_contiguous():
     Wt, H, V, _ = setup(CASES[1], np.float64)
     with pytest.raises(ValueError, match="C-contiguous"):
         cpu.update_scatter(np.asfortranarray(Wt), H, V, np.ones(H.n))
+
+
+def test_mismatched_shapes_raise_before_jitted_code():
+    Wt, H, V, _ = setup(CASES[1], np.float64)  # Wt is 300 x 64
+    with pytest.raises(ValueError, match="m_in"):
+        cpu.forward_layer(Wt.T.copy(), H, np.zeros(H.n))
+    with pytest.raises(ValueError, match="extra"):
+        cpu.forward_layer(Wt, H, np.zeros(H.n), extra=np.zeros((H.n, 3)))
+    with pytest.raises(ValueError, match="m_out"):
+        cpu.backward_block(Wt, H, H)
+    with pytest.raises(ValueError):
+        cpu.update_rowdense(Wt, H, V, np.ones(H.n + 1))
 
 
 def test_warmup_runs():

@@ -3,6 +3,8 @@
 Shapes and tile sizes follow docs CPU_KERNELS.md (measured on the project's 2-core AVX-512
 machine). Symbols follow ALGORITHM.md: sample i has the sorted active set S_i of its input h_i
 (s entries on average); ``Wt`` = W^T is m_in x m_out, so the forward streams rows of ``Wt``.
+The forward has two shapes, per-example gather-axpy and input-major over H transposed;
+:func:`choose_forward` picks one (input-major only for n >= 64 with W^T out of L2).
 
 Conventions inside the jitted code: index arrays that select rows or gather elements are
 ``uint64`` views (numba vectorises gathers only for unsigned indices), and every scalar is kept
@@ -23,7 +25,7 @@ from ..sparse import SparseRows
 FORWARD_KERNELS = ("auto", "per-example", "input-major")
 PER_EXAMPLE_TILE = 2048  # columns of the per-example kernel's accumulator tile
 INPUT_MAJOR_TILE_BYTES = 256 * 1024  # n accumulator tiles of the input-major kernel fit in L2
-INPUT_MAJOR_MIN_N = 16  # auto rule: input-major from this batch size on (see choose_forward)
+INPUT_MAJOR_MIN_N = 64  # auto rule: input-major from this batch size on (see choose_forward)
 INPUT_MAJOR_MIN_W_BYTES = 2 * 1024 * 1024  # ... and only when W^T does not fit in L2
 
 
@@ -135,10 +137,11 @@ def _compact(G, b, tile, offsets, out_idx, out_val):
 
 
 @njit(cache=True)
-def _transpose(indptr, idx, val, m_in):
-    """H in CSC form restricted to its used rows: (cols, colptr, sample ids, values).
+def _transpose(indptr, idx, m_in):
+    """H in CSC form restricted to its used rows: (cols, colptr, sample ids, permutation).
 
-    A counting sort, O(m_in + nnz); within each input row the samples stay in order.
+    A counting sort, O(m_in + nnz); the values of used row cols[u] are values[perm[colptr[u]:
+    colptr[u+1]]], for samples in increasing order. Independent of the dtype (one compilation).
     """
     n = indptr.size - 1
     start = np.zeros(m_in + 1, np.int64)
@@ -151,12 +154,12 @@ def _transpose(indptr, idx, val, m_in):
         start[j + 1] += start[j]
     pos = start[:-1].copy()
     rows = np.empty(idx.size, np.int64)
-    cval = np.empty(idx.size, val.dtype)
+    perm = np.empty(idx.size, np.int64)
     for i in range(n):
         for p in range(indptr[i], indptr[i + 1]):
             q = pos[idx[p]]
             rows[q] = i
-            cval[q] = val[p]
+            perm[q] = p
             pos[idx[p]] = q + 1
     cols = np.empty(nu, np.int64)
     colptr = np.empty(nu + 1, np.int64)
@@ -167,7 +170,7 @@ def _transpose(indptr, idx, val, m_in):
             colptr[u] = start[j]
             u += 1
     colptr[nu] = idx.size
-    return cols, colptr, rows, cval
+    return cols, colptr, rows, perm
 
 
 def _tile_for(kernel: str, n: int, m_out: int, itemsize: int) -> int:
@@ -186,14 +189,16 @@ def _tile_for(kernel: str, n: int, m_out: int, itemsize: int) -> int:
 
 
 def choose_forward(n: int, s: float, m_in: int, m_out: int, itemsize: int) -> str:
-    """The auto rule: 'input-major' iff n >= 16 and W^T (m_in x m_out) is larger than L2.
+    """The auto rule: 'input-major' iff n >= 64 and W^T (m_in x m_out) is larger than L2.
 
-    Per example reads n s rows of W^T, input-major the union ~ m_in (1 - (1 - s/m_in)^n) once
-    but with less parallelism and n accumulator tiles. Measured (CPU_KERNELS.md and this
-    module's benchmark): per-example wins for n <= 8, input-major from n ~ 16 when W streams
-    from L3/DRAM; when W^T sits in L2 re-reads are cheap and per-example stays best.
+    Per example reads n s rows of W^T, input-major only the union ~ m_in (1 - (1 - s/m_in)^n),
+    but streams one row at a time (less memory-level parallelism than 4 fused rows) and
+    parallelises over column tiles only. Measured at m = 4096 / 16384, c = 0.2 (s = 140 / 400):
+    per-example is faster or tied for n <= 32 (by 10-35% at m = 16384, n = 8-32), the two tie
+    at n = 64-128 where the union saves 30-50% of the bytes; CPU_KERNELS.md found input-major
+    best from n = 64 with W out of cache. When W^T sits in L2, re-reads are free: per-example.
     """
-    del s  # the measured crossover depends on n and on where W lives, not visibly on s
+    del s  # at the paper's sparsity the crossover shows in n and in where W lives
     if n >= INPUT_MAJOR_MIN_N and m_in * m_out * itemsize > INPUT_MAJOR_MIN_W_BYTES:
         return "input-major"
     return "per-example"
@@ -206,9 +211,53 @@ def _prepare(R: SparseRows, dt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray
             np.ascontiguousarray(R.values, dtype=dt))
 
 
-def _thresholds(b: Any, n: int, dt: Any) -> np.ndarray:
-    """b_i as a contiguous (n,) array in the weights' dtype (a scalar is broadcast)."""
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(b, dtype=dt), (n,)))
+def _per_sample(x: Any, n: int, dt: Any) -> np.ndarray:
+    """A per-sample scalar (b_i, coef_i) as a contiguous (n,) array in the weights' dtype.
+
+    A scalar is broadcast; any other shape than (n,) raises ValueError.
+    """
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=dt), (n,)))
+
+
+def _check_widths(Wt: np.ndarray, H_in: SparseRows, V_out: SparseRows | None = None) -> None:
+    """Reject mismatched widths before the jitted code (it does not bound-check) runs."""
+    if H_in.m != Wt.shape[0]:
+        raise ValueError(f"input rows have width {H_in.m}, Wt has {Wt.shape[0]} rows (m_in)")
+    if V_out is not None and (V_out.m != Wt.shape[1] or V_out.n != H_in.n):
+        raise ValueError(f"V_out is {V_out.n} rows of width {V_out.m}; expected {H_in.n} "
+                         f"rows of width m_out = {Wt.shape[1]}")
+
+
+def _preactivations(kernel: str, Wt: np.ndarray, H: SparseRows, b: np.ndarray,
+                    ex: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """Dense g (n x m_out), per-tile counts above b, tile width, union and rows of Wt read."""
+    dt = Wt.dtype
+    m_in, m_out = Wt.shape
+    n = H.n
+    indptr, idx, val = _prepare(H, dt)
+    tile = _tile_for(kernel, n, m_out, dt.itemsize)
+    G = np.empty((n, m_out), dt)
+    counts = np.empty((n, max(1, -(-m_out // tile))), np.int64)
+    if kernel == "per-example":
+        _forward_per_example(Wt, indptr, idx.view(np.uint64), val, ex, b, tile, G, counts)
+        union = int(np.count_nonzero(np.bincount(idx, minlength=m_in)))
+        return G, counts, tile, union, idx.size
+    cols, colptr, rows, perm = _transpose(indptr, idx, m_in)
+    _forward_input_major(Wt, cols.view(np.uint64), colptr, rows, val[perm], ex, b, tile, G,
+                         counts)
+    return G, counts, tile, cols.size, cols.size
+
+
+def _threshold_compact(G: np.ndarray, b: np.ndarray, tile: int,
+                       counts: np.ndarray) -> SparseRows:
+    """The sparse rows {k: g_i[k] > b_i} with values g_i - b_i; tile offsets from the counts."""
+    n, ntile = counts.shape
+    starts = np.zeros(n * ntile + 1, np.int64)
+    np.cumsum(counts.ravel(), out=starts[1:])
+    out_idx = np.empty(starts[-1], np.int64)
+    out_val = np.empty(starts[-1], G.dtype)
+    _compact(G, b, tile, starts[:-1].reshape(n, ntile), out_idx, out_val)
+    return SparseRows(starts[::ntile].copy(), out_idx, out_val, int(G.shape[1]))
 
 
 def forward_layer(
@@ -221,39 +270,25 @@ def forward_layer(
     """g_i = sum_{j in S_i} h_i[j] Wt[j] (+ extra_i); emit sorted {k: g_i[k] > b_i}, g_i - b_i.
 
     ``forward_kernel`` forces 'per-example' or 'input-major'; 'auto' applies
-    :func:`choose_forward`. ``info["bytes"]`` counts the rows of Wt each kernel reads.
+    :func:`choose_forward`. ``info["bytes"]`` counts the rows of Wt the kernel reads.
     """
     if forward_kernel not in FORWARD_KERNELS:
         raise ValueError(f"forward_kernel must be one of {FORWARD_KERNELS}, got {forward_kernel!r}")
     Wt = np.ascontiguousarray(Wt)
     dt = Wt.dtype
-    m_in, m_out = Wt.shape
-    n = H.n
-    indptr, idx, val = _prepare(H, dt)
-    bb = _thresholds(b, n, dt)
-    ex = np.zeros((0, 0), dt) if extra is None else np.ascontiguousarray(extra, dtype=dt)
+    _check_widths(Wt, H)
+    n, m_out = H.n, Wt.shape[1]
+    ex = np.zeros((0, 0), dt)
+    if extra is not None:
+        ex = np.ascontiguousarray(extra, dtype=dt)
+        if ex.shape != (n, m_out):
+            raise ValueError(f"extra must have shape {(n, m_out)}, got {ex.shape}")
     kernel = forward_kernel
     if kernel == "auto":
-        kernel = choose_forward(n, idx.size / max(n, 1), m_in, m_out, dt.itemsize)
-    tile = _tile_for(kernel, n, m_out, dt.itemsize)
-    ntile = max(1, -(-m_out // tile))
-    G = np.empty((n, m_out), dt)
-    counts = np.empty((n, ntile), np.int64)
-    if kernel == "per-example":
-        _forward_per_example(Wt, indptr, idx.view(np.uint64), val, ex, bb, tile, G, counts)
-        union = int(np.count_nonzero(np.bincount(idx, minlength=m_in)))
-        rows_read = idx.size
-    else:
-        cols, colptr, rows, cval = _transpose(indptr, idx, val, m_in)
-        _forward_input_major(Wt, cols.view(np.uint64), colptr, rows, cval, ex, bb, tile, G,
-                             counts)
-        union = rows_read = cols.size
-    starts = np.zeros(n * ntile + 1, np.int64)
-    np.cumsum(counts.ravel(), out=starts[1:])
-    out_idx = np.empty(starts[-1], np.int64)
-    out_val = np.empty(starts[-1], dt)
-    _compact(G, bb, tile, starts[:-1].reshape(n, ntile), out_idx, out_val)
-    out = SparseRows(starts[::ntile].copy(), out_idx, out_val, int(m_out))
+        kernel = choose_forward(n, H.nnz / max(n, 1), Wt.shape[0], m_out, dt.itemsize)
+    bb = _per_sample(b, n, dt)
+    G, counts, tile, union, rows_read = _preactivations(kernel, Wt, H, bb, ex)
+    out = _threshold_compact(G, bb, tile, counts)
     info = {"kernel": kernel, "bytes": float(rows_read * m_out * dt.itemsize), "union": union}
     return out, info
 
@@ -294,6 +329,7 @@ def _backward_block(Wt, ptr_in, idx_in, ptr_out, idx_out, v, u):
 def backward_block(Wt: np.ndarray, H_in: SparseRows, V_out: SparseRows) -> np.ndarray:
     """u_i[j] = sum_{k in S_out,i} Wt[j, k] v_i[k] for j in S_in,i, aligned with H_in.indices."""
     Wt = np.ascontiguousarray(Wt)
+    _check_widths(Wt, H_in, V_out)
     ptr_in, idx_in, _ = _prepare(H_in, Wt.dtype)
     ptr_out, idx_out, v = _prepare(V_out, Wt.dtype)
     u = np.empty(idx_in.size, Wt.dtype)
@@ -379,10 +415,11 @@ def update_scatter(
 ) -> None:
     """In place: Wt[j, k] += sum_i coef_i h_i[j] v_i[k] over each sample's s x s block."""
     _check_inplace(Wt)
+    _check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
     ptr_in, idx_in, h = _prepare(H_in, dt)
     ptr_out, idx_out, v = _prepare(V_out, dt)
-    c = np.ascontiguousarray(coef, dtype=dt)
+    c = _per_sample(coef, H_in.n, dt)
     nblocks = max(1, min(Wt.shape[0], 8 * numba.get_num_threads()))
     _update_scatter(Wt, ptr_in, idx_in, h, ptr_out, idx_out.view(np.uint64), v, c, nblocks)
 
@@ -420,14 +457,15 @@ def update_rowdense(
     Touches whole rows (contiguous, vectorised); needs an n x m_out scratch of coef_i v_i.
     """
     _check_inplace(Wt)
+    _check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
     ptr_in, idx_in, h = _prepare(H_in, dt)
     ptr_out, idx_out, v = _prepare(V_out, dt)
-    c = np.ascontiguousarray(coef, dtype=dt)
+    c = _per_sample(coef, H_in.n, dt)
     Vd = np.empty((H_in.n, Wt.shape[1]), dt)
     _scaled_dense(ptr_out, idx_out.view(np.uint64), v, c, Vd)
-    cols, colptr, rows, cval = _transpose(ptr_in, idx_in, h, Wt.shape[0])
-    _update_rowdense(Wt, cols.view(np.uint64), colptr, rows.view(np.uint64), cval, Vd)
+    cols, colptr, rows, perm = _transpose(ptr_in, idx_in, Wt.shape[0])
+    _update_rowdense(Wt, cols.view(np.uint64), colptr, rows.view(np.uint64), h[perm], Vd)
 
 
 # ---------------------------------------------------------------- warm-up

@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from scipy.stats import binom
 
 # -- constants ---------------------------------------------------------------------------------
@@ -29,7 +30,8 @@ AXES = ("m", "n", "d", "L", "c")
 #: columns that never pool: a fit or a curve lives inside one value of each
 CONTEXT_COLS = ("machine", "backend", "dtype", "threshold", "data")
 STRING_COLS = ("experiment", "cell", "machine", "method", "backend", "dtype", "threshold",
-               "data", "solver", "update", "options", "phase", "status", "message")
+               "data", "solver", "update", "options", "phase", "status", "message", "context",
+               "quantity", "axis", "fit", "fit_range", "window", "kind", "kernel")
 TRAINED_METHODS = ("dense-gn", "dense-gd", "subquad")
 ITER_PHASES = ("forward", "backward", "gram", "solve", "update", "fold")
 MIN_POINTS = 3
@@ -46,9 +48,9 @@ LINESTYLES = ("-", "--", "-.", ":")
 PHASE_COLOURS = {"forward": "#1f77b4", "backward": "#2ca02c", "gram": "#9467bd",
                  "solve": "#e377c2", "update": "#ff7f0e", "fold": "#8c564b",
                  "iteration": "#000000", "init": "#7f7f7f"}
-QUANTITY_LABELS = {"seconds": "seconds per iteration", "work": "multiply-adds per iteration",
-                   "bytes": "bytes of weights read per iteration"}
-
+PHASE_MARKERS = {"forward": "o", "backward": "s", "gram": "^", "solve": "D", "update": "v",
+                 "fold": "P", "iteration": "x"}
+HATCHES = (None, "//", "..", "xx", "\\\\", "++", "oo", "--")
 
 # -- loading -----------------------------------------------------------------------------------
 
@@ -68,7 +70,7 @@ class RunData:
     styles: dict[tuple[str, str], dict] = field(default_factory=dict)
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
+def read_table(path: Path) -> pd.DataFrame | None:
     """Read a CSV with string columns kept as strings ('' for empty); None if absent/empty."""
     if not path.is_file() or path.stat().st_size == 0:
         return None
@@ -79,9 +81,8 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     if df.empty:
         return None
     for col in df.columns:
-        if col in STRING_COLS or col in ("options", "context", "quantity", "axis", "fit",
-                                         "fit_range", "baseline", "kernel", "verdict"):
-            df[col] = df[col].fillna("").astype(str)
+        if col in STRING_COLS:
+            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
     return df
 
 
@@ -89,14 +90,12 @@ def load_run(run_dir: Path) -> RunData:
     """Load every table of ``run_dir`` that exists, and assign each series its style."""
     run_dir = Path(run_dir)
     data = RunData(run_dir=run_dir)
-    data.runs = _read_csv(run_dir / "runs.csv")
-    if data.runs is not None and "status" in data.runs:
-        data.runs = data.runs[data.runs["status"].isin(["ok", ""])].copy()
-    data.training = _read_csv(run_dir / "training.csv")
-    data.fits = _read_csv(run_dir / "fits.csv")
-    data.local_slopes = _read_csv(run_dir / "local_slopes.csv")
-    data.crossover = _read_csv(run_dir / "crossover.csv")
-    data.selfcheck = _read_csv(run_dir / "selfcheck.csv")
+    data.runs = _usable_runs(read_table(run_dir / "runs.csv"))
+    data.training = read_table(run_dir / "training.csv")
+    data.fits = read_table(run_dir / "fits.csv")
+    data.local_slopes = read_table(run_dir / "local_slopes.csv")
+    data.crossover = read_table(run_dir / "crossover.csv")
+    data.selfcheck = read_table(run_dir / "selfcheck.csv")
     env = run_dir / "environment.json"
     if env.is_file():
         try:
@@ -107,20 +106,38 @@ def load_run(run_dir: Path) -> RunData:
     return data
 
 
+def _usable_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Rows with status ok and the columns every figure needs (None when unusable)."""
+    if runs is None or not {"method", "phase", "m", "seconds"} <= set(runs.columns):
+        return None
+    if "status" in runs:
+        runs = runs[runs["status"].isin(["ok", ""])]
+    runs = runs.copy()
+    if "options" not in runs:
+        parts = [c for c in ("solver", "update", "rank_max") if c in runs]
+        runs["options"] = (runs[parts].astype(str).agg(";".join, axis=1) if parts else "")
+    return runs if not runs.empty else None
+
+
 def _assign_styles(data: RunData) -> dict[tuple[str, str], dict]:
     """One colour per method; option variants get shades, markers and line styles."""
-    keys: set[tuple[str, str]] = set()
+    counts: dict[tuple[str, str], int] = {}
     for df in (data.runs, data.training, data.fits, data.local_slopes):
         if df is not None and {"method", "options"} <= set(df.columns):
-            keys |= set(zip(df["method"], df["options"], strict=True))
+            for key, n in df.groupby(["method", "options"]).size().items():
+                counts[key] = counts.get(key, 0) + int(n)
     styles = {}
-    for method in sorted({k[0] for k in keys}):
-        variants = sorted(o for mm, o in keys if mm == method)
+    for method in sorted({k[0] for k in counts}):
+        # the most frequent variant (the default configuration) gets the method's own colour
+        variants = sorted((o for mm, o in counts if mm == method),
+                          key=lambda o, mm=method: (-counts[(mm, o)], o))
         base = METHOD_COLOURS.get(method, "#666666")
         for i, opt in enumerate(variants):
             colour = SUBQUAD_SHADES[i % len(SUBQUAD_SHADES)] if method == "subquad" else base
             styles[(method, opt)] = {"color": colour, "marker": MARKERS[i % len(MARKERS)],
                                      "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+            if method == "dense-gn":  # the baseline is drawn wide, so curves on it stay visible
+                styles[(method, opt)] |= {"linewidth": 3.0, "markersize": 7.0, "alpha": 0.8}
     return styles
 
 
@@ -219,11 +236,7 @@ def find_fit(fits: pd.DataFrame | None, method: str, options: str | None, phase:
                & (fits["quantity"] == quantity) & (fits["axis"] == axis)]
     if options is not None and "options" in sel:
         sel = sel[sel["options"] == options]
-    for col in ("machine", "backend", "dtype"):
-        if col in sel and col in fixed:
-            sel = sel[sel[col] == str(fixed[col])]
-    if "context" in sel:
-        sel = sel[[context_matches(c, fixed) for c in sel["context"]]]
+    sel = same_context(sel, fixed)
     if sel.empty:
         return None
     if "fit" in sel and (sel["fit"] == "slope").any():
@@ -231,8 +244,19 @@ def find_fit(fits: pd.DataFrame | None, method: str, options: str | None, phase:
     return sel.iloc[0]
 
 
+def same_context(table: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:
+    """Rows of a fits-like table whose machine, backend, dtype, threshold, data and context
+    agree with ``fixed`` (an empty value on either side matches anything)."""
+    for col in CONTEXT_COLS:
+        if col in table and str(fixed.get(col, "") or ""):
+            table = table[(table[col] == str(fixed[col])) | (table[col] == "")]
+    if "context" in table:
+        table = table[[context_matches(c, fixed) for c in table["context"]]]
+    return table
+
+
 def exponent_text(row: pd.Series | None) -> str:
-    """'m^1.76 [1.70, 1.82]' style text of a fitted row ('' when absent)."""
+    """'1.76 [1.70, 1.82]': exponent and interval of a fitted row ('' when absent)."""
     if row is None or not np.isfinite(row.get("exponent", np.nan)):
         return ""
     return f"{row['exponent']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
@@ -268,6 +292,15 @@ def context_title(fixed: dict[str, object], skip: Iterable[str] = ()) -> str:
     return ", ".join(sizes) + ("; " + " ".join(extra) if extra else "")
 
 
+def fmt_seconds(seconds: float) -> str:
+    """'1.23 s', '45.6 ms' or '789 us'."""
+    if not np.isfinite(seconds):
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} us"
+
+
 def _fmt_num(v: object) -> str:
     """16.0 -> '16', 0.2 -> '0.2'."""
     try:
@@ -277,12 +310,18 @@ def _fmt_num(v: object) -> str:
     return str(int(f)) if f.is_integer() else f"{f:g}"
 
 
-def _select(df: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:
+def select_rows(df: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:
     """Rows of ``df`` whose columns equal the values of ``fixed`` (columns it lacks ignored)."""
     mask = np.ones(len(df), dtype=bool)
     for k, v in fixed.items():
-        if k in df.columns:
-            mask &= np.array([_same(x, v) for x in df[k]], dtype=bool)
+        if k not in df.columns:
+            continue
+        col = df[k]
+        number = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
+        if pd.api.types.is_numeric_dtype(col) and pd.notna(number):
+            mask &= np.isclose(col.to_numpy(float), float(number), rtol=1e-9, atol=1e-12)
+        else:
+            mask &= (col.astype(str) == str(v)).to_numpy()
     return df[mask]
 
 
@@ -293,15 +332,14 @@ def _errorbar(ax: Axes, data: RunData, grp: pd.DataFrame, x: str, method: str, o
               label: str, **kw) -> None:
     """Medians with CI error bars of one series, in its style."""
     grp = grp.sort_values(x)
-    st = style(data, method, options)
-    st.update(kw)
+    st = {"capsize": 2.5, "markersize": 4.5, "linewidth": 1.2} | style(data, method, options)
+    st.update({k: v for k, v in kw.items() if v is not None})
     yerr = np.vstack([grp["median"] - grp["lo"], grp["hi"] - grp["median"]]).clip(min=0)
-    ax.errorbar(grp[x], grp["median"], yerr=yerr, label=label, capsize=2.5, markersize=4.5,
-                linewidth=1.2, **st)
+    ax.errorbar(grp[x], grp["median"], yerr=yerr, label=label, **st)
 
 
 def _fit_line(ax: Axes, grp: pd.DataFrame, x: str, row: pd.Series | None, colour: str) -> None:
-    """The fitted power law of ``row`` through the medians in its fit range (thin line)."""
+    """The fitted power law of ``row`` over its fit range (thick translucent line)."""
     if row is None or not np.isfinite(row.get("exponent", np.nan)):
         return
     xs, ys = grp[x].to_numpy(float), grp["median"].to_numpy(float)
@@ -312,20 +350,36 @@ def _fit_line(ax: Axes, grp: pd.DataFrame, x: str, row: pd.Series | None, colour
     if keep.sum() < 1:
         return
     k = float(row["exponent"])
-    log_c = float(np.mean(np.log(ys[keep]) - k * np.log(xs[keep])))
+    log_c = row.get("intercept", np.nan)
+    if not np.isfinite(pd.to_numeric(log_c, errors="coerce")):
+        log_c = float(np.mean(np.log(ys[keep]) - k * np.log(xs[keep])))
     grid = np.geomspace(xs[keep].min(), xs[keep].max(), 50)
-    ax.plot(grid, np.exp(log_c) * grid**k, color=colour, linewidth=2.2, alpha=0.35,
-            solid_capstyle="round")
+    ax.plot(grid, np.exp(float(log_c)) * grid**k, color=colour, linewidth=4.0, alpha=0.25,
+            solid_capstyle="round", zorder=1)
 
 
 def _reference_slopes(ax: Axes, x0: float, y0: float, xmax: float, slopes: dict[str, float]
                       ) -> None:
-    """Dashed reference power laws through (x0, y0), one per label -> slope."""
+    """Dashed grey reference power laws through (x0, y0), one per label -> slope."""
     grid = np.geomspace(x0, xmax, 20)
-    greys = ("#444444", "#888888", "#bbbbbb")
+    greys = ("#333333", "#999999")
     for i, (label, k) in enumerate(slopes.items()):
         ax.plot(grid, y0 * (grid / x0) ** k, linestyle=(0, (5, 3)), linewidth=1.0,
-                color=greys[i % len(greys)], label=label)
+                color=greys[i % len(greys)], label=label, zorder=0)
+
+
+def _references(ax: Axes, groups: dict[tuple[str, str], pd.DataFrame], x: str,
+                fixed: dict[str, object]) -> None:
+    """Reference slopes 2 and 2 - c anchored at the dense baseline's first point."""
+    anchor = _anchor(groups, x)
+    if anchor is None:
+        return
+    xmax = max(float(g[x].max()) for g in groups.values())
+    c = float(fixed.get("c", math.nan))
+    refs = {"reference slope 2": 2.0}
+    if np.isfinite(c):
+        refs[f"reference slope 2 - c = {2 - c:g}"] = 2.0 - c
+    _reference_slopes(ax, *anchor, xmax, refs)
 
 
 def _anchor(groups: dict[tuple[str, str], pd.DataFrame], x: str) -> tuple[float, float] | None:
@@ -339,23 +393,59 @@ def _anchor(groups: dict[tuple[str, str], pd.DataFrame], x: str) -> tuple[float,
     return None
 
 
-def _loglog(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
-    """Log-log axes with labels, title and a light grid."""
+def _tick_label(value: float, _pos: object = None) -> str:
+    """Axis tick text: integers in full (1024, 32768), other values compactly."""
+    if value >= 1 and abs(value - round(value)) < 1e-9:
+        return f"{int(round(value))}"
+    return f"{value:g}"
+
+
+def _log_x(ax: Axes) -> None:
+    """Base-2 log x axis with plain-number ticks (512, 1024, ...) and no minor ticks."""
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(LogLocator(base=2, numticks=9))
+    ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _loglog(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
+    """Log-log axes (x base 2) with labels, title and a light grid."""
+    _log_x(ax)
     ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo > 100:  # several decades: major ticks suffice (and draw much faster)
+        ax.yaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize="medium")
     ax.grid(True, which="major", alpha=0.3)
-    ax.grid(True, which="minor", alpha=0.1)
+
+
+def _ordered_legend(ax: Axes) -> tuple[list, list[str]]:
+    """Handles and labels: data series first, then reference slopes, then markers such as m*."""
+    handles, labels = ax.get_legend_handles_labels()
+
+    def rank(label: str) -> int:
+        return 2 if label.startswith("crossover") else int(label.startswith("reference"))
+
+    order = sorted(range(len(labels)), key=lambda i: rank(labels[i]))
+    return [handles[i] for i in order], [labels[i] for i in order]
 
 
 def _legend_right(ax: Axes, **kw) -> None:
     """Legend outside the axes on the right, so it never covers data."""
-    handles, labels = ax.get_legend_handles_labels()
+    handles, labels = _ordered_legend(ax)
     if handles:
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   fontsize="small", frameon=False, **kw)
+
+
+def _legend_below(ax: Axes, ncol: int = 1) -> None:
+    """Legend under the axes (outside), so it never covers data."""
+    handles, labels = _ordered_legend(ax)
+    if handles:
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                  fontsize="small", frameon=False, ncol=ncol)
 
 
 def _new_figure(rows: int, cols: int, width: float, height: float) -> tuple[Figure, list[Axes]]:
@@ -371,31 +461,44 @@ def _trained(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[summary["method"].isin(TRAINED_METHODS)]
 
 
-def _series(df: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """Split a frame by (method, options), dense first then subquad variants."""
-    out = {k: g for k, g in df.groupby(["method", "options"], sort=True)}
-    return dict(sorted(out.items(), key=lambda kv: (TRAINED_METHODS.index(kv[0][0])
-                                                   if kv[0][0] in TRAINED_METHODS else 9, kv[0])))
+def _method_rank(method: str) -> int:
+    """Drawing order of methods: dense-gn, dense-gd, subquad, then anything else."""
+    return TRAINED_METHODS.index(method) if method in TRAINED_METHODS else len(TRAINED_METHODS)
 
 
-def _crossover_rows(data: RunData, fixed: dict[str, object]) -> pd.DataFrame:
-    """Crossover rows of this panel's context (empty frame when none)."""
+def _series(df: pd.DataFrame, x: str | None = None, min_points: int = 1
+            ) -> dict[tuple[str, str], pd.DataFrame]:
+    """Split a frame by (method, options), dense first; drop series with too few x values."""
+    out = {k: g for k, g in df.groupby(["method", "options"], sort=True)
+           if x is None or g[x].nunique() >= min_points}
+    return dict(sorted(out.items(), key=lambda kv: (_method_rank(kv[0][0]), kv[0])))
+
+
+def _default_options(df: pd.DataFrame, method: str, x: str = "m") -> str | None:
+    """The options of ``method`` measured at the most widths (its default configuration)."""
+    sub = df[df["method"] == method]
+    if sub.empty:
+        return None
+    counts = sub.groupby("options")[x].nunique()
+    return str(counts.sort_values(ascending=False, kind="stable").index[0])
+
+
+def _crossover_rows(data: RunData, fixed: dict[str, object], options: str | None
+                    ) -> pd.DataFrame:
+    """Crossover rows (seconds) of this panel's context and subquad configuration."""
     cx = data.crossover
     if cx is None:
         return pd.DataFrame()
-    sel = cx
-    for col in ("machine", "backend", "dtype"):
-        if col in sel and col in fixed:
-            sel = sel[sel[col] == str(fixed[col])]
-    if "context" in sel:
-        sel = sel[[context_matches(c, fixed) for c in sel["context"]]]
+    sel = same_context(cx, fixed)
     if "quantity" in sel:
         sel = sel[sel["quantity"].isin(["seconds", ""])]
+    if options is not None and "options" in sel:
+        sel = sel[sel["options"] == options]
     return sel
 
 
 def crossover_value(row: pd.Series) -> tuple[float, float, float]:
-    """(m*, low, high) of a crossover row (NaN where absent)."""
+    """(m*, low, high) of a crossover row (NaN where absent; an open interval end is inf)."""
     def get(*names: str) -> float:
         for n in names:
             if n in row and pd.notna(row[n]) and str(row[n]) != "":
@@ -404,22 +507,32 @@ def crossover_value(row: pd.Series) -> tuple[float, float, float]:
                 except (TypeError, ValueError):
                     continue
         return math.nan
-    return (get("m_star", "m_cross", "crossover", "mstar"),
-            get("ci_low", "m_star_low", "low"), get("ci_high", "m_star_high", "high"))
+    return (get("m_star", "m_cross", "crossover"), get("ci_low", "m_star_low"),
+            get("ci_high", "m_star_high"))
 
 
-def _mark_crossover(ax: Axes, data: RunData, fixed: dict[str, object]) -> None:
-    """Vertical line at m* and a shaded band over its interval."""
-    for _, row in _crossover_rows(data, fixed).iterrows():
+def _mark_crossover(ax: Axes, data: RunData, fixed: dict[str, object], options: str | None,
+                    xrange: tuple[float, float]) -> None:
+    """Vertical line at m* and a shaded band over its interval, clipped to the data range;
+    an m* far outside the range is only named in the legend."""
+    if options is None:
+        return
+    xmin, xmax = xrange
+    for _, row in _crossover_rows(data, fixed, options).iterrows():
         m_star, lo, hi = crossover_value(row)
         if not np.isfinite(m_star):
             continue
-        if np.isfinite(lo) and np.isfinite(hi):
-            ax.axvspan(lo, hi, color="#009E73", alpha=0.12, linewidth=0)
-        base = row.get("baseline", "dense-gn") or "dense-gn"
-        who = series_label(str(row.get("method", "subquad")), str(row.get("options", "")))
-        ax.axvline(m_star, color="#009E73", linewidth=1.3,
-                   label=f"crossover m* = {m_star:.0f} ({who} vs {base})")
+        kind = f", {row['kind']}" if str(row.get("kind", "")) else ""
+        who = options_label(str(row.get("options", ""))) or "subquad"
+        label = (f"crossover m* = {_tick_label(round(m_star))} [{_tick_label(round(lo))}, "
+                 f"{_tick_label(round(hi)) if np.isfinite(hi) else 'beyond range'}]{kind}\n"
+                 f"  (subquad {who} overtakes dense-gn)")
+        if not xmin / 2 <= m_star <= 2 * xmax:
+            ax.plot([], [], color="#009E73", linewidth=1.3, label=label + ", off the plot")
+            continue
+        if np.isfinite(lo) and not np.isnan(hi):
+            ax.axvspan(max(lo, xmin), min(hi, xmax), color="#009E73", alpha=0.12, linewidth=0)
+        ax.axvline(m_star, color="#009E73", linewidth=1.3, label=label)
 
 
 # -- figures ---------------------------------------------------------------------------------
@@ -432,58 +545,42 @@ def fig_time_vs_m(data: RunData) -> Figure | None:
     panels = sweeps(_trained(summarise(data.runs, "iteration")), "m")[:6]
     if not panels:
         return None
-    fig, axes = _new_figure(len(panels), 1, 10.5, 4.2 * len(panels))
+    fig, axes = _new_figure(len(panels), 1, 11.0, 4.2 * len(panels))
     for ax, (fixed, grp) in zip(axes, panels, strict=True):
-        groups = _series(grp)
+        groups = _series(grp, "m", 2)
         for (method, options), g in groups.items():
             row = find_fit(data.fits, method, options, "iteration", "seconds", "m", fixed)
             fit = exponent_text(row)
             label = series_label(method, options) + (f": m^{fit}" if fit else "")
             _errorbar(ax, data, g, "m", method, options, label)
             _fit_line(ax, g, "m", row, style(data, method, options)["color"])
-        anchor = _anchor(groups, "m")
-        if anchor is not None:
-            c = float(fixed.get("c", math.nan))
-            refs = {"slope 2 (dense)": 2.0}
-            if np.isfinite(c):
-                refs[f"slope 2 - c = {2 - c:g}"] = 2.0 - c
-            _reference_slopes(ax, *anchor, float(grp["m"].max()), refs)
-        _mark_crossover(ax, data, fixed)
+        _references(ax, groups, "m", fixed)
+        _mark_crossover(ax, data, fixed, _default_options(grp, "subquad"),
+                        (float(grp["m"].min()), float(grp["m"].max())))
         _loglog(ax, "width m (neurons per layer)", "seconds per iteration (median, 95% CI)",
-                f"Per-iteration time vs width: {context_title(fixed, skip=('m',))}")
+                f"Per-iteration time vs width ({context_title(fixed, skip=('m',))})")
         _legend_right(ax)
     return fig
 
 
 def fig_phases_vs_m(data: RunData) -> Figure | None:
-    """Per-phase seconds vs m, one panel per method+options of the main m sweep."""
+    """Per-phase seconds vs m (lines) and each phase's share (stacked), per method."""
     fixed = main_context(data.runs)
     if fixed is None:
         return None
-    runs = _select(data.runs[data.runs["method"].isin(TRAINED_METHODS)], fixed)
-    summ = pd.concat([summarise(runs, p) for p in (*ITER_PHASES, "iteration")],
-                     keys=[*ITER_PHASES, "iteration"], names=["phase"]).reset_index(0)
-    groups = {k: g for k, g in _series(summ).items() if g["m"].nunique() >= MIN_POINTS}
-    if not groups:
+    runs = select_rows(data.runs[data.runs["method"].isin(TRAINED_METHODS)], fixed)
+    chosen = [(m, _default_options(runs, m)) for m in TRAINED_METHODS]
+    chosen = [(m, o) for m, o in chosen if o is not None]
+    if not chosen:
         return None
-    cols = 2 if len(groups) > 1 else 1
-    rows = math.ceil(len(groups) / cols)
-    fig, axes = _new_figure(rows, cols, 6.0 * cols + 1.6, 3.6 * rows)
-    for ax, ((method, options), g) in zip(axes, groups.items(), strict=False):
-        for phase, gp in g.groupby("phase", sort=False):
-            gp = gp[gp["median"] > 0].sort_values("m")
-            if gp.empty:
-                continue
-            total = phase == "iteration"
-            ax.errorbar(gp["m"], gp["median"],
-                        yerr=np.vstack([gp["median"] - gp["lo"], gp["hi"] - gp["median"]]),
-                        color=PHASE_COLOURS[phase], marker="o", markersize=3.5, capsize=2,
-                        linewidth=2.0 if total else 1.2, linestyle="--" if total else "-",
-                        label="whole iteration" if total else phase)
-        _loglog(ax, "width m", "seconds per iteration", series_label(method, options))
-    for ax in axes[len(groups):]:
-        ax.set_visible(False)
-    handles = [Line2D([], [], color=PHASE_COLOURS[p], marker="o", markersize=4,
+    fig, axes = _new_figure(2, len(chosen), 4.6 * len(chosen) + 1.4, 7.4)
+    for col, (method, options) in enumerate(chosen):
+        sel = runs[(runs["method"] == method) & (runs["options"] == options)]
+        phases = {p: summarise(sel, p).set_index("m")["median"] for p in
+                  (*ITER_PHASES, "iteration")}
+        _phase_lines(axes[col], phases, series_label(method, options))
+        _phase_shares(axes[len(chosen) + col], phases)
+    handles = [Line2D([], [], color=PHASE_COLOURS[p], marker=PHASE_MARKERS[p], markersize=5,
                       linestyle="--" if p == "iteration" else "-",
                       label="whole iteration" if p == "iteration" else p)
                for p in (*ITER_PHASES, "iteration")]
@@ -493,10 +590,34 @@ def fig_phases_vs_m(data: RunData) -> Figure | None:
     return fig
 
 
-def _default_options(runs: pd.DataFrame, method: str) -> str:
-    """The options string a method was run with most often (its default configuration)."""
-    sub = runs[runs["method"] == method]
-    return str(sub["options"].mode().iloc[0]) if not sub.empty else ""
+def _phase_lines(ax: Axes, phases: dict[str, pd.Series], title: str) -> None:
+    """Median seconds of each phase vs m (log-log); phases that never cost time are left out."""
+    for phase, med in phases.items():
+        med = med[med > 0].sort_index()
+        if med.empty:
+            continue
+        total = phase == "iteration"
+        ax.plot(med.index, med.to_numpy(), color=PHASE_COLOURS[phase],
+                marker=PHASE_MARKERS[phase], markersize=5 if total else 4,
+                markerfacecolor="none", linewidth=1.8 if total else 1.1,
+                linestyle="--" if total else "-", alpha=0.9)
+    _loglog(ax, "width m", "seconds per iteration (median)", title)
+
+
+def _phase_shares(ax: Axes, phases: dict[str, pd.Series]) -> None:
+    """Stacked share of each phase in the sum of the phase medians, vs m."""
+    frame = pd.DataFrame({p: phases[p] for p in ITER_PHASES}).fillna(0.0).sort_index()
+    total = frame.sum(axis=1).replace(0.0, np.nan)
+    shares = frame.div(total, axis=0).fillna(0.0)
+    shares = shares.loc[:, shares.max() > 0]
+    if not shares.empty:
+        ax.stackplot(shares.index.to_numpy(float), *(100 * shares[p].to_numpy() for p in shares),
+                     colors=[PHASE_COLOURS[p] for p in shares], alpha=0.85)
+    _log_x(ax)
+    ax.set(xlabel="width m", ylabel="share of iteration time (%)", ylim=(0, 100),
+           title="share of each phase")
+    ax.title.set_fontsize("medium")
+    ax.grid(True, alpha=0.3)
 
 
 def fig_init_vs_iteration(data: RunData) -> Figure | None:
@@ -504,31 +625,42 @@ def fig_init_vs_iteration(data: RunData) -> Figure | None:
     fixed = main_context(data.runs)
     if fixed is None:
         return None
-    runs = _select(data.runs[data.runs["method"].isin(TRAINED_METHODS)], fixed)
-    if not (runs["phase"] == "init").any():
+    runs = select_rows(data.runs[data.runs["method"].isin(["dense-gn", "subquad"])], fixed)
+    if runs[runs["phase"] == "init"]["m"].nunique() < 2:
         return None
-    fig, axes = _new_figure(1, 2, 13.5, 4.6)
+    fig, axes = _new_figure(1, 2, 12.5, 5.6)
     for ax, quantity in zip(axes, ("seconds", "work"), strict=True):
-        for method in [m for m in TRAINED_METHODS if m in set(runs["method"])]:
-            options = _default_options(runs[runs["phase"] == "init"], method)
-            sel = runs[(runs["method"] == method) & (runs["options"] == options)]
-            for phase, ls in (("init", "-"), ("iteration", "--")):
-                g = summarise(sel, phase, quantity)
-                g = g[g["median"] > 0]
-                if g["m"].nunique() < 2:
-                    continue
-                row = find_fit(data.fits, method, options, phase, quantity, "m", fixed)
-                fit = exponent_text(row)
-                what = "initialisation" if phase == "init" else "one iteration"
-                label = f"{method} {what}" + (f": m^{fit}" if fit else "")
-                _errorbar(ax, data, g, "m", method, options, label, linestyle=ls,
-                          marker="o" if phase == "init" else "s")
-        unit = "seconds" if quantity == "seconds" else "multiply-adds (init: weights drawn)"
-        _loglog(ax, "width m", unit, f"Init vs one iteration ({quantity})")
-        _legend_right(ax)
-    fig.suptitle("m^2 is paid at initialisation; each iteration should cost m^(2-c) "
+        _init_panel(ax, data, runs, fixed, quantity)
+    fig.suptitle("m^2 is paid once at initialisation; an iteration should cost m^(2-c) "
                  f"({context_title(fixed, ('m',))})")
     return fig
+
+
+def _init_panel(ax: Axes, data: RunData, runs: pd.DataFrame, fixed: dict[str, object],
+                quantity: str) -> None:
+    """Init (solid) and one iteration (dashed) of dense-gn and subquad, with exponents."""
+    for method in ("dense-gn", "subquad"):
+        options = _default_options(runs[runs["phase"] == "iteration"], method)
+        if options is None:
+            continue
+        sel = runs[(runs["method"] == method) & (runs["options"] == options)]
+        for phase in ("init", "iteration"):
+            g = summarise(sel, phase, quantity) if quantity in sel else pd.DataFrame()
+            g = g[g["median"] > 0] if not g.empty else g
+            if g.empty or g["m"].nunique() < 2:
+                continue
+            fit = exponent_text(find_fit(data.fits, method, options, phase, quantity, "m",
+                                         fixed))
+            init = phase == "init"
+            hollow = method == "dense-gn" and init  # dense init lies under subquad's init
+            _errorbar(ax, data, g, "m", method, options,
+                      f"{method} {'initialisation' if init else 'one iteration'}"
+                      + (f": m^{fit}" if fit else ""),
+                      linestyle="-" if init else "--", marker="o" if init else "s",
+                      markerfacecolor="none" if hollow else None, markersize=7 if hollow else 4.5)
+    unit = "seconds" if quantity == "seconds" else "multiply-adds (init: weights drawn)"
+    _loglog(ax, "width m", unit, f"Initialisation vs one iteration ({quantity})")
+    _legend_below(ax)
 
 
 def fig_work_vs_m(data: RunData) -> Figure | None:
@@ -536,29 +668,28 @@ def fig_work_vs_m(data: RunData) -> Figure | None:
     fixed = main_context(data.runs)
     if fixed is None or "work" not in data.runs:
         return None
-    runs = _select(data.runs[data.runs["method"].isin(TRAINED_METHODS)], fixed)
+    runs = select_rows(data.runs[data.runs["method"].isin(TRAINED_METHODS)], fixed)
     quantities = [q for q in ("work", "bytes") if q in runs and runs[q].notna().any()]
     if not quantities:
         return None
-    fig, axes = _new_figure(len(quantities), 1, 10.5, 4.0 * len(quantities))
+    quantities = [q for q in quantities
+                  if (summarise(runs, "iteration", q).groupby("method")["m"].nunique() >= 2).any()]
+    if not quantities:
+        return None
+    fig, axes = _new_figure(len(quantities), 1, 11.0, 4.0 * len(quantities))
     for ax, quantity in zip(axes, quantities, strict=True):
         summ = summarise(runs, "iteration", quantity)
-        groups = {k: g[g["median"] > 0] for k, g in _series(summ).items()}
-        groups = {k: g for k, g in groups.items() if g["m"].nunique() >= 2}
+        groups = _series(summ[summ["median"] > 0], "m", 2)
         for (method, options), g in groups.items():
             row = find_fit(data.fits, method, options, "iteration", quantity, "m", fixed)
             fit = exponent_text(row)
             _errorbar(ax, data, g, "m", method, options,
                       series_label(method, options) + (f": m^{fit}" if fit else ""))
-            _fit_line(ax, g, "m", row, style(data, method, options)["color"])
-        anchor = _anchor(groups, "m") if groups else None
-        c = float(fixed.get("c", math.nan))
-        if anchor is not None:
-            refs = {"slope 2": 2.0} | ({f"slope 2 - c = {2 - c:g}": 2 - c} if c == c else {})
-            _reference_slopes(ax, *anchor, float(runs["m"].max()), refs)
-        _loglog(ax, "width m", QUANTITY_LABELS[quantity], f"Counted {quantity} vs width")
+        _references(ax, groups, "m", fixed)
+        what = "multiply-adds" if quantity == "work" else "bytes of weights read"
+        _loglog(ax, "width m", f"{what} per iteration", f"Counted {what} per iteration")
         _legend_right(ax)
-    fig.suptitle(f"Counted work per iteration (deterministic) ({context_title(fixed, ('m',))})")
+    fig.suptitle(f"Counted work per iteration, deterministic ({context_title(fixed, ('m',))})")
     return fig
 
 
@@ -571,19 +702,18 @@ def fig_time_vs_n_d(data: RunData) -> Figure | None:
     found = [(axis, s[0]) for axis, s in found if s]
     if not found:
         return None
-    fig, axes = _new_figure(1, len(found), 6.8 * len(found) + 1.0, 4.6)
+    fig, axes = _new_figure(1, len(found), 6.2 * len(found), 5.4)
     for ax, (axis, (fixed, grp)) in zip(axes, found, strict=True):
-        for (method, options), g in _series(grp).items():
+        for (method, options), g in _series(grp, axis, 2).items():
             row = find_fit(data.fits, method, options, "iteration", "seconds", axis, fixed)
             fit = exponent_text(row)
             _errorbar(ax, data, g, axis, method, options,
                       series_label(method, options) + (f": {axis}^{fit}" if fit else ""))
             _fit_line(ax, g, axis, row, style(data, method, options)["color"])
-        name = "samples n" if axis == "n" else "input dimension d"
+        name = "training samples n" if axis == "n" else "input dimension d"
         _loglog(ax, name, "seconds per iteration (median, 95% CI)",
                 f"Time vs {axis} ({context_title(fixed, (axis,))})")
-        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18),
-                  frameon=False, ncol=1)
+        _legend_below(ax)
     return fig
 
 
@@ -591,68 +721,88 @@ def _training_cells(training: pd.DataFrame, limit: int = 6) -> list[pd.DataFrame
     """Representative training cells: per (method, options), the widest of the modal context."""
     keys = [k for k in ("c", "n", "d", "L", "threshold", "data") if k in training]
     meta = training.drop_duplicates("cell")
-    modal = meta.groupby(keys, dropna=False).size().idxmax() if keys else ()
-    modal = modal if isinstance(modal, tuple) else (modal,)
-    meta = _select(meta, dict(zip(keys, modal, strict=True)))
+    if keys:
+        modal = meta.groupby(keys, dropna=False).size().idxmax()
+        modal = modal if isinstance(modal, tuple) else (modal,)
+        meta = select_rows(meta, dict(zip(keys, modal, strict=True)))
     meta = meta.sort_values("m", ascending=False).drop_duplicates(["method", "options"])
-    order = sorted(meta.itertuples(), key=lambda r: (TRAINED_METHODS.index(r.method)
-                                                    if r.method in TRAINED_METHODS else 9,
-                                                    r.options))
+    order = sorted(meta.itertuples(), key=lambda r: (_method_rank(r.method), r.options))
     return [training[training["cell"] == r.cell] for r in order[:limit]]
 
 
 def fig_training(data: RunData) -> Figure | None:
     """Loss, active fraction per layer (vs Q(beta)) and flips per iteration over training."""
     tr = data.training
-    if tr is None or "iteration" not in tr:
+    needed = {"iteration", "loss", "cell", "method", "options", "m", "layer", "active_fraction"}
+    if tr is None or not needed <= set(tr.columns):
         return None
+    if "flips" not in tr:
+        tr = tr.assign(flips=np.nan)
     cells = _training_cells(tr)
-    fig, axes = _new_figure(1, 3, 16.5, 4.6)
+    fig, axes = _new_figure(1, 3, 16.0, 5.0)
+    expected: set[float] = set()
+    for i, cell in enumerate(cells):
+        # earlier cells are drawn wider, so identical curves (same iterates) stay visible
+        width = 1.2 + 2.0 * (len(cells) - 1 - i) / max(len(cells) - 1, 1)
+        expected |= _draw_training_cell(axes, data, cell, width)
+    top = max([*expected, *(float(cell["active_fraction"].max()) for cell in cells)])
+    _finish_training_axes(axes, sorted(expected), sorted(tr["layer"].unique()), top)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center",
+               ncol=min(3, max(len(cells), 1)), fontsize="small", frameon=False)
+    fig.suptitle("Training: geometric loss decay, activity near Q(beta), few state changes")
+    return fig
+
+
+def _draw_training_cell(axes: list[Axes], data: RunData, cell: pd.DataFrame, width: float
+                        ) -> set[float]:
+    """Loss, per-layer activity and flips of one cell; returns its expected activity levels."""
     ax_loss, ax_act, ax_flip = axes
-    expected = set()
-    for cell in cells:
-        first = cell.iloc[0]
-        method, options = str(first["method"]), str(first["options"])
-        st = style(data, method, options)
-        label = f"{series_label(method, options)} m={_fmt_num(first['m'])}"
-        per_iter = cell.groupby("iteration").agg(loss=("loss", "first"), flips=("flips", "sum"))
-        loss = per_iter["loss"].clip(lower=1e-300)
-        ax_loss.plot(per_iter.index, loss, label=label, color=st["color"],
-                     marker=st["marker"], markersize=3.5, linestyle=st["linestyle"])
-        steps = per_iter[per_iter.index > 0]
-        ax_flip.plot(steps.index, steps["flips"], color=st["color"], marker=st["marker"],
-                     markersize=3.5, linestyle=st["linestyle"])
-        for i, (layer, gl) in enumerate(cell.groupby("layer")):
-            ax_act.plot(gl["iteration"], gl["active_fraction"], color=st["color"],
-                        linestyle=LINESTYLES[i % len(LINESTYLES)], linewidth=1.2,
-                        label=None)
-            expected |= set(np.round(gl["expected_active_fraction"].dropna(), 8))
-            _ = layer
-    for i, q in enumerate(sorted(expected)):
-        ax_act.axhline(q, color="black", linestyle=(0, (5, 3)), linewidth=1.0,
-                       label="expected Q(beta)" if i == 0 else None)
-    layers = sorted(tr["layer"].unique())
-    ax_act.legend(handles=[Line2D([], [], color="#555555", linestyle=LINESTYLES[i % 4],
-                                  label=f"layer {_fmt_num(lay)}")
-                           for i, lay in enumerate(layers)]
-                  + [Line2D([], [], color="black", linestyle=(0, (5, 3)),
-                            label="expected Q(beta)")],
-                  fontsize="small", loc="lower right", framealpha=0.8)
+    first = cell.iloc[0]
+    method, options = str(first["method"]), str(first["options"])
+    st = style(data, method, options)
+    line = {"color": st["color"], "linewidth": width, "alpha": 0.85}
+    per_iter = cell.groupby("iteration").agg(loss=("loss", "first"), flips=("flips", "sum"))
+    ax_loss.plot(per_iter.index, per_iter["loss"].clip(lower=1e-300), marker=st["marker"],
+                 markersize=4, label=f"{series_label(method, options)}, "
+                 f"m={_fmt_num(first['m'])}", **line)
+    steps = per_iter[per_iter.index > 0]
+    ax_flip.plot(steps.index, steps["flips"], marker=st["marker"], markersize=4, **line)
+    expected: set[float] = set()
+    for j, (_, gl) in enumerate(cell.groupby("layer")):
+        ax_act.plot(gl["iteration"], gl["active_fraction"],
+                    linestyle=LINESTYLES[j % len(LINESTYLES)], **line)
+        if "expected_active_fraction" in gl:
+            expected |= set(np.round(gl["expected_active_fraction"].dropna(), 10))
+    return expected
+
+
+def _finish_training_axes(axes: list[Axes], expected: list[float], layers: list, top: float
+                          ) -> None:
+    """Scales, expected Q(beta) lines, labels and legends of the three training panels."""
+    ax_loss, ax_act, ax_flip = axes
+    for q in expected:
+        ax_act.axhline(q, color="black", linestyle=(0, (5, 3)), linewidth=1.0, zorder=0)
+    _activity_legend(ax_act, layers)
+    ax_act.set_ylim(0, 1.5 * top)
     ax_loss.set_yscale("log")
     ax_loss.set(xlabel="iteration", ylabel="loss (1/2 sum of squared residuals)",
-                title="Training loss")
-    ax_act.set(xlabel="iteration", ylabel="fraction of neurons active",
-               title="Active fraction per layer")
-    lo, hi = ax_act.get_ylim()
-    ax_act.set_ylim(0, max(hi, 1.6 * max(expected, default=0)))
-    _ = lo
-    ax_flip.set(xlabel="iteration", ylabel="neurons that changed state (all layers)",
+                title="Training loss (Gauss-Newton)")
+    ax_act.set(xlabel="iteration", ylabel="fraction of neurons active (mean over samples)",
+               title="Active fraction per layer vs Q(beta)")
+    ax_flip.set(xlabel="iteration", ylabel="neurons that changed state, all layers",
                 title="Flips per iteration")
     for ax in axes:
         ax.grid(True, alpha=0.3)
-    fig.legend(*ax_loss.get_legend_handles_labels(), loc="outside lower center",
-               ncol=min(3, len(cells)), fontsize="small", frameon=False)
-    return fig
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _activity_legend(ax: Axes, layers: list) -> None:
+    """Legend of the activity panel: one line style per layer, plus the expected level."""
+    handles = [Line2D([], [], color="#555555", linestyle=LINESTYLES[i % len(LINESTYLES)],
+                      label=f"layer {_fmt_num(lay)}") for i, lay in enumerate(layers)]
+    handles.append(Line2D([], [], color="black", linestyle=(0, (5, 3)),
+                          label="expected Q(beta)"))
+    ax.legend(handles=handles, fontsize="small", loc="upper right", ncol=2, framealpha=0.85)
 
 
 def fig_exponent_vs_c(data: RunData) -> Figure | None:
@@ -663,44 +813,56 @@ def fig_exponent_vs_c(data: RunData) -> Figure | None:
                   & (data.fits["axis"] == "m")]
     if "fit" in f:
         f = f[f["fit"] == "slope"]
-    f = f.assign(c=[parse_context(x).get("c", math.nan) for x in f["context"]])
-    f = f[np.isfinite(f["c"].astype(float))]
+    main = main_context(data.runs)
+    if main is not None:  # the same machine, sizes and settings as the main sweep, except c
+        f = same_context(f, {k: v for k, v in main.items() if k != "c"})
+    f = f.assign(c=[float(parse_context(x).get("c", math.nan)) for x in f["context"]])
+    f = f[np.isfinite(f["c"])]
     if f["c"].nunique() < 2:
         return None
     options = f.groupby("options")["c"].nunique().idxmax()
     f = f[f["options"] == options]
     conv = _convergence_vs_c(data.training)
     fig, axes = _new_figure(1, 2 if conv is not None else 1,
-                            13.5 if conv is not None else 7.5, 4.6)
-    ax = axes[0]
-    cs = np.sort(f["c"].unique().astype(float))
-    width = 0.15 * (cs.max() - cs.min()) / max(len(cs), 1)
-    for i, (quantity, mk) in enumerate((("work", "s"), ("seconds", "o"))):
-        g = f[f["quantity"] == quantity].sort_values("c")
-        if g.empty:
-            continue
-        x = g["c"].astype(float) + (i - 0.5) * width
-        ax.errorbar(x, g["exponent"], yerr=np.vstack([g["exponent"] - g["ci_low"],
-                                                      g["ci_high"] - g["exponent"]]),
-                    marker=mk, capsize=3, linestyle="-" if quantity == "seconds" else ":",
-                    color=METHOD_COLOURS["subquad"] if quantity == "seconds" else "#56B4E9",
-                    label=f"subquad, {'wall-clock seconds' if quantity == 'seconds' else 'counted work'}")
-    grid = np.linspace(cs.min() - width, cs.max() + width, 10)
-    ax.plot(grid, 2 - grid, color="#444444", linestyle=(0, (5, 3)), label="2 - c (predicted)")
-    ax.axhline(2.0, color=METHOD_COLOURS["dense-gn"], linestyle=(0, (5, 3)), linewidth=1.0,
-               label="2 (dense)")
-    ax.set(xlabel="sparsity exponent c", ylabel="fitted exponent of m (95% CI)",
-           title=f"Per-iteration exponent vs c ({series_label('subquad', options)})")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small", loc="lower left", framealpha=0.85)
+                            14.0 if conv is not None else 7.0, 5.0)
+    _draw_exponents(axes[0], f, options)
     if conv is not None:
         _draw_convergence(axes[1], data, conv)
     return fig
 
 
+def _draw_exponents(ax: Axes, f: pd.DataFrame, options: str) -> None:
+    """Exponent vs c with CIs for work and seconds, and the 2 - c and 2 references."""
+    cs = np.sort(f["c"].unique())
+    span = float(cs.max() - cs.min())
+    shift = 0.012 * span
+    for i, quantity in enumerate(("work", "seconds")):
+        g = f[f["quantity"] == quantity].sort_values("c")
+        if g.empty:
+            continue
+        secs = quantity == "seconds"
+        ax.errorbar(g["c"] + (i - 0.5) * shift, g["exponent"],
+                    yerr=np.vstack([g["exponent"] - g["ci_low"],
+                                    g["ci_high"] - g["exponent"]]).clip(min=0),
+                    marker="o" if secs else "s", capsize=3, linestyle="-" if secs else ":",
+                    color=METHOD_COLOURS["subquad"] if secs else "#56B4E9",
+                    label="subquad, wall-clock seconds" if secs else "subquad, counted work")
+    grid = np.linspace(cs.min() - 0.05 * span, cs.max() + 0.05 * span, 10)
+    ax.plot(grid, 2 - grid, color="#333333", linestyle=(0, (5, 3)),
+            label="reference 2 - c (predicted)")
+    ax.axhline(2.0, color=METHOD_COLOURS["dense-gn"], linestyle=(0, (5, 3)), linewidth=1.0,
+               label="reference 2 (dense baseline)")
+    ax.set(xlabel="sparsity exponent c", ylabel="fitted exponent of m (95% CI)",
+           title=f"Per-iteration exponent vs c, {series_label('subquad', options)}")
+    ax.title.set_fontsize("medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(*_ordered_legend(ax), fontsize="small", loc="upper center",
+              bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+
+
 def _convergence_vs_c(training: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Final loss / initial loss per subquad cell, for cells spanning >= 2 values of c."""
-    if training is None or training["c"].nunique() < 2:
+    """Final loss / initial loss per cell, when the cells span at least two values of c."""
+    if training is None or "c" not in training or training["c"].nunique() < 2:
         return None
     per = training.groupby(["cell", "iteration"], as_index=False).first()
     rows = []
@@ -718,17 +880,20 @@ def _convergence_vs_c(training: pd.DataFrame | None) -> pd.DataFrame | None:
 def _draw_convergence(ax: Axes, data: RunData, conv: pd.DataFrame) -> None:
     """Loss ratio after T iterations vs c, one line per (method, options, m)."""
     for (method, options, m), g in conv.groupby(["method", "options", "m"]):
-        g = g.groupby("c", as_index=False).agg(ratio=("ratio", "median"), T=("T", "max"))
+        g = g.groupby("c", as_index=False)["ratio"].median()
         st = style(data, method, options)
+        single = len(g) == 1  # e.g. the dense baseline at one c: a large open marker
         ax.plot(g["c"], g["ratio"], color=st["color"], marker=st["marker"],
-                linestyle=st["linestyle"],
-                label=f"{series_label(method, options)} m={_fmt_num(m)}")
+                linestyle=st["linestyle"], markersize=11 if single else 6,
+                markerfacecolor="none" if single else st["color"], markeredgewidth=1.6,
+                label=f"{series_label(method, options)}, m={_fmt_num(m)}")
     ax.set_yscale("log")
     ax.set(xlabel="sparsity exponent c",
-           ylabel=f"loss after T={int(conv['T'].max())} iterations / initial loss",
-           title="Convergence vs c (sparser = slower?)")
+           ylabel=f"loss after T = {int(conv['T'].max())} iterations / initial loss",
+           title="Convergence vs c (larger c: sparser, cheaper, slower to train?)")
+    ax.title.set_fontsize("medium")
     ax.grid(True, alpha=0.3)
-    _legend_right(ax)
+    _legend_below(ax, ncol=2)
 
 
 def fig_ablation(data: RunData) -> Figure | None:
@@ -736,58 +901,70 @@ def fig_ablation(data: RunData) -> Figure | None:
     fixed = main_context(data.runs)
     if fixed is None:
         return None
-    runs = _select(data.runs[data.runs["method"].isin(TRAINED_METHODS)], fixed)
+    runs = select_rows(data.runs[data.runs["method"].isin(["dense-gn", "subquad"])], fixed)
     summ = summarise(runs, "iteration")
-    if summ[summ["method"] == "subquad"]["options"].nunique() < 2:
+    sub = summ[summ["method"] == "subquad"]
+    ms = np.sort(sub.groupby("m")["options"].nunique().loc[lambda s: s >= 2].index)
+    if len(ms) == 0:
         return None
-    summ = summ[summ["method"].isin(["dense-gn", "subquad"])]
+    summ = summ[summ["m"].isin(ms)]
     groups = _series(summ)
-    ms = np.sort(summ["m"].unique())
-    fig, axes = _new_figure(1, 2, 17.0, 5.0)
-    ax = axes[0]
+    fig, axes = _new_figure(1, 2, 16.0, 5.6)
+    _ablation_bars(axes[0], data, groups, ms)
+    _phase_split(axes[1], runs, groups, float(ms.max()))
+    fig.suptitle(f"Ablation of subquad's update modes and solvers "
+                 f"({context_title(fixed, ('m',))})")
+    return fig
+
+
+def _ablation_bars(ax: Axes, data: RunData, groups: dict[tuple[str, str], pd.DataFrame],
+                   ms: np.ndarray) -> None:
+    """Grouped bars: median seconds per iteration with CI, one group per m."""
     width = 0.8 / len(groups)
     for i, ((method, options), g) in enumerate(groups.items()):
         pos = np.searchsorted(ms, g["m"].to_numpy()) + (i - (len(groups) - 1) / 2) * width
         st = style(data, method, options)
         ax.bar(pos, g["median"], width=width, color=st["color"], edgecolor="white",
-               hatch="//" if st["linestyle"] == "--" else None,
-               label=series_label(method, options),
+               hatch=HATCHES[i % len(HATCHES)], label=series_label(method, options),
                yerr=np.vstack([g["median"] - g["lo"], g["hi"] - g["median"]]).clip(min=0),
                capsize=2, error_kw={"linewidth": 0.8})
     ax.set_xticks(range(len(ms)), [_fmt_num(m) for m in ms])
     ax.set_yscale("log")
     ax.set(xlabel="width m", ylabel="seconds per iteration (median, 95% CI)",
-           title="Update modes and solvers vs dense Gauss-Newton")
+           title="Per-iteration time vs dense Gauss-Newton")
+    ax.title.set_fontsize("medium")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left", framealpha=0.85)
-    _phase_split(axes[1], runs, groups)
-    fig.suptitle(f"Ablation of subquad's options ({context_title(fixed, ('m',))})")
-    return fig
+    _legend_below(ax, ncol=2)
 
 
-def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.DataFrame]
-                 ) -> None:
-    """Stacked horizontal bars of per-phase seconds at the largest m every series reached."""
-    m_common = min(float(g["m"].max()) for g in groups.values())
+def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.DataFrame],
+                 m: float) -> None:
+    """Stacked horizontal bars: each phase's share of the iteration at width m, total noted."""
     labels, left = [], np.zeros(len(groups))
     per_phase = {p: np.zeros(len(groups)) for p in ITER_PHASES}
+    at_m = runs[np.isclose(runs["m"].astype(float), m)]
     for i, (method, options) in enumerate(groups):
-        sel = runs[(runs["method"] == method) & (runs["options"] == options)
-                   & np.isclose(runs["m"].astype(float), m_common)]
+        sel = at_m[(at_m["method"] == method) & (at_m["options"] == options)]
         labels.append(series_label(method, options))
         for p in ITER_PHASES:
             vals = sel.loc[sel["phase"] == p, "seconds"]
             per_phase[p][i] = median_ci(vals)[0] if len(vals) else 0.0
+    totals = sum(np.nan_to_num(v) for v in per_phase.values())
     y = np.arange(len(groups))
     for p in ITER_PHASES:
-        vals = np.nan_to_num(per_phase[p])
-        if vals.any():
-            ax.barh(y, vals * 1e3, left=left * 1e3, color=PHASE_COLOURS[p], label=p, height=0.7)
-            left += vals
+        share = 100 * np.nan_to_num(per_phase[p]) / np.where(totals > 0, totals, 1)
+        if share.any():
+            ax.barh(y, share, left=left, color=PHASE_COLOURS[p], label=p, height=0.7)
+            left += share
+    for yi, total in zip(y, totals, strict=True):
+        if total > 0:
+            ax.text(101, yi, fmt_seconds(total), va="center", fontsize="small")
     ax.set_yticks(y, labels, fontsize="small")
     ax.invert_yaxis()
-    ax.set(xlabel="milliseconds per iteration (median per phase)",
-           title=f"Phase split at m = {_fmt_num(m_common)}")
+    ax.set_xlim(0, 118)
+    ax.set(xlabel="share of the iteration's time (%), total per iteration at right",
+           title=f"Phase split at m = {_fmt_num(m)}")
+    ax.title.set_fontsize("medium")
     ax.grid(True, axis="x", alpha=0.3)
     _legend_right(ax, title="phase")
 
@@ -795,68 +972,90 @@ def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.
 def fig_local_slopes(data: RunData) -> Figure | None:
     """Local slopes between neighbouring widths, with CIs and references 2 and 2 - c."""
     ls = data.local_slopes
-    if ls is None:
+    if ls is None or "method" not in ls:
         return None
     ls = ls[ls["method"].isin(TRAINED_METHODS)]
-    if "phase" in ls:
-        ls = ls[ls["phase"] == "iteration"]
-    if "axis" in ls:
-        ls = ls[ls["axis"] == "m"]
-    x = _slope_x(ls)
+    for col, value in (("phase", "iteration"), ("axis", "m")):
+        if col in ls:
+            ls = ls[ls[col] == value]
+    x, label = _slope_x(ls)
     y_col = next((c for c in ("slope", "local_slope", "exponent") if c in ls), None)
     if x is None or y_col is None or ls.empty:
         return None
-    ls = ls.assign(_x=x)
-    if "context" in ls:
-        ctx = ls["context"].mode().iloc[0]
-        fixed = main_context(data.runs)
-        if fixed is not None:
-            matching = ls[[context_matches(c, fixed) for c in ls["context"]]]
-            ls = matching if not matching.empty else ls[ls["context"] == ctx]
-        else:
-            ls = ls[ls["context"] == ctx]
-        ctx_dict = parse_context(ls["context"].iloc[0])
-    else:
-        ctx_dict = {}
-    quantities = [q for q in ("seconds", "work", "bytes") if (ls.get("quantity") == q).any()]
-    quantities = quantities or [""]
-    fig, axes = _new_figure(len(quantities), 1, 10.5, 3.8 * len(quantities))
+    ls, fixed = _main_slope_context(data, ls.assign(_x=x, _label=label))
+    quantities = [q for q in ("seconds", "work") if (ls.get("quantity") == q).any()] or [""]
+    fig, axes = _new_figure(len(quantities), 1, 11.0, 3.9 * len(quantities))
     for ax, quantity in zip(axes, quantities, strict=True):
-        g_q = ls[ls["quantity"] == quantity] if quantity else ls
-        series = _series(g_q)
-        offsets = np.linspace(-0.06, 0.06, max(len(series), 1))
-        for off, ((method, options), g) in zip(offsets, series.items(), strict=True):
-            g = g.sort_values("_x")
-            st = style(data, method, options)
-            yerr = (np.vstack([g[y_col] - g["ci_low"], g["ci_high"] - g[y_col]]).clip(min=0)
-                    if {"ci_low", "ci_high"} <= set(g.columns) else None)
-            ax.errorbar(g["_x"] * 2**off, g[y_col], yerr=yerr, capsize=2.5, markersize=4.5,
-                        label=series_label(method, options), **st)
-        ax.axhline(2.0, color="#444444", linestyle=(0, (5, 3)), linewidth=1.0, label="2")
-        c = ctx_dict.get("c")
+        _draw_local_slopes(ax, data, ls[ls["quantity"] == quantity] if quantity else ls, y_col)
+        ax.axhline(2.0, color="#333333", linestyle=(0, (5, 3)), linewidth=1.0,
+                   label="reference 2", zorder=0)
+        c = fixed.get("c")
         if isinstance(c, float):
-            ax.axhline(2 - c, color="#888888", linestyle=(0, (5, 3)), linewidth=1.0,
-                       label=f"2 - c = {2 - c:g}")
-        ax.set_xscale("log", base=2)
-        ax.set(xlabel="width m (geometric midpoint of neighbouring widths)",
-               ylabel=f"local slope d log({quantity or 'cost'}) / d log m",
-               title=f"Local slopes of {QUANTITY_LABELS.get(quantity, 'cost')}")
+            ax.axhline(2 - c, color="#999999", linestyle=(0, (5, 3)), linewidth=1.0,
+                       label=f"reference 2 - c = {2 - c:g}", zorder=0)
+        _slope_ticks(ax, ls)
+        name = {"seconds": "seconds", "work": "multiply-adds"}.get(quantity, "cost")
+        ax.set(xlabel="pair of neighbouring widths m (placed at their geometric midpoint)",
+               ylabel=f"local slope of {name} (95% CI)",
+               title=f"Local slopes of per-iteration {name} vs width")
+        ax.title.set_fontsize("medium")
         ax.grid(True, alpha=0.3)
         _legend_right(ax)
-    fig.suptitle(f"Local slopes between neighbouring widths ({context_title(ctx_dict)})")
+    fig.suptitle(f"Local slopes d log(cost) / d log m ({context_title(fixed)})")
     return fig
 
 
-def _slope_x(ls: pd.DataFrame) -> pd.Series | None:
-    """Where to place a local slope on the m axis: the geometric midpoint of its two widths."""
-    for lo, hi in (("m_low", "m_high"), ("m_lo", "m_hi"), ("m0", "m1"), ("x_low", "x_high"),
-                   ("x0", "x1")):
+def _main_slope_context(data: RunData, ls: pd.DataFrame
+                        ) -> tuple[pd.DataFrame, dict[str, object]]:
+    """Local-slope rows of the main m sweep (else of the most frequent context) and its values."""
+    if "context" not in ls:
+        return ls, {}
+    fixed = main_context(data.runs)
+    matching = (ls[[context_matches(c, fixed) for c in ls["context"]]]
+                if fixed is not None else ls.iloc[:0])
+    if matching.empty:
+        matching = ls[ls["context"] == ls["context"].mode().iloc[0]]
+    for col in ("machine", "backend", "dtype"):
+        if col in matching and fixed and col in fixed:
+            matching = matching[matching[col] == str(fixed[col])]
+    ctx = parse_context(matching["context"].iloc[0]) if not matching.empty else {}
+    return matching, ctx
+
+
+def _draw_local_slopes(ax: Axes, data: RunData, ls: pd.DataFrame, y_col: str) -> None:
+    """One error-bar series per (method, options), shifted slightly apart on x."""
+    defaults = {m: _default_options(ls, m, "_x") for m in set(ls["method"])}
+    series = {k: g for k, g in _series(ls).items() if defaults.get(k[0]) == k[1]}
+    offsets = np.linspace(-0.04, 0.04, len(series)) if len(series) > 1 else [0.0]
+    for off, ((method, options), g) in zip(offsets, series.items(), strict=True):
+        g = g.sort_values("_x")
+        st = {"capsize": 2.5, "markersize": 4.5} | style(data, method, options)
+        yerr = (np.vstack([g[y_col] - g["ci_low"], g["ci_high"] - g[y_col]]).clip(min=0)
+                if {"ci_low", "ci_high"} <= set(g.columns) else None)
+        ax.errorbar(g["_x"] * 2**off, g[y_col], yerr=yerr, label=series_label(method, options),
+                    **st)
+
+
+def _slope_x(ls: pd.DataFrame) -> tuple[pd.Series | None, pd.Series | None]:
+    """Position (geometric midpoint of the two widths) and tick text ('1024-2048') of slopes."""
+    for lo, hi in (("x_lo", "x_hi"), ("m_lo", "m_hi"), ("m_low", "m_high"),
+                   ("x_low", "x_high")):
         if {lo, hi} <= set(ls.columns):
-            return np.sqrt(ls[lo].astype(float) * ls[hi].astype(float))
-    for col in ("m_mid", "m", "x_mid", "x"):
+            a, b = ls[lo].astype(float), ls[hi].astype(float)
+            return np.sqrt(a * b), a.map(_tick_label) + "-" + b.map(_tick_label)
+    for col in ("m_mid", "x_mid", "m", "x"):
         if col in ls:
-            return ls[col].astype(float)
-    return None
+            return ls[col].astype(float), ls[col].astype(float).map(_tick_label)
+    return None, None
+
+
+def _slope_ticks(ax: Axes, ls: pd.DataFrame) -> None:
+    """Log x axis ticked at each pair of widths (default log ticks when there are many)."""
+    _log_x(ax)
+    pairs = ls.drop_duplicates("_x").sort_values("_x")
+    if 0 < len(pairs) <= 12:
+        ax.set_xticks(pairs["_x"].to_numpy(), pairs["_label"].tolist(), rotation=25,
+                      fontsize="small", ha="right", rotation_mode="anchor")
 
 
 # -- driver ----------------------------------------------------------------------------------
@@ -888,4 +1087,5 @@ def plot_run(run_dir: Path) -> list[Path]:
             path = out_dir / f"{name}.{ext}"
             fig.savefig(path, dpi=DPI if ext == "png" else None)
             written.append(path)
+            fig.set_layout_engine("none")  # keep the layout computed for the PNG (saves time)
     return written

@@ -26,3 +26,45 @@ lint: $(VENV)/.installed
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---- regression checks (README, "Regression checks") ------------------------------------
+CHECK_DIR := results/check-scaling
+CHECK_EXPERIMENT := experiments/check_scaling.toml
+
+.PHONY: check-scaling-baseline
+
+check-scaling: $(VENV)/.installed
+	rm -rf $(CHECK_DIR)/run
+	$(SUBQUAD) sweep $(CHECK_EXPERIMENT) --out $(CHECK_DIR)/run
+	$(SUBQUAD) fit $(CHECK_DIR)/run
+	$(SUBQUAD) check $(CHECK_DIR)/run --baseline $(CHECK_DIR)/baseline
+
+check-scaling-baseline: $(VENV)/.installed
+	rm -rf $(CHECK_DIR)/fresh
+	$(SUBQUAD) sweep $(CHECK_EXPERIMENT) --out $(CHECK_DIR)/fresh
+	$(SUBQUAD) fit $(CHECK_DIR)/fresh
+	rm -rf $(CHECK_DIR)/baseline
+	cp -r $(CHECK_DIR)/fresh $(CHECK_DIR)/baseline
+	rm -rf $(CHECK_DIR)/fresh
+
+bench: $(VENV)/.installed
+	mkdir -p results/bench
+	$(PY) -m pytest benchmarks/test_kernels_bench.py -q -p no:cacheprovider \
+		--benchmark-json results/bench/bench.json
+	$(SUBQUAD) fit results/bench/bench.json
+
+# A fresh, complete result: old cell files are removed (no --resume), then fit, plot, report.
+define run_experiment
+	rm -rf $(2)/cells $(2)/runs.csv $(2)/training.csv
+	$(SUBQUAD) sweep experiments/$(1).toml --out $(2)
+	$(SUBQUAD) fit $(2)
+	$(SUBQUAD) plot $(2)
+	$(SUBQUAD) report $(2)
+endef
+
+sweep: $(VENV)/.installed
+	$(call run_experiment,default,results/default)
+
+# make experiment EXPERIMENT=width  ->  results/width (OUT=... to change the directory)
+experiment: $(VENV)/.installed
+	$(call run_experiment,$(EXPERIMENT),$(OUT))

@@ -1,5 +1,188 @@
-"""Registration of the subcommands that live outside cli.py (sweep, fit, plot, report, check)."""
+"""Registration of the subcommands that live outside cli.py (sweep, fit, plot, report, check).
+
+Each entry of ``REGISTER`` is a function ``register(subparsers)`` that adds one subcommand.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import math
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, SubquadError
+
 REGISTER: list = []
+
+
+def _register(fn):
+    REGISTER.append(fn)
+    return fn
+
+
+def _need(module: str, name: str, command: str) -> Any:
+    """Import ``subquad.<module>.<name>`` or fail clearly naming the missing piece."""
+    try:
+        return getattr(importlib.import_module(f"subquad.{module}"), name)
+    except (ImportError, AttributeError) as exc:
+        raise SubquadError(f"`subquad {command}` needs subquad.{module}.{name}, which is not "
+                           f"available in this installation ({type(exc).__name__}: {exc})"
+                           ) from exc
+
+
+def _run_dir(path: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError("DIR", f"{p} does not exist; run `subquad sweep` first")
+    return p
+
+
+# ------------------------------------------------------------------------------- sweep
+
+
+@_register
+def register_sweep(sub: argparse._SubParsersAction) -> None:
+    from .config import EXECUTOR_KINDS  # noqa: PLC0415
+
+    p = sub.add_parser("sweep", help="run an experiment file: every cell, timed, into runs.csv",
+                       description="Run the cells of an experiment TOML (see README, Sweeps). "
+                       "`subquad sweep --merge DIR` only rebuilds DIR/runs.csv.")
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="experiment file (.toml)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default results/<name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep finished cell files and run only the missing cells")
+    p.add_argument("--budget", type=float, metavar="S",
+                   help="seconds for the whole sweep; cells left are recorded as censored")
+    p.add_argument("--executor", choices=EXECUTOR_KINDS, default=None,
+                   help="where cells run (default: the file's [executor] kind, else local)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--merge", metavar="DIR", help="only merge DIR/cells/*.csv into runs.csv")
+    g = p.add_argument_group("slurm (override the file's [executor] table)")
+    g.add_argument("--partition")
+    g.add_argument("--time", help="minutes or HH:MM:SS per task")
+    g.add_argument("--gpus-per-task", type=int)
+    g.add_argument("--array-parallelism", type=int)
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import merge_only, run_sweep  # noqa: PLC0415
+
+    if args.merge:
+        if args.config:
+            raise ConfigError("merge", "give either CONFIG or --merge DIR, not both")
+        print(f"wrote {merge_only(args.merge)}")
+        return 0
+    if not args.config:
+        raise ConfigError("CONFIG", "missing experiment file, e.g. experiments/smoke.toml "
+                          "(or --merge DIR)")
+    overrides: dict[str, Any] = {"partition": args.partition,
+                                 "gpus_per_task": args.gpus_per_task,
+                                 "array_parallelism": args.array_parallelism}
+    if args.time is not None:
+        from .config import parse_minutes  # noqa: PLC0415
+
+        overrides["time"] = parse_minutes(_int_or_str(args.time), "--time")
+    run_dir = run_sweep(args.config, args.out, resume=args.resume, budget=args.budget,
+                        executor=args.executor, progress=not args.quiet,
+                        executor_options=overrides)
+    print(f"wrote {run_dir / 'runs.csv'}")
+    return 0
+
+
+def _int_or_str(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+# ------------------------------------------------------------------------------- fit
+
+
+@_register
+def register_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit exponents with bootstrap intervals and the crossover")
+    p.add_argument("dir", metavar="DIR", help="run directory (holds runs.csv)")
+    p.set_defaults(func=cmd_fit)
+
+
+def _num(x: Any, fmt: str = ".3f") -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(v) else format(v, fmt)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    import pandas as pd  # noqa: PLC0415
+
+    fit_run = _need("fit", "fit_run", "fit")
+    paths = fit_run(_run_dir(args.dir))
+    fits = pd.read_csv(paths["fits"])
+    main = fits[(fits["fit"] == "slope") & fits["phase"].isin(["iteration", "init", "kernel"])
+                & fits["quantity"].isin(["seconds", "work"])]
+    print(f"{'method':<10} {'options':<44} {'phase':<9} {'quantity':<8} {'axis':<4} "
+          f"{'exponent':>8}  {'95% interval':<17} context")
+    for r in main.itertuples():
+        opts = "" if pd.isna(r.options) else str(r.options)
+        print(f"{r.method:<10} {opts:<44} {r.phase:<9} {r.quantity:<8} {r.axis:<4} "
+              f"{_num(r.exponent):>8}  [{_num(r.ci_low)}, {_num(r.ci_high)}]".ljust(112)
+              + f" {r.context}")
+    cross = pd.read_csv(paths["crossover"])
+    for r in cross.itertuples():
+        print(f"crossover ({r.quantity}, {r.context}, {r.options}): m* = {_num(r.m_star, '.0f')} "
+              f"[{_num(r.ci_low, '.0f')}, {_num(r.ci_high, '.0f')}] ({r.kind}); speed-up at "
+              f"m = {_num(r.max_m, '.0f')}: {_num(r.speedup_at_max_m, '.2f')}x")
+    trust = getattr(paths, "trustworthy", None)
+    if trust is not None:
+        print("self-check: " + ("calibration kernels ok" if trust else
+                                "calibration exponents off by more than 0.15: UNTRUSTWORTHY"))
+    for name, path in paths.items():
+        print(f"wrote {path}" if name else path)
+    return 0
+
+
+# ------------------------------------------------------------------------------- plot, report
+
+
+@_register
+def register_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw the figures of a run directory")
+    p.add_argument("dir", metavar="DIR", help="run directory (holds runs.csv)")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    plot_run = _need("plots", "plot_run", "plot")
+    written = plot_run(_run_dir(args.dir))
+    for path in written or []:
+        print(f"wrote {path}")
+    if not written:
+        print("no figures: the run has no data for any of them")
+    return 0
+
+
+@_register
+def register_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write the Markdown report of a run directory")
+    p.add_argument("dir", metavar="DIR", help="run directory (holds runs.csv, fits.csv)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    write_report = _need("report", "write_report", "report")
+    print(f"wrote {write_report(_run_dir(args.dir))}")
+    return 0
+
+
+def _self_registering(names: tuple[str, ...] = ("check",)) -> None:
+    """Import the modules that append their own subcommand to REGISTER (e.g. subquad.check)."""
+    for name in names:
+        try:
+            importlib.import_module(f"subquad.{name}")
+        except ModuleNotFoundError as exc:  # that module is not part of this installation
+            if exc.name != f"subquad.{name}":
+                raise
+
+
+_self_registering()

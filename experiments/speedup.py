@@ -1,0 +1,69 @@
+"""Speed-up of subquad over dense Gauss-Newton, both measured in this one process.
+
+float32, c = 0.2, n = 16, L = 2: median per-iteration seconds of dense-gn and of every subquad
+update mode (Cholesky solve) at each m, their ratio, and the sparse forward's achieved bytes/s
+(counted bytes of W read / forward seconds). Writes results/speedup/{speedup.csv,
+environment.json}. Run: .venv/bin/python experiments/speedup.py [--m 4096 16384] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from subquad.environment import collect_environment, limit_threads
+from subquad.measure import warm_kernels
+from subquad.train import TrainConfig, build_trainer
+
+VARIANTS = [("dense-gn", {}), ("subquad", {"update": "scatter"}),
+            ("subquad", {"update": "rowdense"}), ("subquad", {"update": "lazy"})]
+
+
+def measure(method: str, opts: dict, m: int, iters: int) -> dict:
+    """Median per-iteration and per-forward seconds after a two-step warm-up."""
+    cfg = TrainConfig(method=method, m=m, n=16, d=16, L=2, c=0.2, dtype="float32", **opts)
+    tr = build_trainer(cfg)
+    tr.start()
+    for _ in range(2):
+        tr.step()
+    it, fw, fb = [], [], []
+    for _ in range(iters):
+        st = tr.step()
+        it.append(sum(st.seconds.values()))
+        fw.append(st.seconds["forward"])
+        fb.append(st.bytes["forward"])
+    return {"method": method, "update": tr.describe().get("update"), "m": m,
+            "iteration_s": statistics.median(it), "forward_s": statistics.median(fw),
+            "forward_bytes": statistics.median(fb),
+            "forward_GBps": statistics.median(fb) / statistics.median(fw) / 1e9,
+            "samples": iters}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--m", type=int, nargs="+", default=[4096, 16384])
+    ap.add_argument("--iters", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None, help="BLAS/numba threads (all)")
+    ap.add_argument("--out", default="results/speedup")
+    args = ap.parse_args()
+    limit_threads(args.threads)
+    warm_kernels("numpy", "float32")
+    warnings.simplefilter("ignore")
+    rows = [measure(meth, opts, m, args.iters) for m in args.m for meth, opts in VARIANTS]
+    df = pd.DataFrame(rows)
+    dense = df[df.method == "dense-gn"].set_index("m")["iteration_s"]
+    df["speedup_vs_dense_gn"] = df["m"].map(dense) / df["iteration_s"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "speedup.csv", index=False)
+    (out / "environment.json").write_text(json.dumps(collect_environment(), indent=2))
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+if __name__ == "__main__":
+    main()

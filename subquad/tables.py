@@ -1,0 +1,178 @@
+"""Result files of a run directory: per-cell CSVs written atomically, merged into runs.csv.
+
+A cell's rows go to ``DIR/cells/<cell_id>.csv`` (and its training rows to
+``<cell_id>.training.csv``, written first) through a temporary file in the same directory,
+fsync and ``os.replace``; so a SIGKILL at any moment leaves either the complete file or none.
+``merge_run`` rebuilds ``runs.csv`` and ``training.csv`` from the cell files the same way,
+deduplicated by (cell, sample, phase) resp. (cell, iteration, layer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: docs/DESIGN.md, "runs.csv"
+RUNS_COLUMNS = [
+    "experiment", "cell", "machine", "method", "backend", "dtype", "m", "n", "d", "L", "c",
+    "threshold", "data", "solver", "update", "rank_max", "options", "seed", "sample", "iters",
+    "phase", "seconds", "work", "bytes", "active_fraction", "loss", "cg_iters", "status",
+    "message",
+]
+#: docs/DESIGN.md, "training.csv"
+TRAINING_COLUMNS = [
+    "experiment", "cell", "machine", "method", "options", "data", "m", "n", "d", "L", "c",
+    "threshold", "seed", "iteration", "loss", "layer", "active_fraction",
+    "expected_active_fraction", "flips",
+]
+STATUSES = ("ok", "censored", "nan", "cg-not-converged", "singular", "oom", "error")
+PHASE_ORDER = ("init", "forward", "backward", "gram", "solve", "update", "fold", "iteration",
+               "kernel")
+CELL_FILE = re.compile(r"^[0-9a-f]{16}\.csv$")
+#: messages of outcomes that say nothing about the cell itself: ``--resume`` runs it again
+RETRY_PREFIXES = ("sweep budget", "worker lost")
+
+
+def cells_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "cells"
+
+
+def cell_path(run_dir: Path, cell_id: str) -> Path:
+    return cells_dir(run_dir) / f"{cell_id}.csv"
+
+
+def training_path(run_dir: Path, cell_id: str) -> Path:
+    return cells_dir(run_dir) / f"{cell_id}.training.csv"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not supported here (e.g. Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
+    """Rows as CSV with exactly ``columns`` (missing values empty), atomically."""
+    frame = pd.DataFrame(list(rows), columns=columns)
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def cell_files(run_dir: Path) -> list[Path]:
+    """The finished cell files of a run directory (temporary files excluded), sorted."""
+    d = cells_dir(run_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if CELL_FILE.match(p.name))
+
+
+def read_cell_status(path: Path) -> tuple[str, str]:
+    """(status, message) of a finished cell file (its first row; a cell has one status)."""
+    row = pd.read_csv(path, nrows=1, dtype=str, keep_default_na=False)
+    if row.empty:
+        return "error", "empty cell file"
+    return str(row["status"].iloc[0]), str(row["message"].iloc[0])
+
+
+def is_final(status: str, message: str) -> bool:
+    """False for outcomes that ``--resume`` retries (sweep budget, lost worker)."""
+    return not (status in ("censored", "error") and message.startswith(RETRY_PREFIXES))
+
+
+def clear_cells(run_dir: Path) -> int:
+    """Remove the cell files and temporaries of a previous run; returns how many."""
+    d = cells_dir(run_dir)
+    if not d.is_dir():
+        return 0
+    gone = 0
+    for p in d.iterdir():
+        if p.is_file() and (p.suffix == ".csv" or p.name.endswith(".tmp")):
+            p.unlink()
+            gone += 1
+    return gone
+
+
+def _read_all(files: list[Path]) -> pd.DataFrame | None:
+    frames = []
+    for p in files:
+        try:
+            frames.append(pd.read_csv(p, dtype=str, keep_default_na=False))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            warnings.warn(f"skipping unreadable cell file {p}: {exc}", stacklevel=2)
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _merge(files: list[Path], columns: list[str], key: list[str], order: list[str]
+           ) -> pd.DataFrame:
+    df = _read_all(files)
+    if df is None:
+        return pd.DataFrame(columns=columns)
+    for col in columns:
+        if col not in df:
+            df[col] = ""
+    df = df[columns].drop_duplicates(subset=key, keep="last")
+    sort = df[order].copy()
+    for col in order:
+        num = pd.to_numeric(sort[col], errors="coerce")
+        if col == "phase":
+            num = sort[col].map({p: i for i, p in enumerate(PHASE_ORDER)})
+        if num.notna().all():
+            sort[col] = num
+    return df.loc[sort.sort_values(order, kind="stable").index]
+
+
+def merge_run(run_dir: Path) -> tuple[Path, int]:
+    """Rebuild ``runs.csv`` (and ``training.csv`` if any cell trained) from the cell files.
+
+    Returns the runs.csv path and how many cells it holds.
+    """
+    run_dir = Path(run_dir)
+    files = cell_files(run_dir)
+    order = ["experiment", "method", "options", "m", "n", "d", "L", "c", "seed", "cell",
+             "sample", "phase"]
+    runs = _merge(files, RUNS_COLUMNS, ["cell", "sample", "phase"], order)
+    out = run_dir / "runs.csv"
+    atomic_write_text(out, runs.to_csv(index=False))
+    tfiles = [p.with_name(p.stem + ".training.csv") for p in files]
+    tfiles = [p for p in tfiles if p.is_file()]
+    if tfiles:
+        torder = ["experiment", "method", "options", "m", "n", "d", "L", "c", "seed", "cell",
+                  "iteration", "layer"]
+        training = _merge(tfiles, TRAINING_COLUMNS, ["cell", "iteration", "layer"], torder)
+        atomic_write_text(run_dir / "training.csv", training.to_csv(index=False))
+    return out, int(runs["cell"].nunique())

@@ -102,6 +102,11 @@ def _int_or_str(text: str) -> int | str:
 def register_fit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit exponents with bootstrap intervals and the crossover")
     p.add_argument("dir", metavar="DIR", help="run directory (holds runs.csv)")
+    p.add_argument("--window", choices=("all", "auto"), default=None,
+                   help="fit window: all points, or drop overhead-dominated leading points "
+                   "(default: the experiment's [fit] table, else all)")
+    p.add_argument("--min-m", type=int, default=None,
+                   help="fit exponents in m from this width on (crossover still uses every m)")
     p.set_defaults(func=cmd_fit)
 
 
@@ -113,11 +118,28 @@ def _num(x: Any, fmt: str = ".3f") -> str:
     return "-" if math.isnan(v) else format(v, fmt)
 
 
+def _fit_options(args: argparse.Namespace) -> dict:
+    """Fit options: the run's [fit] table (from its copied experiment.toml), then the flags."""
+    from .config import fit_options, tomllib  # noqa: PLC0415
+
+    opts: dict = {}
+    exp = Path(args.dir) / "experiment.toml"
+    if exp.is_file():
+        opts = fit_options(tomllib.loads(exp.read_text()))
+    if args.window is not None:
+        opts["window"] = args.window
+    if args.min_m is not None:
+        if args.min_m < 1:
+            raise ConfigError("min-m", f"must be a positive width, got {args.min_m}")
+        opts["min_axis"] = {"m": args.min_m}
+    return opts
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     import pandas as pd  # noqa: PLC0415
 
     fit_run = _need("fit", "fit_run", "fit")
-    paths = fit_run(_run_dir(args.dir))
+    paths = fit_run(_run_dir(args.dir), **_fit_options(args))
     fits = pd.read_csv(paths["fits"])
     main = fits[(fits["fit"] == "slope") & fits["phase"].isin(["iteration", "init", "kernel"])
                 & fits["quantity"].isin(["seconds", "work"])]

@@ -36,7 +36,10 @@ RATIOS = {2: 2.0, "2": 2.0, "sqrt2": math.sqrt(2.0)}
 M_ROUND = 8
 
 TOP_KEYS = ("name", "description", "backend", "dtype", "methods", "fixed", "sweeps",
-            "factorial", "timing", "training", "calibration", "executor")
+            "factorial", "timing", "training", "calibration", "executor", "fit")
+#: the optional [fit] table: how `subquad fit` windows this experiment's exponents
+FIT_KEYS = ("window", "min_m")
+FIT_WINDOWS = ("all", "auto")
 OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "solver": (str,), "update": (str,), "rank_max": (int,), "rank_exponent": (int, float),
     "sketch_size": (int,), "cg_tol": (int, float), "cg_maxiter": (int,), "lr": (int, float),
@@ -445,12 +448,29 @@ def load_experiment(path: str | Path) -> Experiment:
     timing = _timing(w, raw.get("timing", {}))
     training_iters, calibration, calibration_m = _training_and_calibration(w, raw)
     executor = _executor(w, raw.get("executor", {}))
+    fit_options(raw, w)
     if not sweeps and factorial is None:
         raise w.error("sweeps", "no cells: add at least one [[sweeps]] table or a [factorial]")
     exp = Experiment(path, name, description, backend, dtype, methods, fixed, tuple(sweeps),
                      factorial, timing, training_iters, calibration, calibration_m, executor)
     validate_cells(exp, expand_cells(exp))
     return exp
+
+
+def fit_options(raw: Mapping, w: _Where | None = None) -> dict:
+    """The [fit] table as ``fit_run`` options: window ('all'|'auto') and min_m (fit from m)."""
+    w = w or _Where(Path("experiment.toml"))
+    fit = w.table(raw.get("fit", {}), "fit")
+    w.keys(fit, FIT_KEYS, "fit")
+    out: dict = {}
+    if "window" in fit:
+        out["window"] = w.string(fit["window"], "fit.window", FIT_WINDOWS)
+    if "min_m" in fit:
+        v = fit["min_m"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise w.error("fit.min_m", f"must be a positive integer width, got {v!r}")
+        out["min_axis"] = {"m": v}
+    return out
 
 
 def _sweeps(w: _Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping

@@ -329,3 +329,14 @@ def test_sigkill_then_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path
     # a second merge is idempotent
     assert cli.main(["sweep", "--merge", str(out)]) == 0
     pd.testing.assert_frame_equal(runs, runs_of(out))
+
+
+def test_fit_table_in_experiment_sets_fit_window(tmp_path):
+    from subquad.config import fit_options
+
+    assert fit_options({"fit": {"min_m": 1024}}) == {"min_axis": {"m": 1024}}
+    assert fit_options({"fit": {"window": "auto"}}) == {"window": "auto"}
+    with pytest.raises(ConfigError, match="fit.min_m"):
+        fit_options({"fit": {"min_m": 0}})
+    with pytest.raises(ConfigError, match="fit"):
+        fit_options({"fit": {"windw": "auto"}})

@@ -56,7 +56,7 @@ bench: $(VENV)/.installed
 # A fresh, complete result: old cell files are removed (no --resume), then fit, plot, report.
 define run_experiment
 	rm -rf $(2)/cells $(2)/runs.csv $(2)/training.csv
-	$(SUBQUAD) sweep experiments/$(1).toml --out $(2)
+	$(SUBQUAD) sweep experiments/$(1).toml --out $(2) $(if $(BUDGET),--budget $(BUDGET))
 	$(SUBQUAD) fit $(2)
 	$(SUBQUAD) plot $(2)
 	$(SUBQUAD) report $(2)
@@ -65,6 +65,7 @@ endef
 sweep: $(VENV)/.installed
 	$(call run_experiment,default,results/default)
 
-# make experiment EXPERIMENT=width  ->  results/width (OUT=... to change the directory)
+# make experiment EXPERIMENT=width  ->  results/width (OUT=... to change the directory,
+# BUDGET=seconds to cap the sweep: cells it does not reach are recorded as censored)
 experiment: $(VENV)/.installed
 	$(call run_experiment,$(EXPERIMENT),$(OUT))

@@ -264,11 +264,11 @@ def geometric(w: _Where, axis: str, grid: Mapping, key: str) -> list[int | float
     k = 0
     while True:
         x = start * ratio**k
-        if x > stop * (1 + 1e-9):
-            break
-        if axis in INT_AXES:
+        if axis in INT_AXES:  # round first, so a printed grid value (23168) can be the stop
             step = M_ROUND if axis == "m" and x >= 8 * M_ROUND else 1
             x = int(round(x / step) * step)
+        if x > stop * (1 + 1e-9):
+            break
         if x not in out:
             out.append(x)
         k += 1

@@ -17,8 +17,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .memory import meminfo
+
 LIBRARIES = ("subquad", "numpy", "scipy", "pandas", "matplotlib", "numba", "threadpoolctl",
-             "scikit-learn", "submitit", "cupy-cuda12x", "cupy")
+             "scikit-learn", "submitit", "cupy-cuda12x", "cupy-cuda13x", "cupy")
 
 
 def _cpu_model() -> str:
@@ -33,17 +35,7 @@ def _cpu_model() -> str:
 
 
 def _memory_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
+    return meminfo("MemTotal", "SC_PHYS_PAGES")
 
 
 def _usable_cores() -> int:

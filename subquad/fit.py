@@ -64,6 +64,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .tables import RUNS_COLUMNS
 
 SERIES_KEYS = ["machine", "method", "options", "backend", "dtype", "threshold", "data", "phase"]
 AXES = ("m", "n", "d")
@@ -74,12 +75,6 @@ CALIBRATION = {"calib-axpy": 1.0, "calib-gemv": 2.0}
 CALIBRATION_TOLERANCE = 0.15
 WINDOWS = ("all", "auto")
 
-RUNS_COLUMNS = [
-    "experiment", "cell", "machine", "method", "backend", "dtype", "m", "n", "d", "L", "c",
-    "threshold", "data", "solver", "update", "rank_max", "options", "seed", "sample", "iters",
-    "phase", "seconds", "work", "bytes", "active_fraction", "loss", "cg_iters", "status",
-    "message",
-]
 FITS_COLUMNS = [
     "machine", "method", "options", "backend", "dtype", "phase", "quantity", "axis", "fit",
     "exponent", "ci_low", "ci_high", "n_points", "fit_range", "context",

@@ -15,17 +15,22 @@ def available_bytes(backend: str = "numpy") -> int:
             return int(free)
         except Exception:
             return 0
+    return meminfo("MemAvailable", "SC_AVPHYS_PAGES", default=1 << 62)
+
+
+def meminfo(key: str, sysconf_pages: str, default: int = 0) -> int:
+    """A /proc/meminfo field in bytes (e.g. MemTotal), else the sysconf page count, else default."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf(sysconf_pages) * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        return 1 << 62
+        return default
 
 
 def fmt_bytes(b: float) -> str:

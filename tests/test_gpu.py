@@ -20,23 +20,12 @@ from subquad.kernels import reference
 from subquad.sparse import SparseRows
 from subquad.train import TrainConfig, run_training
 
+from .kernel_cases import CASES, DTYPES, IDS, close, gapped_thresholds, setup
+
 HAS_GPU, PROBE = gpu_available()
 REQUIRE_GPU = os.environ.get("SUBQUAD_REQUIRE_GPU") == "1"
 needs_gpu = pytest.mark.skipif(not (HAS_GPU or REQUIRE_GPU), reason=f"no usable GPU: {PROBE}")
 
-DTYPES = [np.float64, np.float32]
-RTOL = {np.float64: 1e-12, np.float32: 1e-4}
-# (m_in, m_out, n, density of the inputs, density of the gradients); density 0 = all empty
-CASES = [
-    (64, 64, 1, 0.3, 0.2),
-    (300, 64, 3, 0.1, 0.3),
-    (64, 300, 8, 0.25, 0.05),
-    (300, 1024, 8, 0.02, 0.1),
-    (1024, 300, 70, 0.05, 0.1),
-    (1024, 1024, 70, 0.01, 0.03),
-    (300, 300, 8, 0.0, 0.0),
-]
-IDS = [f"{a}x{b}-n{n}-d{d}" for a, b, n, d, _ in CASES]
 
 
 @pytest.fixture
@@ -57,47 +46,12 @@ def gk(cp):
     return gpu
 
 
-def random_rows(rng, n, m, density, dtype) -> SparseRows:
-    """Random host rows at random positions; sample 0 is empty whenever n > 1."""
-    dense = (rng.random((n, m)) < density) * rng.standard_normal((n, m))
-    if n > 1:
-        dense[0] = 0
-    return SparseRows.from_dense(dense.astype(dtype))
-
-
 def on_device(cp, R: SparseRows) -> SparseRows:
     return SparseRows(cp.asarray(R.indptr), cp.asarray(R.indices), cp.asarray(R.values), R.m)
 
 
 def to_host(cp, R: SparseRows) -> SparseRows:
     return SparseRows(cp.asnumpy(R.indptr), cp.asnumpy(R.indices), cp.asnumpy(R.values), R.m)
-
-
-def setup(case, dtype, seed=0):
-    """Host weights W^T (m_in x m_out), inputs H (width m_in), gradients V (width m_out)."""
-    m_in, m_out, n, dh, dv = case
-    rng = np.random.default_rng(seed)
-    Wt = rng.standard_normal((m_in, m_out)).astype(dtype)
-    return Wt, random_rows(rng, n, m_in, dh, dtype), random_rows(rng, n, m_out, dv, dtype), rng
-
-
-def close(actual, desired, dtype):
-    """Entrywise closeness with an absolute floor at rtol times the result's scale."""
-    rtol = RTOL[dtype]
-    scale = max(float(np.abs(desired).max(initial=0.0)), 1.0)
-    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale)
-
-
-def gapped_thresholds(g: np.ndarray) -> np.ndarray:
-    """b_i in the widest gap between sorted g_i values near the 80th percentile (no near-ties)."""
-    b = np.empty(g.shape[0])
-    for i, row in enumerate(g):
-        srt = np.sort(row)
-        k = int(0.8 * srt.size)
-        lo, hi = max(k - 10, 0), min(k + 10, srt.size - 1)
-        a = lo + int(np.argmax(np.diff(srt[lo:hi + 1])))
-        b[i] = 0.5 * (srt[a] + srt[a + 1])
-    return b
 
 
 # ---------------------------------------------------------------- kernels vs reference

@@ -140,9 +140,28 @@ def _groups(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     return {key: g for key, g in df.groupby(CELL_KEYS, dropna=False, sort=True)}
 
 
-def factor_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits) -> list[GateResult]:
-    """The constant-factor gate on every cell timed in the baseline."""
+def machine_drift(new: pd.DataFrame, base: pd.DataFrame, kernel: str) -> float | None:
+    """Run-to-run speed factor of the machine: median over m of the calibration kernel's
+    median-time ratio (new / base); None unless both runs timed ``kernel`` at a common m."""
+    if not kernel:
+        return None
+    ratios = []
+    for m, b in base[(base["method"] == kernel) & (base["status"] == "ok")].groupby("m"):
+        n = new[(new["method"] == kernel) & (new["status"] == "ok") & (new["m"] == m)]
+        if len(n) and len(b):
+            ratios.append(float(np.median(n["seconds"]) / np.median(b["seconds"])))
+    return float(np.median(ratios)) if ratios else None
+
+
+def factor_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits,
+                  drift: float | None = None) -> list[GateResult]:
+    """The constant-factor gate on every cell timed in the baseline.
+
+    With ``drift`` (see ``machine_drift``), new samples are first divided by it, so a run on a
+    uniformly slower (or faster) machine state is compared at the same machine speed.
+    """
     out = []
+    scale = drift if drift else 1.0
     new_cells = _groups(new)
     for key, b in _groups(base).items():
         b_ok = b[b["status"] == "ok"]["seconds"].dropna().to_numpy()
@@ -162,8 +181,10 @@ def factor_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits) -> list
                                   "skipped: baseline from another machine",
                                   float(np.median(b_ok))))
             continue
-        slower, r, p = factor_gate(n_ok, b_ok, limits.factor_ratio, limits.factor_p)
+        slower, r, p = factor_gate(n_ok / scale, b_ok, limits.factor_ratio, limits.factor_p)
         detail = f"ratio {r:.3f}, p {p:.2g} ({n_ok.size} vs {b_ok.size} samples)"
+        if drift:
+            detail += f"; raw ratio {r * scale:.3f} / machine drift {scale:.3f}"
         if _min_p(n_ok.size, b_ok.size) >= limits.factor_p:
             detail += "; too few samples to ever reach the p limit"
         out.append(GateResult(name, float(np.median(n_ok)), limit, not slower, detail,
@@ -185,8 +206,15 @@ def run_check(run_dir: str | Path, baseline: str | Path,
         raise ConfigError("--baseline", f"no baseline directory at {baseline}; create it with "
                           "`make check-scaling-baseline`")
     results = exponent_checks(load_fits(run_dir, "DIR"), load_fits(baseline, "--baseline"), lim)
+    kern_new = load_samples(run_dir, "DIR", "kernel")
+    kern_base = load_samples(baseline, "--baseline", "kernel")
+    drift = machine_drift(kern_new, kern_base, lim.factor_normalize_by)
     results += factor_checks(load_samples(run_dir, "DIR", lim.factor_phase),
-                             load_samples(baseline, "--baseline", lim.factor_phase), lim)
+                             load_samples(baseline, "--baseline", lim.factor_phase), lim, drift)
+    if drift is not None:
+        results.append(GateResult(f"machine drift ({lim.factor_normalize_by}, new / baseline)",
+                                  drift, "informational", True,
+                                  "cell samples were divided by this before the factor gate"))
     return results
 
 

@@ -14,7 +14,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,12 @@ class Timing:
     cell_budget_seconds: float = 120.0
     stop_axis_after_censored: bool = True
     threads: int | None = None  # BLAS and numba threads; None = leave the defaults
+    #: the grid is run this many times (round-major), samples split among the rounds, so a
+    #: cell's samples span the whole run and their spread includes the machine's drift
+    rounds: int = 1
+
+    def samples_per_round(self) -> int:
+        return -(-self.samples // self.rounds)
 
 
 @dataclass(frozen=True)
@@ -121,15 +127,22 @@ class Cell:
     threshold: str
     options: tuple[tuple[str, Any], ...] = ()
     training_iters: int = 0
+    round: int = 0
     label: str = field(default="", compare=False)
     chains: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     @property
     def cell_id(self) -> str:
         """Stable 16-hex id: a hash of every parameter that changes what is measured."""
-        keys = [f.name for f in fields(self) if f.compare and f.name != "experiment"]
+        keys = [f.name for f in fields(self) if f.compare and f.name != "experiment"
+                and not (f.name == "round" and self.round == 0)]
         payload = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=list)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @property
+    def base_id(self) -> str:
+        """The id every round of this cell shares (the ``cell`` column of its rows)."""
+        return replace(self, round=0).cell_id if self.round else self.cell_id
 
     @property
     def is_calibration(self) -> bool:
@@ -154,7 +167,8 @@ class Cell:
         threshold = self.option("threshold", self.threshold)
         if threshold != "adaptive":
             text += f" threshold={threshold}"
-        return text + (f" data={self.data}" if self.data != "synthetic" else "")
+        text += f" data={self.data}" if self.data != "synthetic" else ""
+        return text + (f" round={self.round + 1}" if self.round else "")
 
 
 @dataclass(frozen=True)
@@ -370,7 +384,11 @@ def _timing(w: _Where, raw: Any) -> Timing:
     stop = w.boolean(t.get("stop_axis_after_censored", d.stop_axis_after_censored),
                      "timing.stop_axis_after_censored")
     threads = w.integer(t["threads"], "timing.threads", 1) if "threads" in t else None
-    return Timing(warmup, iters, samples, mss, max_iters, budget, stop, threads)
+    rounds = w.integer(t.get("rounds", d.rounds), "timing.rounds", 1)
+    if rounds > samples:
+        raise w.error("timing.rounds", f"must not exceed timing.samples ({samples}): every "
+                      f"round takes at least one sample, got {rounds}")
+    return Timing(warmup, iters, samples, mss, max_iters, budget, stop, threads, rounds)
 
 
 def parse_minutes(value: Any, key: str = "time", w: _Where | None = None) -> int:
@@ -583,7 +601,9 @@ def expand_cells(exp: Experiment) -> list[Cell]:
             for spec in f["methods"]:
                 for seed in f["fixed"]["seeds"]:
                     add(_cell(exp, spec, f["fixed"], f["training"], seed=seed, **combo), None)
-    return list(cells.values())
+    out = list(cells.values())
+    rounds = exp.timing.rounds
+    return [replace(c, round=r) for r in range(rounds) for c in out] if rounds > 1 else out
 
 
 def _as_kwargs(cell: Cell) -> dict[str, Any]:

@@ -97,6 +97,7 @@ class Limits:
     factor_ratio: float
     factor_p: float
     factor_phase: str = "iteration"
+    factor_normalize_by: str = ""
     source: str = field(default="", compare=False)
 
     def exponent_limit(self, method: str, phase: str, quantity: str, axis: str = "m",
@@ -168,7 +169,8 @@ def parse_limits(doc: dict, source: str = "limits.toml") -> Limits:
         baseline_phases={str(q): tuple(str(p) for p in ps)
                          for q, ps in base.get("phases", {"seconds": ["iteration"]}).items()},
         factor_ratio=_num(factor, "ratio", "factor"), factor_p=_num(factor, "p_value", "factor"),
-        factor_phase=str(factor.get("phase", "iteration")), source=source)
+        factor_phase=str(factor.get("phase", "iteration")),
+        factor_normalize_by=str(factor.get("normalize_by", "")), source=source)
 
 
 def load_limits(path: str | Path | None = None) -> Limits:

@@ -57,7 +57,7 @@ def cell_columns(cell: Cell, machine: str) -> dict[str, Any]:
         options = f"solver={solver};update={update};rank_max={rank_txt}"
     else:
         solver = update = rank_num = options = ""
-    return {"experiment": cell.experiment, "cell": cell.cell_id, "machine": machine,
+    return {"experiment": cell.experiment, "cell": cell.base_id, "machine": machine,
             "method": cell.method, "backend": cell.backend, "dtype": cell.dtype, "m": cell.m,
             "n": cell.n, "d": cell.d, "L": cell.L, "c": cell.c,
             "threshold": cell.option("threshold", cell.threshold), "data": cell.data,
@@ -151,13 +151,14 @@ def _trainer_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, rows: l
 
     tr = build_trainer(cell.train_config())
     net = tr.net
-    init = {**base, "sample": 0, "iters": 1, "phase": "init", "seconds": net.init_seconds,
+    init = {**base, "sample": cell.round, "iters": 1, "phase": "init",
+            "seconds": net.init_seconds,
             "work": net.init_work.get("madds"), "bytes": net.init_work.get("bytes")}
     rows.append(init)
     init["loss"] = tr.start()
     init["active_fraction"] = float(np.mean(tr.active_fraction()))
     clock.check(what=" after init")
-    if cell.training_iters:
+    if cell.training_iters and cell.round == 0:
         _train(cell, tr, clock, base, trows)
     t_iter = math.inf
     for _ in range(timing.warmup):
@@ -165,7 +166,11 @@ def _trainer_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, rows: l
         t_iter = min(t_iter, sum(st.seconds.values()))
         clock.check(what=" during warm-up")
     iters, t_iter = _probe_iters(lambda: sum(tr.step().seconds.values()), timing, clock, t_iter)
-    for sample in range(timing.samples):
+    # a lazy low-rank structure folds every `period` steps: whole cycles amortise it exactly
+    period = tr.kernels.fold_period(net.spec.n) if hasattr(tr.kernels, "fold_period") else 1
+    iters = -(-iters // period) * period
+    spr = timing.samples_per_round()
+    for sample in range(cell.round * spr, (cell.round + 1) * spr):
         clock.check(upcoming=iters * t_iter, what=f" after {sample} of {timing.samples} samples")
         sec = dict.fromkeys(PHASES, 0.0)
         work = dict.fromkeys(PHASES, 0.0)
@@ -254,7 +259,8 @@ def _calibration_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, row
 
     t_call = min(timed_call() for _ in range(timing.warmup))
     calls, t_call = _probe_iters(timed_call, timing, clock, t_call)
-    for sample in range(timing.samples):
+    spr = timing.samples_per_round()
+    for sample in range(cell.round * spr, (cell.round + 1) * spr):
         clock.check(upcoming=calls * t_call, what=f" after {sample} of {timing.samples} samples")
         t0 = time.perf_counter()
         for _ in range(calls):

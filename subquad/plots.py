@@ -216,8 +216,10 @@ def options_label(options: str) -> str:
     """Short human label of a canonical options string ('' for dense methods)."""
     opts = parse_context(options)
     parts = [str(opts[k]) for k in ("solver", "update") if opts.get(k) not in (None, "")]
-    if opts.get("update") == "lazy" and opts.get("rank_max") not in (None, "", 0.0):
-        parts[-1] = f"lazy r={int(float(opts['rank_max']))}"
+    rank = opts.get("rank_max")
+    if opts.get("update") == "lazy" and rank not in (None, "", 0.0):
+        # an integer r_max, or a rule such as 'm^0.5'
+        parts[-1] = f"lazy r={int(rank)}" if isinstance(rank, float) else f"lazy r={rank}"
     return ", ".join(parts)
 
 
@@ -717,38 +719,47 @@ def fig_time_vs_n_d(data: RunData) -> Figure | None:
     return fig
 
 
-def _training_cells(training: pd.DataFrame, limit: int = 6) -> list[pd.DataFrame]:
-    """Representative training cells: per (method, options), the widest of the modal context."""
-    keys = [k for k in ("c", "n", "d", "L", "threshold", "data") if k in training]
+def _training_contexts(training: pd.DataFrame, rows: int = 6, limit: int = 6
+                       ) -> list[tuple[str, list[pd.DataFrame]]]:
+    """Per context (data, threshold, c, n, ...): its widest cell of each (method, options)."""
+    keys = [k for k in ("data", "threshold", "c", "n", "d", "L") if k in training]
     meta = training.drop_duplicates("cell")
-    if keys:
-        modal = meta.groupby(keys, dropna=False).size().idxmax()
-        modal = modal if isinstance(modal, tuple) else (modal,)
-        meta = select_rows(meta, dict(zip(keys, modal, strict=True)))
-    meta = meta.sort_values("m", ascending=False).drop_duplicates(["method", "options"])
-    order = sorted(meta.itertuples(), key=lambda r: (_method_rank(r.method), r.options))
-    return [training[training["cell"] == r.cell] for r in order[:limit]]
+    varying = [k for k in keys if meta[k].nunique(dropna=False) > 1]
+    groups = meta.groupby(varying, dropna=False, sort=True) if varying else [((), meta)]
+    out = []
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        g = g.sort_values("m", ascending=False).drop_duplicates(["method", "options"])
+        order = sorted(g.itertuples(), key=lambda r: (_method_rank(r.method), r.options))
+        title = ", ".join(f"{k}={_fmt_num(v) if isinstance(v, float) else v}"
+                          for k, v in zip(varying, key, strict=True))
+        out.append((title, [training[training["cell"] == r.cell] for r in order[:limit]]))
+    return out[:rows]
 
 
 def fig_training(data: RunData) -> Figure | None:
-    """Loss, active fraction per layer (vs Q(beta)) and flips per iteration over training."""
+    """Loss, active fraction per layer (vs Q(beta)) and flips per iteration, one row a context."""
     tr = data.training
     needed = {"iteration", "loss", "cell", "method", "options", "m", "layer", "active_fraction"}
     if tr is None or not needed <= set(tr.columns):
         return None
     if "flips" not in tr:
         tr = tr.assign(flips=np.nan)
-    cells = _training_cells(tr)
-    fig, axes = _new_figure(1, 3, 16.0, 5.0)
-    expected: set[float] = set()
-    for i, cell in enumerate(cells):
-        # earlier cells are drawn wider, so identical curves (same iterates) stay visible
-        width = 1.2 + 2.0 * (len(cells) - 1 - i) / max(len(cells) - 1, 1)
-        expected |= _draw_training_cell(axes, data, cell, width)
-    top = max([*expected, *(float(cell["active_fraction"].max()) for cell in cells)])
-    _finish_training_axes(axes, sorted(expected), sorted(tr["layer"].unique()), top)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center",
-               ncol=min(3, max(len(cells), 1)), fontsize="small", frameon=False)
+    contexts = _training_contexts(tr)
+    fig, flat = _new_figure(len(contexts), 3, 16.0, 1.0 + 4.0 * len(contexts))
+    for row, (title, cells) in enumerate(contexts):
+        axes = flat[3 * row: 3 * row + 3]
+        expected: set[float] = set()
+        for i, cell in enumerate(cells):
+            # earlier cells are drawn wider, so identical curves (same iterates) stay visible
+            width = 1.2 + 2.0 * (len(cells) - 1 - i) / max(len(cells) - 1, 1)
+            expected |= _draw_training_cell(axes, data, cell, width)
+        top = max([*expected, *(float(cell["active_fraction"].max()) for cell in cells)])
+        _finish_training_axes(axes, sorted(expected), sorted(tr["layer"].unique()), top)
+        if title:
+            for ax in axes:
+                ax.set_title(f"{ax.get_title()}\n{title}", fontsize="medium")
+        axes[0].legend(fontsize="small", loc="upper right", framealpha=0.85)
     fig.suptitle("Training: geometric loss decay, activity near Q(beta), few state changes")
     return fig
 
@@ -860,14 +871,20 @@ def _draw_exponents(ax: Axes, f: pd.DataFrame, options: str) -> None:
               bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
 
 
+#: iterations after which convergence is compared: Gauss-Newton reaches the float noise floor
+#: within a few steps, after which the loss ratio says nothing about c
+CONVERGENCE_ITER = 2
+
+
 def _convergence_vs_c(training: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Final loss / initial loss per cell, when the cells span at least two values of c."""
+    """Loss after CONVERGENCE_ITER steps / initial loss per cell, over at least two c."""
     if training is None or "c" not in training or training["c"].nunique() < 2:
         return None
     per = training.groupby(["cell", "iteration"], as_index=False).first()
     rows = []
     for cell, g in per.groupby("cell"):
         g = g.sort_values("iteration")
+        g = g[g["iteration"] <= CONVERGENCE_ITER]
         l0, lt = float(g["loss"].iloc[0]), float(g["loss"].iloc[-1])
         if l0 > 0:
             first = g.iloc[0]
@@ -878,7 +895,7 @@ def _convergence_vs_c(training: pd.DataFrame | None) -> pd.DataFrame | None:
 
 
 def _draw_convergence(ax: Axes, data: RunData, conv: pd.DataFrame) -> None:
-    """Loss ratio after T iterations vs c, one line per (method, options, m)."""
+    """Loss ratio after T early iterations vs c, one line per (method, options, m)."""
     for (method, options, m), g in conv.groupby(["method", "options", "m"]):
         g = g.groupby("c", as_index=False)["ratio"].median()
         st = style(data, method, options)
@@ -889,7 +906,8 @@ def _draw_convergence(ax: Axes, data: RunData, conv: pd.DataFrame) -> None:
                 label=f"{series_label(method, options)}, m={_fmt_num(m)}")
     ax.set_yscale("log")
     ax.set(xlabel="sparsity exponent c",
-           ylabel=f"loss after T = {int(conv['T'].max())} iterations / initial loss",
+           ylabel=f"loss after T = {int(conv['T'].max())} iterations / initial loss "
+           "(lower: faster)",
            title="Convergence vs c (larger c: sparser, cheaper, slower to train?)")
     ax.title.set_fontsize("medium")
     ax.grid(True, alpha=0.3)

@@ -550,7 +550,8 @@ def claims_section(data: RunData) -> str:
     lines = ["## Claims of the paper", "",
              where + "Exponents are of m with 95% confidence intervals from `fits.csv`."
              + ("" if data.fits is not None else
-                f" **No fits.csv in this run**: run `subquad fit {data.run_dir}` first."), "",
+                " **No exponent fitted in this run** (no series with 3 or more widths, or "
+                f"`subquad fit {data.run_dir}` not run yet)."), "",
              "| claim | predicted | measured | verdict |", "|---|---|---|---|"]
     for c in claims(data):
         verdict = f"**{c.verdict}**" if c.verdict in (SUPPORTED, REJECTED) else c.verdict

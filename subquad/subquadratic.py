@@ -173,6 +173,13 @@ class SparseKernels:
         self.folds += 1
         return Work(madds, nbytes)
 
+    def fold_period(self, n_new: int) -> int:
+        """Iterations between two folds of the lazy structure (1 without it).
+
+        A timing sample that spans a multiple of this amortises the fold exactly.
+        """
+        return max(1, self.rank_max // n_new) if self.lazy else 1
+
     def update(self, st: SparseState, V: list, coef: Any) -> Work:
         """W_l += sum_i coef_i v_{i,l} h_{i,l-1}^T by the chosen mode."""
         net = self.net

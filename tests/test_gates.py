@@ -143,8 +143,9 @@ HEALTHY = {"dense-gn": 2.0, "subquad": 1.75}
 
 
 def _synthetic_run(path, seconds_exp=None, work_exp=None, factor=1.0, noise=0.01, seed=0,
-                   samples=9):
-    """A fitted run directory: seconds ~ C m^k (lognormal noise), work ~ m^k exactly."""
+                   samples=9, calib=None):
+    """A fitted run directory: seconds ~ C m^k (lognormal noise), work ~ m^k exactly;
+    ``calib`` = speed factor of a calib-gemv kernel timed on the same grid (None: not run)."""
     seconds_exp = {**HEALTHY, **(seconds_exp or {})}
     work_exp = {**HEALTHY, **(work_exp or {})}
     rng = np.random.default_rng(seed)
@@ -160,6 +161,12 @@ def _synthetic_run(path, seconds_exp=None, work_exp=None, factor=1.0, noise=0.01
             for s, z in enumerate(rng.standard_normal(samples)):
                 rows.append({**base, "sample": s, "phase": "iteration",
                              "seconds": t * math.exp(noise * z), "work": m ** work_exp[method]})
+    for m in SYNTH_M if calib is not None else ():
+        for s, z in enumerate(rng.standard_normal(samples)):
+            rows.append({"machine": "synthetic", "method": "calib-gemv", "dtype": "float32",
+                         "m": m, "n": 16, "d": 16, "L": 2, "c": 0.2, "seed": 0, "status": "ok",
+                         "options": "", "sample": s, "phase": "kernel",
+                         "seconds": 1e-10 * m * m * calib * math.exp(0.01 * z), "work": m * m})
     path.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(path / "runs.csv", index=False)
     fit_run(path, n_boot=200)
@@ -242,3 +249,22 @@ def test_custom_limits_file(tmp_path, baseline):
     results = run_check(baseline, baseline, strict)
     assert any(n.startswith("limit: subquad") and "iteration work" in n
                for n in _failed(results))
+
+
+def test_factor_gate_discounts_a_uniform_machine_drift(tmp_path):
+    import importlib.resources
+
+    text = importlib.resources.files("subquad").joinpath("limits.toml").read_text()
+    limits = tmp_path / "limits.toml"
+    limits.write_text(text.replace('normalize_by = ""', 'normalize_by = "calib-gemv"'))
+    base = _synthetic_run(tmp_path / "base", calib=1.0)
+    drifted = _synthetic_run(tmp_path / "drift", factor=1.3, calib=1.3, seed=1)
+    assert _failed(run_check(drifted, base))  # off by default: the raw slow-down fails
+    results = run_check(drifted, base, limits)
+    assert not _failed(results), format_gates(results)
+    assert any(r.name.startswith("machine drift") and abs(r.value - 1.3) < 0.02
+               for r in results)
+    # the same slow-down with the machine's calibration kernel unchanged is a regression
+    slower = _synthetic_run(tmp_path / "slower", factor=1.3, calib=1.0, seed=1)
+    failed = _failed(run_check(slower, base, limits))
+    assert len(failed) == 2 * len(SYNTH_M) and all(n.startswith("factor:") for n in failed)

@@ -280,5 +280,5 @@ def test_report_without_fits_says_not_measured(subquadratic_run: Path, tmp_path:
     (tmp_path / "runs.csv").write_bytes((subquadratic_run / "runs.csv").read_bytes())
     report = write_report(tmp_path).read_text()
     assert _verdict(_claims(report), "per-iteration time") == "not measured in this run"
-    assert "No fits.csv in this run" in report
+    assert "No exponent fitted in this run" in report
     assert "Environment not measured in this run" in report

@@ -96,3 +96,14 @@ def test_json_reports_chosen_options():
     assert res["config"]["update"] in ("scatter", "rowdense")
     assert res["config"]["solver"] == "cholesky"
     assert res["work"]["forward"][0] > 0 and res["work"]["fold"][0] == 0
+
+
+def test_lazy_fold_period_matches_observed_folds():
+    tr = build_trainer(TrainConfig(method="subquad", m=512, n=4, update="lazy", rank_max=12))
+    tr.start()
+    period = tr.kernels.fold_period(4)
+    assert period == 3
+    folds = [tr.step().work["fold"] > 0 for _ in range(4 * period)]
+    # after the first step (the sweep's warm-up), any `period` consecutive steps fold once
+    for i in range(1, len(folds) - period + 1):
+        assert sum(folds[i:i + period]) == 1, folds

@@ -340,3 +340,29 @@ def test_fit_table_in_experiment_sets_fit_window(tmp_path):
         fit_options({"fit": {"min_m": 0}})
     with pytest.raises(ConfigError, match="fit"):
         fit_options({"fit": {"windw": "auto"}})
+
+
+def test_sqrt2_grid_includes_a_printed_stop():
+    from subquad.config import _Where, geometric
+
+    w = _Where(Path("grid.toml"))
+    grid = geometric(w, "m", {"start": 1024, "stop": 23168, "ratio": "sqrt2"}, "values")
+    assert grid[-1] == 23168 and grid[:3] == [1024, 1448, 2048]
+
+
+def test_rounds_spread_a_cells_samples_over_the_run(tmp_path):
+    cfg = write(tmp_path, TINY.replace("samples = 2", "samples = 4\nrounds = 2"))
+    exp = load_experiment(cfg)
+    cells = expand_cells(exp)
+    half = len(cells) // 2
+    assert [c.base_id for c in cells[:half]] == [c.base_id for c in cells[half:]]
+    assert len({c.cell_id for c in cells}) == len(cells)  # one file per (cell, round)
+    out = run_sweep(cfg, tmp_path / "out", progress=False)
+    runs = runs_of(out)
+    it = runs[(runs["phase"] == "iteration") & (runs["status"] == "ok")]
+    samples = it.groupby("cell")["sample"].apply(sorted)
+    assert len(samples) == 4 and all(list(v) == [0, 1, 2, 3] for v in samples)
+    assert not runs.duplicated(["cell", "sample", "phase"]).any()
+    with pytest.raises(ConfigError, match="timing.rounds"):
+        load_experiment(write(tmp_path, TINY.replace("samples = 2", "samples = 2\nrounds = 3"),
+                              "bad.toml"))

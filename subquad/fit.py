@@ -416,16 +416,37 @@ def _window_start(
 
 
 def _slope_fit(
-    x: np.ndarray, meds: np.ndarray, opts: FitOptions, min_x: float | None
+    x: np.ndarray, meds: np.ndarray, opts: FitOptions, min_x: float | None,
+    single: bool = False, rng: np.random.Generator | None = None,
 ) -> SlopeFit | None:
-    """Exponent and interval from medians (row 0 measured, others bootstrap); None if < 3 points."""
+    """Exponent and interval from medians (row 0 measured, others bootstrap); None if < 3 points.
+
+    ``single``: every point has one sample (e.g. the init phase), so resampling within points
+    cannot see any noise; the interval then comes from a residual bootstrap of the fit.
+    """
     lmeds = np.log(meds)
     start, window = _window_start(x, lmeds[0], opts.window, min_x)
     if len(x) - start < 3:
         return None
+    if single:
+        lmeds = _residual_resamples(np.log(x[start:]), lmeds[0, start:], lmeds.shape[0] - 1,
+                                    rng or _rng(opts.seed, "residual"))
+        start = 0
+        x = x[-lmeds.shape[1]:]
     slope, intercept = _ols(np.log(x[start:]), lmeds[:, start:])
     lo, hi = _interval(slope[1:], opts.confidence)
     return SlopeFit(float(slope[0]), float(lo), float(hi), float(intercept[0]), x[start:], window)
+
+
+def _residual_resamples(lx: np.ndarray, ly: np.ndarray, n_boot: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Row 0: ly; rows 1..B: the OLS fit plus resampled (leverage-free) residuals."""
+    slope, intercept = _ols(lx, ly[None, :])
+    fitted = intercept[0] + slope[0] * lx
+    resid = ly - fitted
+    resid = resid * np.sqrt(len(lx) / max(len(lx) - 2, 1))  # undo the fit's shrinkage
+    draws = rng.integers(0, len(lx), size=(n_boot, len(lx)))
+    return np.vstack([ly, fitted + resid[draws]])
 
 
 def fit_slope(
@@ -491,8 +512,10 @@ def _slopes_and_locals(ok: pd.DataFrame, opts: FitOptions) -> tuple[list[dict], 
     for axis in AXES:
         min_x = (opts.min_axis or {}).get(axis)
         for s in _iter_series(ok, axis, QUANTITIES):
-            meds = _medians(s.Y, s.counts, opts.n_boot, _rng(opts.seed, _series_key(s, "")))
-            fit = _slope_fit(s.x, meds, opts, min_x)
+            rng = _rng(opts.seed, _series_key(s, ""))
+            meds = _medians(s.Y, s.counts, opts.n_boot, rng)
+            fit = _slope_fit(s.x, meds, opts, min_x, single=bool(np.all(s.counts == 1)),
+                             rng=rng)
             if fit is not None:
                 fits.append(_slope_row(s, fit))
             locals_.extend(_local_rows(s, meds, opts))

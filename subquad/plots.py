@@ -996,6 +996,8 @@ def fig_local_slopes(data: RunData) -> Figure | None:
     for col, value in (("phase", "iteration"), ("axis", "m")):
         if col in ls:
             ls = ls[ls[col] == value]
+    if ls.empty:  # no m sweep in this run (e.g. only n or d was swept)
+        return None
     x, label = _slope_x(ls)
     y_col = next((c for c in ("slope", "local_slope", "exponent") if c in ls), None)
     if x is None or y_col is None or ls.empty:

@@ -404,3 +404,24 @@ def test_fit_slope_validates_and_is_fast():
         fit_slope([1, 2, 3], [[1.0], [], [3.0]])
     with pytest.raises(ConfigError, match="x"):
         fit_slope([3, 2, 1], [[1.0], [2.0], [3.0]])
+
+
+def test_single_sample_points_get_a_residual_interval():
+    import pandas as pd
+
+    from subquad.fit import fit_exponents
+
+    rng = np.random.default_rng(0)
+    m = np.array([1024, 1448, 2048, 2896, 4096, 5792, 8192])
+    t = 1e-9 * m**2.0 * np.exp(0.05 * rng.standard_normal(m.size))
+    runs = pd.DataFrame({"machine": "x", "method": "dense-gn", "options": "", "backend": "numpy",
+                         "dtype": "float32", "threshold": "adaptive", "data": "synthetic",
+                         "m": m, "n": 16, "d": 16, "L": 2, "c": 0.2, "seed": 0, "sample": 0,
+                         "phase": "init", "seconds": t, "work": m * m, "bytes": m * m,
+                         "status": "ok", "cell": [f"c{i}" for i in range(m.size)]})
+    fits = fit_exponents(runs)
+    sec = fits[(fits["quantity"] == "seconds") & (fits["fit"] == "slope")].iloc[0]
+    assert sec["ci_low"] < sec["exponent"] < sec["ci_high"]  # one sample per cell: not a point
+    assert sec["ci_low"] < 2.0 < sec["ci_high"]
+    work = fits[(fits["quantity"] == "work") & (fits["fit"] == "slope")].iloc[0]
+    assert work["ci_high"] - work["ci_low"] < 1e-9  # exact counts: no spread

@@ -15,6 +15,13 @@ class ConfigError(SubquadError, ValueError):
         super().__init__(f"{param}: {message}")
 
 
+def check_choice(param: str, value: object, accepted: tuple, noun: str | None = None) -> None:
+    """Raise ConfigError naming ``param`` unless ``value`` is one of ``accepted``."""
+    if value not in accepted:
+        raise ConfigError(param, f"unknown {noun or param} {value!r}; accepted: "
+                          f"{', '.join(map(str, accepted))}")
+
+
 class SingularGramError(SubquadError):
     """The Gram matrix K (+ mu I) is singular, so a Gauss-Newton step is undefined."""
 

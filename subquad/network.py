@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .backend import BACKENDS, Backend, get_backend
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
 from .memory import available_bytes, fmt_bytes
 from .sparsify import THRESHOLDS, beta, check_c, tail, threshold, weight_std
 
@@ -58,15 +58,9 @@ class NetworkSpec:
         if self.n > self.m:
             raise ConfigError("n", f"must not exceed the width m = {self.m} (over-parametrised "
                               f"regime), got n = {self.n}")
-        if self.dtype not in DTYPES:
-            raise ConfigError("dtype", f"unknown dtype {self.dtype!r}; accepted: "
-                              f"{', '.join(DTYPES)}")
-        if self.backend not in BACKENDS:
-            raise ConfigError("backend", f"unknown backend {self.backend!r}; accepted: "
-                              f"{', '.join(BACKENDS)}")
-        if self.threshold not in THRESHOLDS:
-            raise ConfigError("threshold", f"unknown threshold {self.threshold!r}; accepted: "
-                              f"{', '.join(THRESHOLDS)}")
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("threshold", self.threshold, THRESHOLDS)
         if self.backend == "cupy":
             get_backend("cupy")  # fails early, with a clear message, without a usable GPU
         need = self.weight_bytes() + extra_bytes

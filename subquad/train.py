@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .data import DATASETS, LABELS, load
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
 from .network import Network, NetworkSpec, memory_estimate
 from .solve import SOLVERS, IdentitySolver, make_solver
 from .trainer import PHASES, Step, Trainer
@@ -83,15 +83,9 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """All checks, before anything is allocated; raises ConfigError naming the parameter."""
-        if self.method not in METHODS:
-            raise ConfigError("method", f"unknown method {self.method!r}; accepted: "
-                              f"{', '.join(METHODS)}")
-        if self.data not in DATASETS:
-            raise ConfigError("data", f"unknown data {self.data!r}; accepted: "
-                              f"{', '.join(DATASETS)}")
-        if self.labels not in LABELS:
-            raise ConfigError("labels", f"unknown labels {self.labels!r}; accepted: "
-                              f"{', '.join(LABELS)}")
+        check_choice("method", self.method, METHODS)
+        check_choice("data", self.data, DATASETS)
+        check_choice("labels", self.labels, LABELS)
         if isinstance(self.iters, bool) or not isinstance(self.iters, int) or self.iters < 1:
             raise ConfigError("iters", f"must be an integer >= 1, got {self.iters!r}")
         eta = self.eta

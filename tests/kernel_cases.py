@@ -56,3 +56,14 @@ def gapped_thresholds(g: np.ndarray) -> np.ndarray:
         a = lo + int(np.argmax(gaps))
         b[i] = 0.5 * (srt[a] + srt[a + 1])
     return b
+
+
+def forward_case(case, dtype, with_extra):
+    """Inputs of a forward test: W^T, H, the dense g (+ extra), extra or None, gapped b."""
+    Wt, H, _, rng = setup(case, dtype)
+    g = H.to_dense() @ Wt
+    extra = None
+    if with_extra:
+        extra = (0.3 * rng.standard_normal(g.shape)).astype(dtype)
+        g = g + extra
+    return Wt, H, g, extra, gapped_thresholds(g).astype(dtype)

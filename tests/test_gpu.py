@@ -20,7 +20,7 @@ from subquad.kernels import reference
 from subquad.sparse import SparseRows
 from subquad.train import TrainConfig, run_training
 
-from .kernel_cases import CASES, DTYPES, IDS, close, gapped_thresholds, setup
+from .kernel_cases import CASES, DTYPES, IDS, close, forward_case, setup
 
 HAS_GPU, PROBE = gpu_available()
 REQUIRE_GPU = os.environ.get("SUBQUAD_REQUIRE_GPU") == "1"
@@ -63,13 +63,7 @@ def to_host(cp, R: SparseRows) -> SparseRows:
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_forward(cp, gk, case, dtype, with_extra):
-    Wt, H, _, rng = setup(case, dtype)
-    g = H.to_dense() @ Wt
-    extra = None
-    if with_extra:
-        extra = (0.3 * rng.standard_normal(g.shape)).astype(dtype)
-        g = g + extra
-    b = gapped_thresholds(g).astype(dtype)
+    Wt, H, g, extra, b = forward_case(case, dtype, with_extra)
     ref, rinfo = reference.forward_layer(Wt, H, b, extra)
     ex = None if extra is None else cp.asarray(extra)
     row_bytes = Wt.shape[1] * np.dtype(dtype).itemsize

@@ -8,7 +8,7 @@ import pytest
 from subquad.kernels import cpu, get_kernels, reference
 from subquad.sparse import SparseRows
 
-from .kernel_cases import CASES, DTYPES, IDS, close, gapped_thresholds, setup
+from .kernel_cases import CASES, DTYPES, IDS, close, forward_case, setup
 
 
 def assert_rows_sorted(R: SparseRows) -> None:
@@ -33,13 +33,7 @@ def assert_same_rows(a: SparseRows, b: SparseRows) -> None:
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_forward(case, dtype, with_extra):
-    Wt, H, _, rng = setup(case, dtype)
-    g = H.to_dense() @ Wt
-    extra = None
-    if with_extra:
-        extra = (0.3 * rng.standard_normal(g.shape)).astype(dtype)
-        g = g + extra
-    b = gapped_thresholds(g).astype(dtype)
+    Wt, H, g, extra, b = forward_case(case, dtype, with_extra)
     want = np.where(g > b[:, None], g - b[:, None], 0)
 
     ref, info = reference.forward_layer(Wt, H, b, extra)

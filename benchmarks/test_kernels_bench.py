@@ -15,12 +15,12 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from subquad.data import load
-from subquad.kernels import cpu
-from subquad.lowrank import LazyLowRank
-from subquad.network import Network, NetworkSpec
-from subquad.solve import make_solver
-from subquad.sparse import SparseRows
+from subquad.model.data import load
+from subquad.model.kernels import cpu
+from subquad.model.lowrank import LazyLowRank
+from subquad.model.network import Network, NetworkSpec
+from subquad.model.solve import make_solver
+from subquad.model.sparse import SparseRows
 
 GRID = (1024, 2048, 4096, 8192)
 N, D, L, C, DTYPE, BACKEND = 16, 16, 1, 0.2, "float32", "numpy"

@@ -20,8 +20,8 @@ import pandas as pd
 
 CHILD = r"""
 import json, statistics, sys, warnings
-from subquad.measure import warm_kernels
-from subquad.train import TrainConfig, build_trainer
+from subquad.harness.measure import warm_kernels
+from subquad.model.train import TrainConfig, build_trainer
 warnings.simplefilter("ignore")
 warm_kernels("numpy", "float32")
 out = []

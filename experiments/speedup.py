@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from subquad.environment import collect_environment, limit_threads
-from subquad.measure import warm_kernels
-from subquad.train import TrainConfig, build_trainer
+from subquad.harness.environment import collect_environment, limit_threads
+from subquad.harness.measure import warm_kernels
+from subquad.model.train import TrainConfig, build_trainer
 
 VARIANTS = [("dense-gn", {}), ("subquad", {"update": "scatter"}),
             ("subquad", {"update": "rowdense"}), ("subquad", {"update": "lazy"})]

@@ -11,14 +11,14 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from .errors import ConfigError, SingularGramError, SubquadError
+from subquad.errors import ConfigError, SingularGramError, SubquadError
 
 EXIT_USAGE = 2
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
-    from .data import DATASETS, LABELS  # noqa: PLC0415
-    from .train import METHODS  # noqa: PLC0415
+    from subquad.model.data import DATASETS, LABELS  # noqa: PLC0415
+    from subquad.model.train import METHODS  # noqa: PLC0415
 
     p = sub.add_parser("train", help="train one network and report loss, sparsity, time, work")
     p.add_argument("--method", default="subquad", help=f"one of {', '.join(METHODS)}")
@@ -53,7 +53,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, run_training  # noqa: PLC0415
+    from subquad.model.train import TrainConfig, run_training  # noqa: PLC0415
 
     d = args.d if args.d is not None else (64 if args.data == "digits" else 16)
     cfg = TrainConfig(
@@ -81,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _table_printer(L: int):
-    from .trainer import PHASES  # noqa: PLC0415
+    from subquad.model.trainer import PHASES  # noqa: PLC0415
 
     head = (f"{'iter':>4} {'loss':>11} " + " ".join(f"{'act' + str(i):>7}" for i in range(L + 1))
             + " " + " ".join(f"{p:>9}" for p in PHASES))

@@ -6,12 +6,11 @@ Each entry of ``REGISTER`` is a function ``register(subparsers)`` that adds one 
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, SubquadError
+from subquad.errors import ConfigError
 
 REGISTER: list = []
 
@@ -19,16 +18,6 @@ REGISTER: list = []
 def _register(fn):
     REGISTER.append(fn)
     return fn
-
-
-def _need(module: str, name: str, command: str) -> Any:
-    """Import ``subquad.<module>.<name>`` or fail clearly naming the missing piece."""
-    try:
-        return getattr(importlib.import_module(f"subquad.{module}"), name)
-    except (ImportError, AttributeError) as exc:
-        raise SubquadError(f"`subquad {command}` needs subquad.{module}.{name}, which is not "
-                           f"available in this installation ({type(exc).__name__}: {exc})"
-                           ) from exc
 
 
 def _run_dir(path: str) -> Path:
@@ -43,7 +32,7 @@ def _run_dir(path: str) -> Path:
 
 @_register
 def register_sweep(sub: argparse._SubParsersAction) -> None:
-    from .config import EXECUTOR_KINDS  # noqa: PLC0415
+    from subquad.harness.config import EXECUTOR_KINDS  # noqa: PLC0415
 
     p = sub.add_parser("sweep", help="run an experiment file: every cell, timed, into runs.csv",
                        description="Run the cells of an experiment TOML (see README, Sweeps). "
@@ -67,7 +56,7 @@ def register_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import merge_only, run_sweep  # noqa: PLC0415
+    from subquad.harness.sweep import merge_only, run_sweep  # noqa: PLC0415
 
     if args.merge:
         if args.config:
@@ -81,7 +70,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                  "gpus_per_task": args.gpus_per_task,
                                  "array_parallelism": args.array_parallelism}
     if args.time is not None:
-        from .config import parse_minutes  # noqa: PLC0415
+        from subquad.harness.config import parse_minutes  # noqa: PLC0415
 
         overrides["time"] = parse_minutes(_int_or_str(args.time), "--time")
     run_dir = run_sweep(args.config, args.out, resume=args.resume, budget=args.budget,
@@ -120,7 +109,7 @@ def _num(x: Any, fmt: str = ".3f") -> str:
 
 def _fit_options(args: argparse.Namespace) -> dict:
     """Fit options: the run's [fit] table (from its copied experiment.toml), then the flags."""
-    from .config import fit_options, tomllib  # noqa: PLC0415
+    from subquad.harness.config import fit_options, tomllib  # noqa: PLC0415
 
     opts: dict = {}
     exp = Path(args.dir) / "experiment.toml"
@@ -138,7 +127,8 @@ def _fit_options(args: argparse.Namespace) -> dict:
 def cmd_fit(args: argparse.Namespace) -> int:
     import pandas as pd  # noqa: PLC0415
 
-    fit_run = _need("fit", "fit_run", "fit")
+    from subquad.analysis.fit import fit_run  # noqa: PLC0415
+
     paths = fit_run(_run_dir(args.dir), **_fit_options(args))
     fits = pd.read_csv(paths["fits"])
     main = fits[(fits["fit"] == "slope") & fits["phase"].isin(["iteration", "init", "kernel"])
@@ -175,7 +165,8 @@ def register_plot(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    plot_run = _need("plots", "plot_run", "plot")
+    from subquad.analysis.plots import plot_run  # noqa: PLC0415
+
     written = plot_run(_run_dir(args.dir))
     for path in written or []:
         print(f"wrote {path}")
@@ -192,19 +183,33 @@ def register_report(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    write_report = _need("report", "write_report", "report")
+    from subquad.analysis.report import write_report  # noqa: PLC0415
+
     print(f"wrote {write_report(_run_dir(args.dir))}")
     return 0
 
 
-def _self_registering(names: tuple[str, ...] = ("check",)) -> None:
-    """Import the modules that append their own subcommand to REGISTER (e.g. subquad.check)."""
-    for name in names:
-        try:
-            importlib.import_module(f"subquad.{name}")
-        except ModuleNotFoundError as exc:  # that module is not part of this installation
-            if exc.name != f"subquad.{name}":
-                raise
+@_register
+def register_check(sub: argparse._SubParsersAction) -> None:
+    """``subquad check DIR --baseline BASE [--limits FILE]``."""
+    p = sub.add_parser(
+        "check", help="gate a fitted run: exponent limits, rise over a baseline, slower cells")
+    p.add_argument("dir", metavar="DIR", help="fitted run directory (runs.csv, fits.csv)")
+    p.add_argument("--baseline", required=True, metavar="BASE",
+                   help="fitted baseline run directory to compare against")
+    p.add_argument("--limits", default=None, metavar="FILE",
+                   help="limits TOML (default: the packaged subquad/analysis/limits.toml)")
+    p.set_defaults(func=cmd_check)
 
 
-_self_registering()
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run the checks, print the table, return 1 if any failed."""
+    from subquad.analysis.check import run_check  # noqa: PLC0415
+    from subquad.analysis.gates import format_gates  # noqa: PLC0415
+
+    results = run_check(args.dir, args.baseline, args.limits)
+    print(format_gates(results))
+    failed = [r for r in results if not r.passed]
+    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed"
+          + (f" (limits: {args.limits})" if args.limits else ""))
+    return 1 if failed else 0

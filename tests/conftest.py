@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from subquad.data import synthetic
-from subquad.network import Network, NetworkSpec
+from subquad.model.data import synthetic
+from subquad.model.network import Network, NetworkSpec
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from subquad.sparse import SparseRows
+from subquad.model.sparse import SparseRows
 
 DTYPES = [np.float64, np.float32]
 RTOL = {np.float64: 1e-12, np.float32: 1e-4}

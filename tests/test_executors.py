@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from subquad.errors import ConfigError
-from subquad.sweep import run_sweep
+from subquad.harness.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,7 +151,7 @@ def test_without_submitit_is_a_clear_config_error(tmp_path: Path, monkeypatch, k
 
 @needs_submitit
 def test_slurm_without_a_cluster_is_a_clear_config_error(tmp_path: Path, monkeypatch) -> None:
-    import subquad.executors as executors
+    import subquad.harness.executors as executors
 
     monkeypatch.setattr(executors, "slurm_available", lambda: False)
     out = tmp_path / "out"
@@ -189,7 +189,7 @@ class _FakeAutoExecutor:
 def test_slurm_array_uses_executor_table(tmp_path: Path, monkeypatch) -> None:
     import types
 
-    import subquad.executors as executors
+    import subquad.harness.executors as executors
 
     fake = types.ModuleType("submitit")
     fake.AutoExecutor = _FakeAutoExecutor

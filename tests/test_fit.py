@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from subquad.errors import ConfigError
-from subquad.fit import (
+from subquad.analysis.fit import (
     CROSSOVER_COLUMNS,
     FITS_COLUMNS,
     LOCAL_SLOPE_COLUMNS,
@@ -24,6 +23,7 @@ from subquad.fit import (
     read_benchmark_json,
     selfcheck,
 )
+from subquad.errors import ConfigError
 
 GRID = np.round(1000 * 10 ** (np.arange(7) * 0.2))  # 7 geometric points over 1.2 decades
 SIGMA = 0.05  # lognormal timing noise per sample
@@ -409,7 +409,7 @@ def test_fit_slope_validates_and_is_fast():
 def test_single_sample_points_get_a_residual_interval():
     import pandas as pd
 
-    from subquad.fit import fit_exponents
+    from subquad.analysis.fit import fit_exponents
 
     rng = np.random.default_rng(0)
     m = np.array([1024, 1448, 2048, 2896, 4096, 5792, 8192])

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from subquad.check import factor_gate, run_check
+from subquad.analysis.check import factor_gate, run_check
+from subquad.analysis.fit import fit_run
+from subquad.analysis.gates import GateResult, format_gates, gate_scan, scan_work
+from subquad.analysis.limits import load_limits
 from subquad.cli import main
-from subquad.fit import fit_run
-from subquad.gates import GateResult, format_gates, gate_scan, scan_work
-from subquad.limits import load_limits
-from subquad.sparse import SparseRows
-from subquad.subquadratic import SparseKernels, SparseState
-from subquad.train import TrainConfig, build_trainer
-from subquad.trainer import Work
+from subquad.model.sparse import SparseRows
+from subquad.model.subquadratic import SparseKernels, SparseState
+from subquad.model.train import TrainConfig, build_trainer
+from subquad.model.trainer import Work
 
 GRID = (1024, 2048, 4096, 8192)
 N, C, ITERS = 4, 0.2, 2
@@ -243,7 +243,7 @@ def test_check_command_exit_codes(tmp_path, baseline, capsys):
 
 
 def test_custom_limits_file(tmp_path, baseline):
-    toml = resources.files("subquad").joinpath("limits.toml").read_text()
+    toml = resources.files("subquad.analysis").joinpath("limits.toml").read_text()
     strict = tmp_path / "strict.toml"
     strict.write_text(toml.replace("max = 1.82", "max = 1.70"))
     results = run_check(baseline, baseline, strict)
@@ -254,7 +254,7 @@ def test_custom_limits_file(tmp_path, baseline):
 def test_factor_gate_discounts_a_uniform_machine_drift(tmp_path):
     import importlib.resources
 
-    text = importlib.resources.files("subquad").joinpath("limits.toml").read_text()
+    text = importlib.resources.files("subquad.analysis").joinpath("limits.toml").read_text()
     limits = tmp_path / "limits.toml"
     limits.write_text(text.replace('normalize_by = ""', 'normalize_by = "calib-gemv"'))
     base = _synthetic_run(tmp_path / "base", calib=1.0)

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from subquad import cli
-from subquad.backend import get_backend, gpu_available
 from subquad.errors import ConfigError
-from subquad.kernels import reference
-from subquad.sparse import SparseRows
-from subquad.train import TrainConfig, run_training
+from subquad.model.backend import get_backend, gpu_available
+from subquad.model.kernels import reference
+from subquad.model.sparse import SparseRows
+from subquad.model.train import TrainConfig, run_training
 
 from .kernel_cases import CASES, DTYPES, IDS, close, forward_case, setup
 
@@ -41,7 +41,7 @@ def cp():
 @pytest.fixture
 def gk(cp):
     """The GPU kernel module."""
-    from subquad.kernels import gpu  # noqa: PLC0415
+    from subquad.model.kernels import gpu  # noqa: PLC0415
 
     return gpu
 

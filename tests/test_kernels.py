@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from subquad.kernels import cpu, get_kernels, reference
-from subquad.sparse import SparseRows
+from subquad.model.kernels import cpu, get_kernels, reference
+from subquad.model.sparse import SparseRows
 
 from .kernel_cases import CASES, DTYPES, IDS, close, forward_case, setup
 

@@ -1,4 +1,4 @@
-"""Lazy low-rank maintenance W = W0 + U V^T (subquad.lowrank) against explicit dense matrices."""
+"""Lazy low-rank W = W0 + U V^T (subquad.model.lowrank) against explicit dense matrices."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subquad.errors import ConfigError
-from subquad.lowrank import LazyLowRank, parse_rank_max
-from subquad.sparse import SparseRows
+from subquad.model.lowrank import LazyLowRank, parse_rank_max
+from subquad.model.sparse import SparseRows
 
 M_IN, M_OUT = 13, 10
 

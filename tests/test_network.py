@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from subquad.network import Network, NetworkSpec
-from subquad.sparsify import DepthInstabilityWarning
+from subquad.model.network import Network, NetworkSpec
+from subquad.model.sparsify import DepthInstabilityWarning
 
 from .conftest import loss_of
 
@@ -56,13 +56,13 @@ def test_gram_equals_explicit_jacobian_product(small_net):
 def _activity(threshold, L, m=4096, n=32, seed=0):
     spec = NetworkSpec(m=m, n=n, d=16, L=L, c=0.2, seed=seed, threshold=threshold)
     net = Network.init(spec)
-    from subquad.data import synthetic
+    from subquad.model.data import synthetic
 
     X, _ = synthetic(n, 16, seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         st = net.forward_dense(net.input_layer(X))
-        from subquad.sparsify import check_activity
+        from subquad.model.sparsify import check_activity
 
         for layer, H in enumerate(st.H):
             check_activity((H > 0).sum(axis=1), m, spec.q, layer, threshold)

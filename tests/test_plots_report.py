@@ -2,7 +2,7 @@
 
 The synthetic run has dense-gn ~ m^2 and subquad ~ m^1.76 per iteration, init ~ m^2 for both,
 calibration kernels, n and d sweeps, a c sweep, an ablation of subquad's options and training
-curves. Fits come from ``subquad.fit.fit_run`` when that module is importable; otherwise the test
+curves. Fits come from ``analysis.fit.fit_run`` when that module is importable; otherwise the test
 writes minimal ``fits.csv`` / ``crossover.csv`` frames of the DESIGN.md contract itself.
 """
 
@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 from scipy.special import ndtr
 
-from subquad.plots import FIGURES, plot_run
-from subquad.report import write_report
+from subquad.analysis.plots import FIGURES, plot_run
+from subquad.analysis.report import write_report
 
 try:
-    from subquad.fit import fit_run
+    from subquad.analysis.fit import fit_run
 except (ImportError, SyntaxError):  # fit.py absent or broken: the test writes its own fits
     fit_run = None
 
@@ -172,7 +172,7 @@ def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def _minimal_fits(runs: pd.DataFrame, run_dir: Path) -> None:
-    """fits.csv and crossover.csv with the DESIGN.md columns (a stand-in for subquad.fit)."""
+    """fits.csv and crossover.csv with the DESIGN.md columns (a stand-in for analysis.fit)."""
     rows = []
     keys = ["machine", "method", "options", "backend", "dtype", "phase"]
     axes = {"m": ("n", "d", "L", "c"), "n": ("m", "d", "L", "c"), "d": ("m", "n", "L", "c")}

@@ -1,4 +1,4 @@
-"""Tensor sketches of Kronecker rows (subquad.sketch) and sketch-preconditioned CG (subquad.cg)."""
+"""Tensor sketches of Kronecker rows and sketch-preconditioned CG (model.sketch, model.cg)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.linalg import hadamard
 
-from subquad.cg import cg_work, preconditioned_cg, sketch_preconditioner
 from subquad.errors import ConfigError, SingularGramError
-from subquad.sketch import (
+from subquad.model.cg import cg_work, preconditioned_cg, sketch_preconditioner
+from subquad.model.sketch import (
     SKETCHES,
     default_sketch_size,
     draw_sketch,
@@ -19,7 +19,7 @@ from subquad.sketch import (
     sketch,
     sketch_work,
 )
-from subquad.sparse import SparseRows
+from subquad.model.sparse import SparseRows
 
 
 def _rows(rng: np.random.Generator, n: int, m: int, s: int, empty: tuple = ()) -> SparseRows:

@@ -7,7 +7,7 @@ import pytest
 from scipy import integrate, stats
 
 from subquad.errors import ConfigError
-from subquad.sparsify import beta, expected_active, kappa, tail, threshold, weight_std
+from subquad.model.sparsify import beta, expected_active, kappa, tail, threshold, weight_std
 
 
 def test_beta_matches_paper_choice():

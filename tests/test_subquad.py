@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from subquad.cg import preconditioned_cg, sketch_preconditioner
-from subquad.sketch import default_sketch_size, tensorsketch, tensorsrht
-from subquad.train import TrainConfig, build_trainer, run_training
+from subquad.model.cg import preconditioned_cg, sketch_preconditioner
+from subquad.model.sketch import default_sketch_size, tensorsketch, tensorsrht
+from subquad.model.train import TrainConfig, build_trainer, run_training
 
 BASE = dict(m=1024, n=8, d=16, L=2, c=0.2, seed=3, dtype="float64", lr=0.5)
 

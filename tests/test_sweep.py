@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 
 from subquad import cli
-from subquad.config import expand_cells, load_experiment
 from subquad.errors import ConfigError, SingularGramError
-from subquad.measure import classify
-from subquad.sweep import run_sweep
-from subquad.tables import RUNS_COLUMNS, TRAINING_COLUMNS
+from subquad.harness.config import expand_cells, load_experiment
+from subquad.harness.measure import classify
+from subquad.harness.sweep import run_sweep
+from subquad.harness.tables import RUNS_COLUMNS, TRAINING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("forward", "backward", "gram", "solve", "update", "fold")
@@ -168,7 +168,7 @@ def test_training_rows(tmp_path: Path) -> None:
 
 
 def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path: Path, monkeypatch) -> None:
-    import subquad.train as train
+    import subquad.model.train as train
 
     real = train.build_trainer
 
@@ -193,7 +193,7 @@ def test_failing_cell_is_recorded_and_sweep_goes_on(tmp_path: Path, monkeypatch)
 
 def test_classify() -> None:
     from subquad.errors import ConvergenceError, DivergenceError
-    from subquad.measure import Censored
+    from subquad.harness.measure import Censored
 
     assert classify(DivergenceError("x")) == "nan"
     assert classify(ConvergenceError("x")) == "cg-not-converged"
@@ -332,7 +332,7 @@ def test_sigkill_then_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path
 
 
 def test_fit_table_in_experiment_sets_fit_window(tmp_path):
-    from subquad.config import fit_options
+    from subquad.harness.config import fit_options
 
     assert fit_options({"fit": {"min_m": 1024}}) == {"min_axis": {"m": 1024}}
     assert fit_options({"fit": {"window": "auto"}}) == {"window": "auto"}
@@ -343,7 +343,7 @@ def test_fit_table_in_experiment_sets_fit_window(tmp_path):
 
 
 def test_sqrt2_grid_includes_a_printed_stop():
-    from subquad.config import _Where, geometric
+    from subquad.harness.config import _Where, geometric
 
     w = _Where(Path("grid.toml"))
     grid = geometric(w, "m", {"start": 1024, "stop": 23168, "ratio": "sqrt2"}, "values")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from subquad.cli import main
-from subquad.train import TrainConfig, run_training
+from subquad.model.train import TrainConfig, run_training
 
 JSON_KEYS = {"method", "config", "loss", "active_fraction", "expected_active_fraction", "flips",
              "seconds", "work", "init_seconds", "init_work"}

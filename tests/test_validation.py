@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from subquad.cli import main
-from subquad.data import check_data
 from subquad.errors import ConfigError
+from subquad.model.data import check_data
 
 BASE = ["train", "--method", "dense-gn", "--m", "64", "--n", "4", "--d", "8", "--L", "2",
         "--iters", "2"]
@@ -49,7 +49,7 @@ def test_memory_that_would_not_fit(capsys):
 
 def test_cupy_backend_without_gpu_fails_clearly(capsys):
     pytest.importorskip("numpy")
-    from subquad.backend import gpu_available
+    from subquad.model.backend import gpu_available
 
     if gpu_available()[0]:
         pytest.skip("a GPU is usable here")

@@ -16,10 +16,10 @@ import sys
 
 import numpy as np
 
-from subquad.backend import get_backend
-from subquad.kernels import gpu
-from subquad.sparse import SparseRows
-from subquad.sparsify import beta, tail
+from subquad.model.backend import get_backend
+from subquad.model.kernels import gpu
+from subquad.model.sparse import SparseRows
+from subquad.model.sparsify import beta, tail
 
 SIZES = [(m, n) for m in (4096, 16384, 32768) for n in (16, 128)]
 REPS = 7

@@ -1,0 +1,1 @@
+"""The analysis layer: results schema, fits, verdicts, figures, reports, checks and gates."""

@@ -1,0 +1,216 @@
+"""``subquad check DIR --baseline BASE``: scaling and constant-factor gates of a fitted run.
+
+Rules of docs MEASUREMENT.md, "Gating regressions", with every number from ``limits.toml``:
+
+- limit: a fitted exponent fails when its interval leaves its declared bounds (ci_high > max);
+- baseline: it fails when it rose beyond the intervals (new ci_low > base ci_high + slack);
+  series are matched by machine-independent keys, so exponents compare across machines;
+- factor: a cell is slower when median(new) / median(base) > ratio AND a one-sided
+  Mann-Whitney U test gives p < p_value; seconds are compared only on the same machine.
+
+Prints one table row per check; exit status 1 when any check fails, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import mannwhitneyu
+
+from subquad.analysis.fit import normalize_runs
+from subquad.analysis.gates import GateResult
+from subquad.analysis.limits import Limits, load_limits
+from subquad.errors import ConfigError
+
+#: what identifies a fitted series independently of the machine it ran on
+FIT_KEYS = ["method", "options", "backend", "dtype", "threshold", "data", "phase", "quantity",
+            "axis", "fit", "context"]
+#: what identifies a timed cell (seconds are compared only where machine also agrees)
+CELL_KEYS = ["method", "options", "backend", "dtype", "threshold", "data", "m", "n", "d", "L",
+             "c", "seed"]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_fits(run_dir: Path, arg: str) -> pd.DataFrame:
+    """The slope rows of ``run_dir/fits.csv`` with string keys; ConfigError naming ``arg``."""
+    path = Path(run_dir) / "fits.csv"
+    if not path.is_file():
+        raise ConfigError(arg, f"no fits table at {path}; run `subquad fit {run_dir}` first")
+    df = pd.read_csv(path, keep_default_na=False, dtype=str)
+    for col in FIT_KEYS + ["machine", "exponent", "ci_low", "ci_high"]:
+        if col not in df.columns:
+            df[col] = ""
+    df = df[df["fit"].isin(["slope", ""])].copy()
+    for col in ("exponent", "ci_low", "ci_high"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df.drop_duplicates(FIT_KEYS, keep="first")
+
+
+def load_samples(run_dir: Path, arg: str, phase: str) -> pd.DataFrame:
+    """The timing rows of one phase from ``run_dir/runs.csv`` (all statuses, normalized)."""
+    path = Path(run_dir) / "runs.csv"
+    if not path.is_file():
+        raise ConfigError(arg, f"no runs table at {path}; run `subquad sweep` into it first")
+    runs = normalize_runs(pd.read_csv(path, keep_default_na=True))
+    return runs[runs["phase"] == phase]
+
+
+# ----------------------------------------------------------------------------- exponents
+
+
+def _series_name(row: pd.Series) -> str:
+    opts = f" [{row['options']}]" if row["options"] else ""
+    return (f"{row['method']}{opts} {row['phase']} {row['quantity']} ~ {row['axis']}"
+            f" ({row['context']})")
+
+
+def _interval(row: pd.Series) -> str:
+    return f"CI [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+def exponent_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits) -> list[GateResult]:
+    """Limit checks on every governed series of ``new`` and rise checks against ``base``."""
+    out: list[GateResult] = []
+    base_by_key = {tuple(r[k] for k in FIT_KEYS): r for _, r in base.iterrows()}
+    compared = set()
+    for _, row in new.iterrows():
+        key = tuple(row[k] for k in FIT_KEYS)
+        b = base_by_key.get(key)
+        b_exp = float(b["exponent"]) if b is not None else math.nan
+        for lim in limits.exponents:
+            if lim.matches(row["method"], row["phase"], row["quantity"], row["axis"],
+                           row["context"]):
+                out.append(GateResult(f"limit: {_series_name(row)}", float(row["exponent"]),
+                                      lim.describe(),
+                                      not lim.violated(row["ci_low"], row["ci_high"]),
+                                      _interval(row), b_exp))
+        if b is None or not _compared(row, limits):
+            continue
+        compared.add(key)
+        bound = float(b["ci_high"]) + limits.baseline_slack
+        rose = not row["ci_low"] <= bound  # NaN counts as a rise: no usable interval
+        out.append(GateResult(f"vs baseline: {_series_name(row)}", float(row["exponent"]),
+                              f"ci_low <= {bound:.3f}", not rose,
+                              f"{_interval(row)}; baseline {_interval(b)}", b_exp))
+    for key, b in base_by_key.items():
+        if key not in compared and _compared(b, limits):
+            out.append(GateResult(f"vs baseline: {_series_name(b)}", math.nan, "present",
+                                  False, "fitted in the baseline but missing from this run",
+                                  float(b["exponent"])))
+    return out
+
+
+def _compared(row: pd.Series, limits: Limits) -> bool:
+    return limits.compared(row["phase"], row["quantity"])
+
+
+# ----------------------------------------------------------------------------- factor
+
+
+def factor_gate(new: Sequence[float], base: Sequence[float], ratio: float = 1.10,
+                p_value: float = 0.002) -> tuple[bool, float, float]:
+    """(slower, median ratio, one-sided Mann-Whitney p) of new samples against base samples."""
+    a, b = np.asarray(new, dtype=float), np.asarray(base, dtype=float)
+    r = float(np.median(a) / np.median(b))
+    p = float(mannwhitneyu(a, b, alternative="greater").pvalue)
+    return (r > ratio and p < p_value), r, p
+
+
+def _min_p(n1: int, n2: int) -> float:
+    """The smallest one-sided p the exact Mann-Whitney test can reach with these sizes."""
+    return 1.0 / math.comb(n1 + n2, n1)
+
+
+def _cell_name(key: tuple) -> str:
+    k = dict(zip(CELL_KEYS, key))
+    opts = f" [{k['options']}]" if k["options"] else ""
+    return (f"{k['method']}{opts} m={k['m']:g} n={k['n']:g} d={k['d']:g} L={k['L']:g} "
+            f"c={k['c']:g} {k['dtype']}")
+
+
+def _groups(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+    return {key: g for key, g in df.groupby(CELL_KEYS, dropna=False, sort=True)}
+
+
+def machine_drift(new: pd.DataFrame, base: pd.DataFrame, kernel: str) -> float | None:
+    """Run-to-run speed factor of the machine: median over m of the calibration kernel's
+    median-time ratio (new / base); None unless both runs timed ``kernel`` at a common m."""
+    if not kernel:
+        return None
+    ratios = []
+    for m, b in base[(base["method"] == kernel) & (base["status"] == "ok")].groupby("m"):
+        n = new[(new["method"] == kernel) & (new["status"] == "ok") & (new["m"] == m)]
+        if len(n) and len(b):
+            ratios.append(float(np.median(n["seconds"]) / np.median(b["seconds"])))
+    return float(np.median(ratios)) if ratios else None
+
+
+def factor_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits,
+                  drift: float | None = None) -> list[GateResult]:
+    """The constant-factor gate on every cell timed in the baseline.
+
+    With ``drift`` (see ``machine_drift``), new samples are first divided by it, so a run on a
+    uniformly slower (or faster) machine state is compared at the same machine speed.
+    """
+    out = []
+    scale = drift if drift else 1.0
+    new_cells = _groups(new)
+    for key, b in _groups(base).items():
+        b_ok = b[b["status"] == "ok"]["seconds"].dropna().to_numpy()
+        if b_ok.size == 0:
+            continue
+        name = f"factor: {_cell_name(key)}"
+        limit = f"ratio <= {limits.factor_ratio:g} or p >= {limits.factor_p:g}"
+        n = new_cells.get(key)
+        n_ok = (n[n["status"] == "ok"]["seconds"].dropna().to_numpy() if n is not None
+                else np.zeros(0))
+        if n_ok.size == 0:
+            why = "missing from this run" if n is None else f"status {n['status'].iloc[0]}"
+            out.append(GateResult(name, math.nan, limit, False, why, float(np.median(b_ok))))
+            continue
+        if set(n["machine"]) != set(b["machine"]):
+            out.append(GateResult(name, float(np.median(n_ok)), "same machine", True,
+                                  "skipped: baseline from another machine",
+                                  float(np.median(b_ok))))
+            continue
+        slower, r, p = factor_gate(n_ok / scale, b_ok, limits.factor_ratio, limits.factor_p)
+        detail = f"ratio {r:.3f}, p {p:.2g} ({n_ok.size} vs {b_ok.size} samples)"
+        if drift:
+            detail += f"; raw ratio {r * scale:.3f} / machine drift {scale:.3f}"
+        if _min_p(n_ok.size, b_ok.size) >= limits.factor_p:
+            detail += "; too few samples to ever reach the p limit"
+        out.append(GateResult(name, float(np.median(n_ok)), limit, not slower, detail,
+                              float(np.median(b_ok))))
+    return out
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def run_check(run_dir: str | Path, baseline: str | Path,
+              limits: str | Path | None = None) -> list[GateResult]:
+    """Every check of a fitted run against its baseline and the declared limits."""
+    lim = load_limits(limits)
+    run_dir, baseline = Path(run_dir), Path(baseline)
+    if not run_dir.is_dir():
+        raise ConfigError("DIR", f"no run directory at {run_dir}")
+    if not baseline.is_dir():
+        raise ConfigError("--baseline", f"no baseline directory at {baseline}; create it with "
+                          "`make check-scaling-baseline`")
+    results = exponent_checks(load_fits(run_dir, "DIR"), load_fits(baseline, "--baseline"), lim)
+    kern_new = load_samples(run_dir, "DIR", "kernel")
+    kern_base = load_samples(baseline, "--baseline", "kernel")
+    drift = machine_drift(kern_new, kern_base, lim.factor_normalize_by)
+    results += factor_checks(load_samples(run_dir, "DIR", lim.factor_phase),
+                             load_samples(baseline, "--baseline", lim.factor_phase), lim, drift)
+    if drift is not None:
+        results.append(GateResult(f"machine drift ({lim.factor_normalize_by}, new / baseline)",
+                                  drift, "informational", True,
+                                  "cell samples were divided by this before the factor gate"))
+    return results

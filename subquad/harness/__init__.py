@@ -1,0 +1,1 @@
+"""The harness layer: experiment files, cells, timing, sweeps, executors, tables, environment."""

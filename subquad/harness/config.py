@@ -1,0 +1,654 @@
+"""Experiment files: load and strictly validate a TOML, expand it into cells with stable ids.
+
+Everything is checked before anything runs: unknown keys, axis values, grids, method names and
+options, and every expanded cell through ``TrainConfig.validate()`` (which includes the memory
+estimate). Errors are ``ConfigError`` naming the file, the key path and the accepted values.
+The file format is documented in README.md, section "Sweeps".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from subquad.errors import ConfigError
+from subquad.model.train import METHODS, TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CALIBRATION_METHODS = ("calib-axpy", "calib-gemv")
+AXES = ("m", "n", "d", "L", "c", "seed")
+#: axes along which cost grows, so a censored cell stops the larger values of its series
+GROWING_AXES = ("m", "n", "d", "L")
+INT_AXES = ("m", "n", "d", "L", "seed")
+RATIOS = {2: 2.0, "2": 2.0, "sqrt2": math.sqrt(2.0)}
+#: m on a geometric grid is rounded to a multiple of this (1024 sqrt2 -> 1448, not 1448.15)
+M_ROUND = 8
+
+TOP_KEYS = ("name", "description", "backend", "dtype", "methods", "fixed", "sweeps",
+            "factorial", "timing", "training", "calibration", "executor", "fit")
+#: the optional [fit] table: how `subquad fit` windows this experiment's exponents
+FIT_KEYS = ("window", "min_m")
+FIT_WINDOWS = ("all", "auto")
+OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "solver": (str,), "update": (str,), "rank_max": (int,), "rank_exponent": (int, float),
+    "sketch_size": (int,), "cg_tol": (int, float), "cg_maxiter": (int,), "lr": (int, float),
+    "damping": (int, float), "threshold": (str,), "forward_kernel": (str,),
+}
+METHOD_KEYS = ("method", "label", *OPTION_TYPES)
+FIXED_KEYS = ("m", "n", "d", "L", "c", "seed", "seeds", "data", "labels", "threshold", "dtype")
+FIXED_DEFAULTS: dict[str, Any] = {"m": 1024, "n": 16, "d": None, "L": 2, "c": 0.2, "seeds": (0,),
+                                  "data": "synthetic", "labels": "teacher",
+                                  "threshold": "adaptive"}
+SWEEP_KEYS = ("axis", "values", "methods", "training", *FIXED_KEYS)
+FACTORIAL_KEYS = ("methods", "training", *FIXED_KEYS)
+GRID_KEYS = ("start", "stop", "ratio")
+EXECUTOR_KINDS = ("local", "local-processes", "slurm")
+EXECUTOR_KEYS = ("kind", "partition", "time", "gpus_per_task", "cpus_per_task",
+                 "array_parallelism", "exclusive", "account", "constraint", "setup")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How a cell is timed (docs MEASUREMENT.md, "Timing one cell")."""
+
+    warmup: int = 1
+    iters: int = 1
+    samples: int = 5
+    min_sample_seconds: float = 0.05
+    max_iters: int = 10_000
+    cell_budget_seconds: float = 120.0
+    stop_axis_after_censored: bool = True
+    threads: int | None = None  # BLAS and numba threads; None = leave the defaults
+    #: the grid is run this many times (round-major), samples split among the rounds, so a
+    #: cell's samples span the whole run and their spread includes the machine's drift
+    rounds: int = 1
+
+    def samples_per_round(self) -> int:
+        return -(-self.samples // self.rounds)
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where cells run: in this process, one local process each, or a Slurm job array."""
+
+    kind: str = "local"
+    partition: str | None = None
+    time: int | None = None  # minutes
+    gpus_per_task: int | None = None
+    cpus_per_task: int | None = None
+    array_parallelism: int = 16
+    exclusive: bool = True
+    account: str | None = None
+    constraint: str | None = None
+    setup: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One trainer (or calibration kernel) with its options, as written in the file."""
+
+    method: str
+    label: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (method, backend, dtype, m, n, d, L, c, seed, options) to measure.
+
+    ``chains`` (not part of the identity) lists the series this cell sits in as
+    (series key, position): a censored cell stops the later positions of its series.
+    """
+
+    experiment: str
+    method: str
+    backend: str
+    dtype: str
+    m: int
+    n: int
+    d: int
+    L: int
+    c: float
+    seed: int
+    data: str
+    labels: str
+    threshold: str
+    options: tuple[tuple[str, Any], ...] = ()
+    training_iters: int = 0
+    round: int = 0
+    label: str = field(default="", compare=False)
+    chains: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+
+    @property
+    def cell_id(self) -> str:
+        """Stable 16-hex id: a hash of every parameter that changes what is measured."""
+        keys = [f.name for f in fields(self) if f.compare and f.name != "experiment"
+                and not (f.name == "round" and self.round == 0)]
+        payload = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=list)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @property
+    def base_id(self) -> str:
+        """The id every round of this cell shares (the ``cell`` column of its rows)."""
+        return replace(self, round=0).cell_id if self.round else self.cell_id
+
+    @property
+    def is_calibration(self) -> bool:
+        return self.method in CALIBRATION_METHODS
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    def train_config(self) -> TrainConfig:
+        """The ``TrainConfig`` of a trainer cell (options override the fixed threshold)."""
+        opts = dict(self.options)
+        threshold = opts.pop("threshold", self.threshold)
+        return TrainConfig(method=self.method, m=self.m, n=self.n, d=self.d, L=self.L, c=self.c,
+                           iters=max(1, self.training_iters), seed=self.seed, dtype=self.dtype,
+                           backend=self.backend, data=self.data, labels=self.labels,
+                           threshold=threshold, **opts)
+
+    def describe(self) -> str:
+        """Short human label for progress lines."""
+        text = (f"method={self.label or self.method} m={self.m} n={self.n} d={self.d} "
+                f"L={self.L} c={self.c:g} seed={self.seed}")
+        threshold = self.option("threshold", self.threshold)
+        if threshold != "adaptive":
+            text += f" threshold={threshold}"
+        text += f" data={self.data}" if self.data != "synthetic" else ""
+        return text + (f" round={self.round + 1}" if self.round else "")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment file."""
+
+    path: Path
+    name: str
+    description: str
+    backend: str
+    dtype: str
+    methods: tuple[MethodSpec, ...]
+    fixed: Mapping[str, Any]
+    sweeps: tuple[Mapping[str, Any], ...]
+    factorial: Mapping[str, Any] | None
+    timing: Timing
+    training_iters: int
+    calibration: bool
+    calibration_m: tuple[int, ...] | None
+    executor: Executor
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+class _Where:
+    """Builds ConfigErrors that name the file and the key path."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}", message)
+
+    def table(self, value: Any, key: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.error(key, f"must be a table, got {type(value).__name__}")
+        return value
+
+    def keys(self, table: Mapping, allowed: tuple[str, ...], key: str) -> None:
+        for k in table:
+            if k not in allowed:
+                raise self.error(f"{key}.{k}" if key else k,
+                                 f"unknown key {k!r}; accepted: {', '.join(allowed)}")
+
+    def integer(self, value: Any, key: str, lo: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"must be an integer, got {value!r}")
+        if lo is not None and value < lo:
+            raise self.error(key, f"must be an integer >= {lo}, got {value}")
+        return value
+
+    def number(self, value: Any, key: str, lo: float | None = None,
+               strict: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(key, f"must be a number, got {value!r}")
+        v = float(value)
+        if not math.isfinite(v) or (lo is not None and (v <= lo if strict else v < lo)):
+            bound = f"> {lo:g}" if strict else f">= {lo:g}"
+            raise self.error(key, f"must be a finite number {bound}, got {value!r}")
+        return v
+
+    def string(self, value: Any, key: str, accepted: tuple[str, ...] | None = None) -> str:
+        if not isinstance(value, str):
+            raise self.error(key, f"must be a string, got {value!r}")
+        if accepted is not None and value not in accepted:
+            raise self.error(key, f"unknown value {value!r}; accepted: {', '.join(accepted)}")
+        return value
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, got {value!r}")
+        return value
+
+
+def axis_value(w: _Where, axis: str, value: Any, key: str) -> int | float:
+    """One value of an axis, type- and range-checked (m >= 8, c in (0, 0.5], ...)."""
+    if axis in INT_AXES:
+        v = w.integer(value, key)
+        lo = {"m": 8, "n": 1, "d": 1, "L": 1, "seed": 0}[axis]
+        if v < lo or (axis == "L" and v > 64):
+            rng = "[1, 64]" if axis == "L" else f">= {lo}"
+            raise w.error(key, f"{axis} must be an integer {rng}, got {v}")
+        return v
+    v = w.number(value, key)
+    if not 0.0 < v <= 0.5:
+        raise w.error(key, f"c (sparsity exponent) must lie in (0, 0.5], got {value!r}")
+    return v
+
+
+def geometric(w: _Where, axis: str, grid: Mapping, key: str) -> list[int | float]:
+    """Values start, start r, start r^2, ... <= stop (r = 2 or sqrt 2); integers rounded."""
+    w.keys(grid, GRID_KEYS, key)
+    for k in ("start", "stop"):
+        if k not in grid:
+            raise w.error(f"{key}.{k}", "missing; a grid is {start = ..., stop = ..., "
+                          "ratio = 2 | \"sqrt2\"}")
+    ratio_raw = grid.get("ratio", 2)
+    if isinstance(ratio_raw, bool) or ratio_raw not in RATIOS:
+        raise w.error(f"{key}.ratio", f"unsupported ratio {ratio_raw!r}; accepted: 2 or \"sqrt2\"")
+    ratio = RATIOS[ratio_raw]
+    start = axis_value(w, axis, grid["start"], f"{key}.start")
+    stop = axis_value(w, axis, grid["stop"], f"{key}.stop")
+    if stop < start:
+        raise w.error(f"{key}.stop", f"must be >= start ({start}), got {stop}")
+    out: list[int | float] = []
+    k = 0
+    while True:
+        x = start * ratio**k
+        if axis in INT_AXES:  # round first, so a printed grid value (23168) can be the stop
+            step = M_ROUND if axis == "m" and x >= 8 * M_ROUND else 1
+            x = int(round(x / step) * step)
+        if x > stop * (1 + 1e-9):
+            break
+        if x not in out:
+            out.append(x)
+        k += 1
+    return out
+
+
+def axis_values(w: _Where, axis: str, spec: Any, key: str) -> list[int | float]:
+    """An explicit list (no duplicates) or a geometric grid table, sorted ascending."""
+    if isinstance(spec, dict):
+        return geometric(w, axis, spec, key)
+    if not isinstance(spec, list) or not spec:
+        raise w.error(key, "must be a non-empty list of values or a grid {start, stop, ratio}")
+    vals = [axis_value(w, axis, v, f"{key}[{i}]") for i, v in enumerate(spec)]
+    if len(set(vals)) != len(vals):
+        raise w.error(key, f"duplicate values in {spec}")
+    return sorted(vals)
+
+
+# ------------------------------------------------------------------------------- sections
+
+
+def _method(w: _Where, raw: Any, key: str) -> MethodSpec:
+    t = w.table(raw, key)
+    w.keys(t, METHOD_KEYS, key)
+    if "method" not in t:
+        raise w.error(f"{key}.method", f"missing; accepted: {', '.join(METHODS)}")
+    method = w.string(t["method"], f"{key}.method", METHODS)
+    opts = []
+    for k, types in OPTION_TYPES.items():
+        if k in t:
+            v = t[k]
+            if isinstance(v, bool) or not isinstance(v, types):
+                kind = " or ".join(tp.__name__ for tp in types)
+                raise w.error(f"{key}.{k}", f"must be of type {kind}, got {v!r}")
+            opts.append((k, float(v) if float in types else v))
+    label = w.string(t.get("label", method), f"{key}.label")
+    return MethodSpec(method, label, tuple(opts))
+
+
+def _methods(w: _Where, raw: Any, key: str, known: tuple[MethodSpec, ...] = ()
+             ) -> tuple[MethodSpec, ...]:
+    """A list of method tables, or (per sweep) a list of labels of the top-level methods."""
+    if not isinstance(raw, list) or not raw:
+        raise w.error(key, "must be a non-empty list of [[methods]] tables"
+                      + (" or of method labels" if known else ""))
+    by_label = {m.label: m for m in known}
+    out = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str) and known:
+            if item not in by_label:
+                raise w.error(f"{key}[{i}]", f"unknown method label {item!r}; accepted: "
+                              f"{', '.join(by_label)}")
+            out.append(by_label[item])
+        else:
+            out.append(_method(w, item, f"{key}[{i}]"))
+    labels = [m.label for m in out]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise w.error(key, f"duplicate method labels {dup}; give each variant a distinct "
+                      "`label`")
+    return tuple(out)
+
+
+def _fixed(w: _Where, raw: Mapping, key: str, base: Mapping[str, Any]) -> dict[str, Any]:
+    """Fixed values (m, n, d, L, c, seed(s), data, labels, threshold, dtype) over ``base``."""
+    from subquad.model.data import DATASETS, LABELS  # noqa: PLC0415
+    from subquad.model.network import DTYPES  # noqa: PLC0415
+    from subquad.model.sparsify import THRESHOLDS  # noqa: PLC0415
+
+    out = dict(base)
+    for k in ("m", "n", "d", "L", "c"):
+        if k in raw:
+            out[k] = axis_value(w, k, raw[k], f"{key}.{k}")
+    if "seed" in raw and "seeds" in raw:
+        raise w.error(f"{key}.seeds", "give either `seed` or `seeds`, not both")
+    if "seed" in raw:
+        out["seeds"] = (axis_value(w, "seed", raw["seed"], f"{key}.seed"),)
+    if "seeds" in raw:
+        out["seeds"] = tuple(axis_values(w, "seed", raw["seeds"], f"{key}.seeds"))
+    choices = {"data": DATASETS, "labels": LABELS, "threshold": THRESHOLDS, "dtype": DTYPES}
+    for k, accepted in choices.items():
+        if k in raw:
+            out[k] = w.string(raw[k], f"{key}.{k}", accepted)
+    return out
+
+
+def _timing(w: _Where, raw: Any) -> Timing:
+    t = w.table(raw, "timing")
+    w.keys(t, tuple(f.name for f in fields(Timing)), "timing")
+    d = Timing()
+    warmup = w.integer(t.get("warmup", d.warmup), "timing.warmup", 1)
+    iters = w.integer(t.get("iters", d.iters), "timing.iters", 1)
+    samples = w.integer(t.get("samples", d.samples), "timing.samples", 1)
+    mss = w.number(t.get("min_sample_seconds", d.min_sample_seconds),
+                   "timing.min_sample_seconds", 0.0)
+    max_iters = w.integer(t.get("max_iters", d.max_iters), "timing.max_iters", iters)
+    budget = w.number(t.get("cell_budget_seconds", d.cell_budget_seconds),
+                      "timing.cell_budget_seconds", 0.0, strict=True)
+    stop = w.boolean(t.get("stop_axis_after_censored", d.stop_axis_after_censored),
+                     "timing.stop_axis_after_censored")
+    threads = w.integer(t["threads"], "timing.threads", 1) if "threads" in t else None
+    rounds = w.integer(t.get("rounds", d.rounds), "timing.rounds", 1)
+    if rounds > samples:
+        raise w.error("timing.rounds", f"must not exceed timing.samples ({samples}): every "
+                      f"round takes at least one sample, got {rounds}")
+    return Timing(warmup, iters, samples, mss, max_iters, budget, stop, threads, rounds)
+
+
+def parse_minutes(value: Any, key: str = "time", w: _Where | None = None) -> int:
+    """Slurm time as minutes (int) or "HH:MM:SS" / "D-HH:MM:SS" -> whole minutes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?", value.strip())
+        if m:
+            days, hh, mm, ss = (int(g) if g else 0 for g in m.groups())
+            total = days * 1440 + hh * 60 + mm + math.ceil(ss / 60)
+            if total > 0:
+                return total
+    msg = f"must be minutes (an integer > 0) or \"HH:MM:SS\", got {value!r}"
+    raise w.error(key, msg) if w is not None else ConfigError(key, msg)
+
+
+def _executor(w: _Where, raw: Any) -> Executor:
+    t = w.table(raw, "executor")
+    w.keys(t, EXECUTOR_KEYS, "executor")
+    d = Executor()
+    kw: dict[str, Any] = {"kind": w.string(t.get("kind", d.kind), "executor.kind",
+                                           EXECUTOR_KINDS)}
+    for k in ("partition", "account", "constraint"):
+        if k in t:
+            kw[k] = w.string(t[k], f"executor.{k}")
+    if "time" in t:
+        kw["time"] = parse_minutes(t["time"], "executor.time", w)
+    for k in ("gpus_per_task", "cpus_per_task", "array_parallelism"):
+        if k in t:
+            kw[k] = w.integer(t[k], f"executor.{k}", 0 if k == "gpus_per_task" else 1)
+    if "exclusive" in t:
+        kw["exclusive"] = w.boolean(t["exclusive"], "executor.exclusive")
+    if "setup" in t:
+        setup = t["setup"]
+        if not isinstance(setup, list) or not all(isinstance(s, str) for s in setup):
+            raise w.error("executor.setup", "must be a list of shell lines (strings)")
+        kw["setup"] = tuple(setup)
+    return Executor(**kw)
+
+
+# ------------------------------------------------------------------------------- loading
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file, including every cell it expands to."""
+    path = Path(path)
+    w = _Where(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "no such experiment file")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    w.keys(raw, TOP_KEYS, "")
+    from subquad.model.backend import BACKENDS  # noqa: PLC0415
+    from subquad.model.network import DTYPES  # noqa: PLC0415
+
+    name = w.string(raw.get("name", path.stem), "name")
+    if not NAME_RE.match(name):
+        raise w.error("name", f"must be letters, digits, '.', '_' or '-' (it names the result "
+                      f"directory), got {name!r}")
+    description = w.string(raw.get("description", ""), "description")
+    backend = w.string(raw.get("backend", "numpy"), "backend", BACKENDS)
+    dtype = w.string(raw.get("dtype", "float64"), "dtype", DTYPES)
+    if "methods" not in raw:
+        raise w.error("methods", "missing; add at least one [[methods]] table with "
+                      f"method = one of {', '.join(METHODS)}")
+    methods = _methods(w, raw["methods"], "methods")
+    fixed_raw = w.table(raw.get("fixed", {}), "fixed")
+    w.keys(fixed_raw, FIXED_KEYS, "fixed")
+    fixed = _fixed(w, fixed_raw, "fixed", {**FIXED_DEFAULTS, "dtype": dtype})
+    sweeps = _sweeps(w, raw.get("sweeps", []), methods, fixed)
+    factorial = _factorial(w, raw["factorial"], methods, fixed) if "factorial" in raw else None
+    timing = _timing(w, raw.get("timing", {}))
+    training_iters, calibration, calibration_m = _training_and_calibration(w, raw)
+    executor = _executor(w, raw.get("executor", {}))
+    fit_options(raw, w)
+    if not sweeps and factorial is None:
+        raise w.error("sweeps", "no cells: add at least one [[sweeps]] table or a [factorial]")
+    exp = Experiment(path, name, description, backend, dtype, methods, fixed, tuple(sweeps),
+                     factorial, timing, training_iters, calibration, calibration_m, executor)
+    validate_cells(exp, expand_cells(exp))
+    return exp
+
+
+def fit_options(raw: Mapping, w: _Where | None = None) -> dict:
+    """The [fit] table as ``fit_run`` options: window ('all'|'auto') and min_m (fit from m)."""
+    w = w or _Where(Path("experiment.toml"))
+    fit = w.table(raw.get("fit", {}), "fit")
+    w.keys(fit, FIT_KEYS, "fit")
+    out: dict = {}
+    if "window" in fit:
+        out["window"] = w.string(fit["window"], "fit.window", FIT_WINDOWS)
+    if "min_m" in fit:
+        v = fit["min_m"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise w.error("fit.min_m", f"must be a positive integer width, got {v!r}")
+        out["min_axis"] = {"m": v}
+    return out
+
+
+def _sweeps(w: _Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping
+            ) -> list[dict]:
+    if not isinstance(raw, list):
+        raise w.error("sweeps", "must be an array of tables ([[sweeps]])")
+    out = []
+    for i, item in enumerate(raw):
+        key = f"sweeps[{i}]"
+        t = w.table(item, key)
+        w.keys(t, SWEEP_KEYS, key)
+        if "axis" not in t:
+            raise w.error(f"{key}.axis", f"missing; accepted: {', '.join(AXES)}")
+        axis = w.string(t["axis"], f"{key}.axis", AXES)
+        if axis in t or (axis == "seed" and "seeds" in t):
+            raise w.error(f"{key}.{axis}", "is the swept axis; give its values in `values`")
+        if "values" not in t:
+            raise w.error(f"{key}.values", "missing; a list or {start, stop, ratio}")
+        values = axis_values(w, axis, t["values"], f"{key}.values")
+        sweep_fixed = _fixed(w, t, key, fixed)
+        sweep_methods = (_methods(w, t["methods"], f"{key}.methods", methods)
+                         if "methods" in t else methods)
+        training = w.boolean(t.get("training", True), f"{key}.training")
+        out.append({"axis": axis, "values": values, "fixed": sweep_fixed,
+                    "methods": sweep_methods, "training": training, "key": key})
+    return out
+
+
+def _factorial(w: _Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping) -> dict:
+    t = w.table(raw, "factorial")
+    w.keys(t, FACTORIAL_KEYS, "factorial")
+    grid = {}
+    for axis in ("m", "n", "d", "L", "c"):
+        if axis in t:
+            v = t[axis]
+            grid[axis] = axis_values(w, axis, v if isinstance(v, (list, dict)) else [v],
+                                     f"factorial.{axis}")
+    if not grid:
+        raise w.error("factorial", "needs value lists for at least one of m, n, d, L, c")
+    rest = {k: v for k, v in t.items() if k in FIXED_KEYS and k not in grid}
+    f = _fixed(w, rest, "factorial", fixed)
+    ms = _methods(w, t["methods"], "factorial.methods", methods) if "methods" in t else methods
+    training = w.boolean(t.get("training", True), "factorial.training")
+    return {"grid": grid, "fixed": f, "methods": ms, "training": training}
+
+
+def _training_and_calibration(w: _Where, raw: Mapping
+                              ) -> tuple[int, bool, tuple[int, ...] | None]:
+    tr = w.table(raw.get("training", {}), "training")
+    w.keys(tr, ("iterations",), "training")
+    iters = w.integer(tr.get("iterations", 0), "training.iterations", 0)
+    cal = w.table(raw.get("calibration", {}), "calibration")
+    w.keys(cal, ("enabled", "m"), "calibration")
+    enabled = w.boolean(cal.get("enabled", bool(cal)), "calibration.enabled")
+    grid = None
+    if "m" in cal:
+        grid = tuple(int(v) for v in axis_values(w, "m", cal["m"], "calibration.m"))
+    return iters, enabled, grid
+
+
+# ------------------------------------------------------------------------------- cells
+
+
+def _cell(exp: Experiment, spec: MethodSpec, fixed: Mapping, training: bool, **axes: Any
+          ) -> Cell:
+    p = {**fixed, **axes}
+    d = p["d"] if p["d"] is not None else (64 if p["data"] == "digits" else 16)
+    return Cell(experiment=exp.name, method=spec.method, backend=exp.backend, dtype=p["dtype"],
+                m=int(p["m"]), n=int(p["n"]), d=int(d), L=int(p["L"]), c=float(p["c"]),
+                seed=int(p["seed"]), data=p["data"], labels=p["labels"],
+                threshold=p["threshold"], options=spec.options,
+                training_iters=exp.training_iters if training and not
+                spec.method.startswith("calib") else 0, label=spec.label)
+
+
+def expand_cells(exp: Experiment) -> list[Cell]:
+    """Every cell of the experiment in a deterministic order, duplicates merged.
+
+    Order: calibration kernels (m ascending), then each sweep (values ascending, methods and
+    seeds interleaved at each value so slow drift hits all methods alike), then the factorial.
+    """
+    cells: dict[str, Cell] = {}
+
+    def add(cell: Cell, chain: tuple[str, int] | None) -> None:
+        cid = cell.cell_id
+        old = cells.get(cid)
+        links = (old.chains if old else ()) + ((chain,) if chain else ())
+        cells[cid] = Cell(**{**_as_kwargs(old or cell), "chains": links})
+
+    if exp.calibration:
+        grid = exp.calibration_m or _m_grid(exp)
+        for kernel in CALIBRATION_METHODS:
+            spec = MethodSpec(kernel, kernel)
+            for pos, m in enumerate(grid):
+                add(_cell(exp, spec, {**exp.fixed, "seed": exp.fixed["seeds"][0]}, False, m=m),
+                    (f"calibration:{kernel}", pos))
+    for sw in exp.sweeps:
+        axis = sw["axis"]
+        for pos, value in enumerate(sw["values"]):
+            for spec in sw["methods"]:
+                seeds = [value] if axis == "seed" else list(sw["fixed"]["seeds"])
+                for seed in seeds:
+                    vals = {"seed": seed} if axis == "seed" else {axis: value, "seed": seed}
+                    chain = ((f"{sw['key']}:{spec.label}:seed={seed}", pos)
+                             if axis in GROWING_AXES else None)
+                    add(_cell(exp, spec, sw["fixed"], sw["training"], **vals), chain)
+    if exp.factorial is not None:
+        f = exp.factorial
+        for combo in _product(f["grid"]):
+            for spec in f["methods"]:
+                for seed in f["fixed"]["seeds"]:
+                    add(_cell(exp, spec, f["fixed"], f["training"], seed=seed, **combo), None)
+    out = list(cells.values())
+    rounds = exp.timing.rounds
+    return [replace(c, round=r) for r in range(rounds) for c in out] if rounds > 1 else out
+
+
+def _as_kwargs(cell: Cell) -> dict[str, Any]:
+    return {f.name: getattr(cell, f.name) for f in fields(cell)}
+
+
+def _product(grid: Mapping[str, list]) -> list[dict]:
+    combos: list[dict] = [{}]
+    for axis, values in grid.items():
+        combos = [{**c, axis: v} for c in combos for v in values]
+    return combos
+
+
+def _m_grid(exp: Experiment) -> tuple[int, ...]:
+    """Calibration widths: every m of the m sweeps, else the fixed m."""
+    ms = sorted({int(v) for sw in exp.sweeps if sw["axis"] == "m" for v in sw["values"]})
+    return tuple(ms) or (int(exp.fixed["m"]),)
+
+
+def validate_cells(exp: Experiment, cells: list[Cell]) -> None:
+    """Run ``TrainConfig.validate()`` (memory estimate included) on every cell, up front."""
+    from subquad.memory import available_bytes, fmt_bytes  # noqa: PLC0415
+    from subquad.model.data import DIGITS_D, load  # noqa: PLC0415
+
+    w = _Where(exp.path)
+    digits_ok: set[tuple[int, int]] = set()
+    for cell in cells:
+        where = f"cell ({cell.describe()})"
+        if cell.is_calibration:
+            need = float(cell.m) ** 2 * (4 if cell.dtype == "float32" else 8)
+            if need > 0.9 * available_bytes(cell.backend):
+                raise w.error(where, f"calibration gemv at m = {cell.m} needs "
+                              f"{fmt_bytes(need)}; lower calibration.m")
+            continue
+        if cell.data == "digits" and cell.d != DIGITS_D:
+            raise w.error(f"{where}: d", f"digits has d = {DIGITS_D} features, got {cell.d}")
+        if cell.data == "digits" and (cell.n, cell.seed) not in digits_ok:
+            try:
+                load("digits", cell.n, cell.d, cell.seed)
+            except ConfigError as exc:
+                raise w.error(f"{where}: {exc.param}", str(exc)[len(exc.param) + 2:]) from exc
+            digits_ok.add((cell.n, cell.seed))
+        try:
+            cell.train_config().validate()
+        except ConfigError as exc:
+            raise w.error(f"{where}: {exc.param}", str(exc)[len(exc.param) + 2:]) from exc
+        except TypeError as exc:  # an option TrainConfig does not take
+            raise w.error(where, str(exc)) from exc

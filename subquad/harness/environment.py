@@ -1,0 +1,192 @@
+"""The machine and software a measurement ran on, and a short machine id that keys every fit.
+
+Timings of different machines are never pooled (docs MEASUREMENT.md), so each cell row carries
+``machine_id(collect_environment())`` of the process that measured it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from subquad.memory import meminfo
+
+LIBRARIES = ("subquad", "numpy", "scipy", "pandas", "matplotlib", "numba", "threadpoolctl",
+             "scikit-learn", "submitit", "cupy-cuda12x", "cupy-cuda13x", "cupy")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _memory_bytes() -> int:
+    return meminfo("MemTotal", "SC_PHYS_PAGES")
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _blas() -> list[dict]:
+    """BLAS libraries loaded by numpy/scipy with vendor, version and thread count."""
+    try:
+        import numpy  # noqa: F401, PLC0415
+        import scipy.linalg  # noqa: F401, PLC0415
+        from threadpoolctl import threadpool_info  # noqa: PLC0415
+    except ImportError:
+        return []
+    keep = ("user_api", "internal_api", "version", "num_threads", "threading_layer",
+            "architecture", "prefix")
+    return [{k: lib.get(k) for k in keep} for lib in threadpool_info()]
+
+
+def _numba() -> dict:
+    try:
+        import numba  # noqa: PLC0415
+    except ImportError:
+        return {}
+    try:
+        layer = numba.threading_layer()
+    except (ValueError, RuntimeError):  # no parallel region has run yet
+        layer = numba.config.THREADING_LAYER
+    return {"version": numba.__version__, "num_threads": numba.get_num_threads(),
+            "threading_layer": layer}
+
+
+def _gpu() -> dict | None:
+    from subquad.model.backend import gpu_available  # noqa: PLC0415
+
+    ok, name = gpu_available()
+    if not ok:
+        return None
+    import cupy as cp  # noqa: PLC0415
+
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    return {"name": name, "driver": cp.cuda.runtime.driverGetVersion(),
+            "runtime": cp.cuda.runtime.runtimeGetVersion(),
+            "memory_bytes": int(props["totalGlobalMem"])}
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _git() -> dict:
+    """Commit and dirty flag of the source tree subquad runs from (None outside git)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                               timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def collect_environment() -> dict[str, Any]:
+    """Everything about this process's machine and software that a timing depends on."""
+    env: dict[str, Any] = {
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": _usable_cores(),
+        "memory_bytes": _memory_bytes(),
+        "blas": _blas(),
+        "numba": _numba(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                      "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")},
+        "gpu": _gpu(),
+        "versions": _versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git": _git(),
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": socket.gethostname(),
+    }
+    env["machine"] = machine_id(env)
+    return env
+
+
+def machine_id(env: dict[str, Any]) -> str:
+    """Short fingerprint of CPU model, cores, memory (GiB), GPU and thread counts; no hostname.
+
+    Thread counts are part of it because a 1-thread and an all-thread series are different
+    series (docs MEASUREMENT.md). Example: ``2c-23g-5e1f0c2a``.
+    """
+    gib = round((env.get("memory_bytes") or 0) / 2**30)
+    gpu = (env.get("gpu") or {}).get("name", "")
+    blas_threads = _blas_threads(env.get("blas") or [])
+    numba_threads = (env.get("numba") or {}).get("num_threads")
+    key = "|".join(map(str, (env.get("cpu_model"), env.get("usable_cores"), gib, gpu,
+                             blas_threads, numba_threads)))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return f"{env.get('usable_cores')}c-{gib}g{'-gpu' if gpu else ''}-{digest}"
+
+
+def limit_threads(threads: int | None) -> None:
+    """Pin BLAS (threadpoolctl) and numba to ``threads`` for the rest of the process.
+
+    ``None`` leaves the defaults (all cores). One-thread and all-thread timings are different
+    series; the thread counts are part of the machine id, so fits keep them apart.
+    """
+    if threads is None:
+        return
+    import numba  # noqa: PLC0415
+    import numpy  # noqa: F401, PLC0415
+    import scipy.linalg  # noqa: F401, PLC0415
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    threadpool_limits(limits=threads)
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+def _blas_threads(libs: list[dict]) -> int | None:
+    """Threads of the BLAS libraries (OpenMP runtimes loaded later by numba do not count)."""
+    counts = [b.get("num_threads") or 0 for b in libs if b.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
+def _thread_key() -> tuple:
+    return (_blas_threads(_blas()), _numba().get("num_threads"))
+
+
+_ENV: dict[tuple, dict[str, Any]] = {}
+
+
+def current_environment() -> dict[str, Any]:
+    """``collect_environment()`` once per process and thread setting (cells share it)."""
+    key = _thread_key()
+    if key not in _ENV:
+        _ENV[key] = collect_environment()
+    return _ENV[key]

@@ -1,0 +1,168 @@
+"""Where cells run: this process, one local process per cell, or a Slurm job array (submitit).
+
+Every executor runs the same ``measure.run_cell``, which writes only its own cell file; the
+sweep merges the files afterwards. ``local`` and ``local-processes`` run one cell at a time
+(timings need an otherwise idle machine); ``slurm`` runs an array of one task per cell on
+exclusive nodes, each task recording its own machine id.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from subquad.errors import ConfigError
+from subquad.harness.config import EXECUTOR_KINDS, Cell, Executor, Timing
+from subquad.harness.measure import run_cell, status_rows, write_cell
+from subquad.harness.tables import cell_path
+
+#: slack on top of a cell's budget before a scheduler kills its task (init, imports, writing)
+SLACK_SECONDS = 300
+POLL_SECONDS = 0.05
+
+
+def require_submitit(kind: str) -> ModuleType:
+    """Import submitit or fail with a ConfigError naming ``executor`` and the fix."""
+    try:
+        import submitit  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigError("executor", f"--executor {kind} needs submitit, which is not "
+                          "installed; run: pip install 'subquad[cluster]' (accepted without "
+                          "it: local)") from exc
+    return submitit
+
+
+def resolve_executor(exp_executor: Executor, kind: str | None, overrides: dict[str, Any]
+                     ) -> Executor:
+    """The experiment's [executor] table with the CLI's choices (None = keep) on top."""
+    if kind is not None and kind not in EXECUTOR_KINDS:
+        raise ConfigError("executor", f"unknown executor {kind!r}; accepted: "
+                          f"{', '.join(EXECUTOR_KINDS)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if kind is not None:
+        changes["kind"] = kind
+    ex = replace(exp_executor, **changes)
+    if ex.kind != "local":
+        require_submitit(ex.kind)
+    if ex.kind == "slurm" and not slurm_available():
+        raise ConfigError("executor", "--executor slurm needs a Slurm cluster, but 'sbatch' "
+                          "and 'srun' are not on PATH here; run on a login node, or use "
+                          "--executor local / local-processes")
+    return ex
+
+
+def slurm_available() -> bool:
+    """Whether this machine can submit Slurm jobs (submitit needs sbatch and srun)."""
+    return shutil.which("sbatch") is not None and shutil.which("srun") is not None
+
+
+def timeout_minutes(timing: Timing, budget_s: float | None) -> int:
+    """Minutes a task may run: its cell budget (or what is left of the sweep's) plus slack."""
+    limit = timing.cell_budget_seconds if budget_s is None else min(
+        timing.cell_budget_seconds, budget_s)
+    return max(1, math.ceil((limit + SLACK_SECONDS) / 60))
+
+
+Runner = Callable[[Cell, "float | None"], str]
+
+
+def local_runner(run_dir: Path, timing: Timing) -> Runner:
+    """Run each cell in this process."""
+
+    def run(cell: Cell, budget_s: float | None) -> str:
+        return run_cell(cell, timing, run_dir, budget_s)
+
+    return run
+
+
+def lost(run_dir: Path, cell: Cell, why: str) -> str:
+    """Record a cell whose worker died without writing it (``--resume`` runs it again)."""
+    if cell_path(run_dir, cell.cell_id).exists():  # it did finish; trust its file
+        from subquad.harness.tables import read_cell_status  # noqa: PLC0415
+
+        return read_cell_status(cell_path(run_dir, cell.cell_id))[0]
+    from subquad.harness.environment import current_environment  # noqa: PLC0415
+
+    rows = status_rows(cell, current_environment()["machine"], "error", f"worker lost: {why}")
+    write_cell(run_dir, cell, rows, [])
+    return "error"
+
+
+def process_runner(run_dir: Path, timing: Timing) -> Runner:
+    """Run each cell in a fresh local process through submitit's LocalExecutor, one at a time."""
+    submitit = require_submitit("local-processes")
+    folder = run_dir / ".submitit"
+    executor = submitit.LocalExecutor(folder=folder, max_num_timeout=0)
+
+    def run(cell: Cell, budget_s: float | None) -> str:
+        executor.update_parameters(timeout_min=timeout_minutes(timing, budget_s))
+        job = executor.submit(run_cell, cell, timing, str(run_dir), budget_s)
+        while not job.done():
+            time.sleep(POLL_SECONDS)
+        try:
+            return str(job.result())
+        except Exception as exc:  # killed, timed out or crashed: no result pickle
+            return lost(run_dir, cell, " ".join(f"{type(exc).__name__}: {exc}".split())[:300])
+
+    return run
+
+
+def slurm_parameters(ex: Executor, timing: Timing, budget_s: float | None, name: str
+                     ) -> dict[str, Any]:
+    """``AutoExecutor.update_parameters`` keywords for the [executor] table."""
+    params: dict[str, Any] = {
+        "name": f"subquad-{name}",
+        "timeout_min": ex.time if ex.time is not None else timeout_minutes(timing, budget_s),
+        "nodes": 1,
+        "tasks_per_node": 1,
+        "slurm_array_parallelism": ex.array_parallelism,
+    }
+    optional = {"slurm_partition": ex.partition, "slurm_gpus_per_task": ex.gpus_per_task,
+                "cpus_per_task": ex.cpus_per_task, "slurm_account": ex.account,
+                "slurm_constraint": ex.constraint}
+    params.update({k: v for k, v in optional.items() if v is not None})
+    if ex.exclusive:
+        params["slurm_exclusive"] = True
+    if ex.setup:
+        params["slurm_setup"] = list(ex.setup)
+    return params
+
+
+def run_slurm_array(cells: list[Cell], run_dir: Path, timing: Timing, ex: Executor,
+                    budget_s: float | None, name: str) -> Iterator[tuple[Cell, str, float]]:
+    """Submit one array task per cell and yield (cell, status, seconds since submit) as they end.
+
+    Cells run concurrently on separate nodes, so the axis stop cannot skip larger cells here;
+    each task is bounded by its own cell budget and the Slurm time limit instead.
+    """
+    submitit = require_submitit("slurm")
+    executor = submitit.AutoExecutor(folder=run_dir / ".submitit" / "%j", cluster="slurm")
+    executor.update_parameters(**slurm_parameters(ex, timing, budget_s, name))
+    k = len(cells)
+    jobs = executor.map_array(run_cell, cells, [timing] * k, [str(run_dir)] * k,
+                              [budget_s] * k)
+    by_job = {id(job): cell for job, cell in zip(jobs, cells)}
+    t0 = time.perf_counter()
+    pending = list(jobs)
+    while pending:
+        still = []
+        for job in pending:
+            if not job.done():
+                still.append(job)
+                continue
+            cell = by_job[id(job)]
+            try:
+                status = str(job.result())
+            except Exception as exc:  # task failed, was cancelled or timed out
+                status = lost(run_dir, cell, " ".join(f"{type(exc).__name__}: {exc}".split())[
+                    :300])
+            yield cell, status, time.perf_counter() - t0
+        pending = still
+        if pending:
+            time.sleep(min(10.0, 0.5 + 0.05 * len(pending)))

@@ -1,0 +1,195 @@
+"""Run an experiment: every cell once, resumable, budgeted, merged into a tidy runs.csv.
+
+The driver validates the whole file first (nothing runs on a bad config), writes
+``environment.json``, then runs the cells in order through an executor. A cell that is censored
+(or runs out of memory) stops the larger values of its sweep axis for that method: they are
+recorded as censored rows, not dropped. ``--budget`` caps the whole sweep: cells it leaves are
+recorded as censored with message "sweep budget" and ``--resume`` runs them later.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from subquad.errors import ConfigError
+from subquad.harness.config import Cell, Experiment, expand_cells, load_experiment
+from subquad.harness.environment import current_environment, limit_threads
+from subquad.harness.executors import (
+    local_runner,
+    process_runner,
+    resolve_executor,
+    run_slurm_array,
+)
+from subquad.harness.measure import status_rows, warm_kernels, write_cell
+from subquad.harness.progress import Progress
+from subquad.harness.tables import (
+    atomic_write_json,
+    cell_files,
+    cell_path,
+    cells_dir,
+    clear_cells,
+    is_final,
+    merge_run,
+    read_cell_status,
+)
+
+#: statuses after which the larger values of the same axis series are not attempted
+STOPPING = ("censored", "oom")
+
+
+class AxisStops:
+    """Per series (sweep, method, seed) the first position whose cell was censored."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.first: dict[str, tuple[int, Cell]] = {}
+
+    def record(self, cell: Cell, status: str, message: str) -> None:
+        if not self.enabled or status not in STOPPING or message.startswith("sweep budget"):
+            return
+        for key, pos in cell.chains:
+            if key not in self.first or pos < self.first[key][0]:
+                self.first[key] = (pos, cell)
+
+    def blocker(self, cell: Cell) -> Cell | None:
+        """The smaller censored cell of one of this cell's series, if any."""
+        for key, pos in cell.chains:
+            hit = self.first.get(key)
+            if hit is not None and hit[0] < pos:
+                return hit[1]
+        return None
+
+
+def _existing(run_dir: Path) -> dict[str, tuple[str, str]]:
+    """(status, message) of the cells already finished in ``run_dir`` (final outcomes only)."""
+    out = {}
+    for p in cell_files(run_dir):
+        status, message = read_cell_status(p)
+        if is_final(status, message):
+            out[p.stem] = (status, message)
+    return out
+
+
+def _prepare(run_dir: Path, exp: Experiment, resume: bool, progress: Progress) -> None:
+    """Create the directory; a fresh (non-resume) run starts without old cells or tables."""
+    cells_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    for tmp in cells_dir(run_dir).glob(".*.tmp"):  # left by a killed writer
+        tmp.unlink(missing_ok=True)
+    if not resume:
+        gone = clear_cells(run_dir)
+        for name in ("runs.csv", "training.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+        if gone:
+            progress.note(f"cleared {gone} cell files of an earlier run in {run_dir}")
+    atomic_write_json(run_dir / "environment.json", current_environment())
+    shutil.copyfile(exp.path, run_dir / "experiment.toml")
+
+
+def _compile(cells: list[Cell], done: dict, report: Progress) -> None:
+    """Compile the sparse kernels up front, so no cell (and no ETA) pays for it."""
+    combos = sorted({(c.backend, c.dtype) for c in cells
+                     if c.method == "subquad" and c.cell_id not in done})
+    for backend, dtype in combos:
+        t0 = time.perf_counter()
+        try:
+            warm_kernels(backend, dtype)
+        except Exception as exc:  # the cells themselves will record the failure
+            report.note(f"kernel warm-up for {backend}/{dtype} failed: {exc}")
+            continue
+        report.note(f"compiled {backend} kernels for {dtype} in {time.perf_counter() - t0:.1f} s")
+
+
+def _skip(run_dir: Path, cell: Cell, machine: str, message: str) -> None:
+    write_cell(run_dir, cell, status_rows(cell, machine, "censored", message), [])
+
+
+def run_sweep(config_path: str | Path, out_dir: str | Path | None = None, resume: bool = False,
+              budget: float | None = None, executor: str | None = None,
+              progress: bool = True, executor_options: dict | None = None) -> Path:
+    """Run every cell of an experiment file into ``out_dir`` (default ``results/<name>``).
+
+    ``executor`` None takes the file's [executor] kind (default ``local``);
+    ``executor_options`` overrides its other keys (partition, time, ...). Returns the run dir.
+    """
+    exp = load_experiment(config_path)
+    if budget is not None and not budget > 0:
+        raise ConfigError("budget", f"must be a number of seconds > 0, got {budget!r}")
+    ex = resolve_executor(exp.executor, executor, executor_options or {})
+    run_dir = Path(out_dir) if out_dir is not None else Path("results") / exp.name
+    cells = expand_cells(exp)
+    limit_threads(exp.timing.threads)
+    report = Progress(len(cells), exp.timing, enabled=progress)
+    _prepare(run_dir, exp, resume, report)
+    machine = current_environment()["machine"]
+    done = _existing(run_dir) if resume else {}
+    report.note(f"sweep {exp.name}: {len(cells)} cells ({len(done)} already done), executor "
+                f"{ex.kind} -> {run_dir}")
+    if ex.kind == "slurm":
+        _run_array(exp, cells, done, run_dir, budget, ex, report)
+    else:
+        runner = (local_runner if ex.kind == "local" else process_runner)(run_dir, exp.timing)
+        if ex.kind == "local":
+            _compile(cells, done, report)
+        stops = AxisStops(exp.timing.stop_axis_after_censored)
+        _run_in_order(cells, done, run_dir, budget, runner, stops, report, machine)
+    path, n = merge_run(run_dir)
+    report.note(f"merged {n} cells into {path}")
+    return run_dir
+
+
+def _run_in_order(cells: list[Cell], done: dict, run_dir: Path, budget: float | None,
+                  runner, stops: AxisStops, report: Progress, machine: str) -> None:
+    """One cell at a time: skip finished ones, honour the sweep budget and the axis stops."""
+    t0 = time.perf_counter()
+    for k, cell in enumerate(cells):
+        rest = [c for c in cells[k + 1:] if c.cell_id not in done]
+        if cell.cell_id in done:
+            status, message = done[cell.cell_id]
+            stops.record(cell, status, message)
+            report.line(cell, f"{status} (done before)", None, rest)
+            continue
+        elapsed = time.perf_counter() - t0
+        if budget is not None and elapsed >= budget:
+            _skip(run_dir, cell, machine, f"sweep budget of {budget:g} s used up")
+            report.line(cell, "censored (sweep budget)", None, rest)
+            continue
+        blocker = stops.blocker(cell)
+        if blocker is not None:
+            why = f"axis stopped: a smaller cell was censored ({blocker.describe()})"
+            _skip(run_dir, cell, machine, why)
+            stops.record(cell, "censored", why)
+            report.line(cell, "censored (axis stopped)", None, rest)
+            continue
+        t1 = time.perf_counter()
+        status = runner(cell, None if budget is None else budget - elapsed)
+        took = time.perf_counter() - t1
+        stops.record(cell, status, read_cell_status(cell_path(run_dir, cell.cell_id))[1])
+        if status == "ok":
+            report.observe(cell, took)
+        report.line(cell, status, took, rest)
+
+
+def _run_array(exp: Experiment, cells: list[Cell], done: dict, run_dir: Path,
+               budget: float | None, ex, report: Progress) -> None:
+    """Slurm: submit the cells not yet done as one job array and wait for them."""
+    todo = [c for c in cells if c.cell_id not in done]
+    for cell in cells:
+        if cell.cell_id in done:
+            report.line(cell, f"{done[cell.cell_id][0]} (done before)", None, [])
+    if not todo:
+        return
+    report.note(f"submitting {len(todo)} cells as a Slurm job array (partition "
+                f"{ex.partition or 'default'}); waiting for them to finish")
+    for cell, status, _ in run_slurm_array(todo, run_dir, exp.timing, ex, budget, exp.name):
+        report.line(cell, status, None, [])
+
+
+def merge_only(run_dir: str | Path) -> Path:
+    """``subquad sweep --merge DIR``: rebuild runs.csv from the cell files."""
+    run_dir = Path(run_dir)
+    if not cells_dir(run_dir).is_dir():
+        raise ConfigError("merge", f"{run_dir} has no cells/ directory; is it a sweep output?")
+    path, _ = merge_run(run_dir)
+    return path

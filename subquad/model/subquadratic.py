@@ -1,0 +1,231 @@
+"""The paper's trainer: sparse forward/backward/Gram from the active sets, three update modes.
+
+Forward finds all m pre-activations of a layer from the s-sparse h_{l-1} (O(m s) per sample),
+backward reads only the |S_{i,l+1}| x |S_{i,l}| block of W_{l+1}, the Gram matrix costs
+O(L n^2 s), and the update is a sparse scatter, a row-dense update, or the lazy low-rank
+structure W = W0 + U V^T whose fold is a BLAS GEMM (its own phase).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from subquad.errors import ConfigError
+from subquad.model.network import Network
+from subquad.model.sparse import SparseRows, row_ids
+from subquad.model.trainer import Work
+
+UPDATES = ("auto", "scatter", "rowdense", "lazy")
+FORWARD_KERNELS = ("auto", "per-example", "input-major")
+#: forward kernels each backend offers (the GPU adds cuSPARSE SpMM)
+FORWARD_KERNELS_BY_BACKEND = {"numpy": FORWARD_KERNELS, "cupy": (*FORWARD_KERNELS, "spmm")}
+#: CPU_KERNELS.md: row-dense wins from s/m >= 0.05; below, the row-ownership scatter (measured
+#: 2-4x faster than row-dense at s/m = 0.024-0.034 on this machine, n = 16)
+AUTO_DENSITY_SPLIT = 0.05
+
+
+def choose_update(update: str, q: float) -> str:
+    """Resolve ``auto`` by the expected density s/m = Q(beta) (CPU_KERNELS.md measurements)."""
+    if update not in UPDATES:
+        raise ConfigError("update", f"unknown update {update!r}; accepted: {', '.join(UPDATES)}")
+    if update != "auto":
+        return update
+    return "scatter" if q <= AUTO_DENSITY_SPLIT else "rowdense"
+
+
+@dataclass
+class SparseState:
+    """Sparse activations of one forward pass: H[l] holds S_{i,l} and h_{i,l} for l = 0..L."""
+
+    H: list
+    norms: list
+    f: Any
+
+
+class SparseKernels:
+    """Kernels of the subquadratic trainer on one backend's kernel module."""
+
+    name = "subquad"
+
+    def __init__(self, kern: Any, update: str = "auto", rank_max: Any = None,
+                 forward_kernel: str = "auto"):
+        accepted = getattr(kern, "FORWARD_KERNELS", FORWARD_KERNELS)
+        if forward_kernel not in accepted:
+            raise ConfigError("forward-kernel", f"unknown kernel {forward_kernel!r}; accepted: "
+                              f"{', '.join(accepted)}")
+        self.kern = kern
+        self.update_req = update
+        self.rank_max_req = rank_max
+        self.forward_kernel = forward_kernel
+        self.lazy: list = []
+        self.folds = 0
+        self.last_forward: dict = {}
+
+    def setup(self, net: Network, H0: Any) -> None:
+        self.net = net
+        self.xp = net.xp
+        sp = net.spec
+        self.mode = choose_update(self.update_req, sp.q)
+        self.H0 = SparseRows.from_dense(H0, self.xp)
+        self.norm0 = self.H0.row_norms(self.xp)
+        self.coef = net.dtype.type(sp.beta * sp.s_w)
+        if self.mode == "lazy":
+            from subquad.model.lowrank import LazyLowRank, parse_rank_max  # noqa: PLC0415
+
+            self.rank_max = parse_rank_max(self.rank_max_req if self.rank_max_req is not None
+                                           else "m^0.5", sp.m, sp.n)
+            self.lazy = [LazyLowRank(Wt, self.rank_max, xp=self.xp) for Wt in net.Wt]
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _W0t(self, l: int) -> Any:
+        """W_l^T, or the base W0_l^T of the lazy structure (l = 1..L)."""
+        return self.lazy[l - 1].W0t if self.lazy else self.net.Wt[l - 1]
+
+    # -- phases -----------------------------------------------------------------------------
+
+    def forward(self) -> tuple[SparseState, Work]:
+        """h_l = sigma(W_l h_{l-1} - b_l) from the s-sparse h_{l-1}: m nnz(h_{l-1}) madds."""
+        net, xp = self.net, self.xp
+        H, norms = [self.H0], [self.norm0]
+        madds = nbytes = 0.0
+        m = net.spec.m
+        self.last_forward = {}
+        for l in range(1, net.spec.L + 1):
+            b = net.threshold(norms[-1])
+            extra = None
+            if self.lazy:
+                extra = self.lazy[l - 1].forward_extra(H[-1])
+                madds += self.lazy[l - 1].forward_work(H[-1].nnz, H[-1].n)
+            kw = {} if self.forward_kernel == "auto" else {"forward_kernel": self.forward_kernel}
+            out, info = self.kern.forward_layer(self._W0t(l), H[-1], b, extra, **kw)
+            madds += float(m) * H[-1].nnz
+            nbytes += float(info["bytes"])
+            self.last_forward[l] = info.get("kernel", "")
+            H.append(out)
+            norms.append(out.row_norms(xp))
+        HL = H[-1]
+        vals = self.net.a[HL.indices] * HL.values
+        f = SparseRows(HL.indptr, HL.indices, vals, HL.m).row_sums(xp)
+        return SparseState(H, norms, f), Work(madds + HL.nnz, nbytes)
+
+    def outputs(self, st: SparseState) -> Any:
+        return st.f
+
+    def backward(self, st: SparseState) -> tuple[list, Work]:
+        """v_L = D_L a; u_l = W_{l+1}[S_{l+1}, S_l]^T v_{l+1} (- adaptive rank-one term)."""
+        net, xp = self.net, self.xp
+        L = net.spec.L
+        isz = float(net.spec.itemsize)
+        V = [None] * (L + 1)
+        HL = st.H[L]
+        V[L] = HL.with_values(net.a[HL.indices].astype(net.dtype))
+        madds = nbytes = 0.0
+        for l in range(L - 1, 0, -1):
+            Hl, Vn = st.H[l], V[l + 1]
+            u = self.kern.backward_block(self._W0t(l + 1), Hl, Vn)
+            block = float(self._block_size(Hl, Vn))
+            madds += block
+            nbytes += block * isz
+            if self.lazy:
+                u = u + self.lazy[l].backward_extra(Hl, Vn)
+                madds += self.lazy[l].backward_work(Hl.nnz, Vn.nnz)
+            if net.spec.threshold == "adaptive":
+                safe = xp.where(st.norms[l] > 0, st.norms[l], 1)
+                scale = self.coef * Vn.row_sums(xp) / safe
+                u = u - scale[row_ids(Hl, xp)] * Hl.values
+                madds += 2.0 * Hl.nnz + Vn.nnz
+            V[l] = Hl.with_values(u.astype(net.dtype))
+        return V, Work(madds, nbytes)
+
+    def _block_size(self, A: SparseRows, B: SparseRows) -> float:
+        """sum_i |S_{i,a}| |S_{i,b}|: the entries of every sample's active block."""
+        return float((A.counts() * B.counts()).sum())
+
+    def gram(self, st: SparseState, V: list) -> tuple[Any, Work]:
+        """K = sum_l (H_{l-1} H_{l-1}^T) o (V_l V_l^T) from sparse rows: O(L n^2 s)."""
+        K = None
+        madds = 0.0
+        n = self.net.spec.n
+        for l in range(1, self.net.spec.L + 1):
+            term = self.kern.gram(st.H[l - 1]) * self.kern.gram(V[l])
+            madds += float(n) * (st.H[l - 1].nnz + V[l].nnz) + n * n
+            K = term if K is None else K + term
+        return K, Work(madds, 0.0)
+
+    def sketch_inputs(self, st: SparseState, V: list) -> tuple[list, list]:
+        L = self.net.spec.L
+        return [st.H[l - 1] for l in range(1, L + 1)], [V[l] for l in range(1, L + 1)]
+
+    def fold(self, n_new: int) -> Work:
+        """Lazy only: fold U V^T into W0 (m x r x m GEMM) when the next update would pass r_max."""
+        if not self.lazy or not self.lazy[0].needs_fold(n_new):
+            return Work()
+        madds = nbytes = 0.0
+        isz = float(self.net.spec.itemsize)
+        for lr in self.lazy:
+            madds += lr.fold_work()
+            nbytes += lr.fold_bytes(isz)
+            lr.fold()
+        self.folds += 1
+        return Work(madds, nbytes)
+
+    def fold_period(self, n_new: int) -> int:
+        """Iterations between two folds of the lazy structure (1 without it).
+
+        A timing sample that spans a multiple of this amortises the fold exactly.
+        """
+        return max(1, self.rank_max // n_new) if self.lazy else 1
+
+    def update(self, st: SparseState, V: list, coef: Any) -> Work:
+        """W_l += sum_i coef_i v_{i,l} h_{i,l-1}^T by the chosen mode."""
+        net = self.net
+        isz = float(net.spec.itemsize)
+        madds = nbytes = 0.0
+        for l in range(1, net.spec.L + 1):
+            Hin, Vout = st.H[l - 1], V[l]
+            block = self._block_size(Hin, Vout)
+            if self.mode == "lazy":
+                self.lazy[l - 1].append(Hin, Vout, coef)
+                madds += float(Hin.n) * (Hin.m + Vout.m)
+            elif self.mode == "scatter":
+                self.kern.update_scatter(net.Wt[l - 1], Hin, Vout, coef)
+                madds += block
+                nbytes += block * isz
+            else:
+                # one axpy of a whole row of length m_out per active entry of h_{i,l-1}
+                self.kern.update_rowdense(net.Wt[l - 1], Hin, Vout, coef)
+                madds += float(Hin.nnz) * Vout.m
+                nbytes += self._union_rows(Hin) * Vout.m * isz
+        return Work(madds, nbytes)
+
+    def _union_rows(self, R: SparseRows) -> float:
+        """|union_i S_i|: distinct rows touched (a bincount, no sort)."""
+        xp = self.xp
+        return float(xp.count_nonzero(xp.bincount(R.indices, minlength=R.m)))
+
+    def active_counts(self, st: SparseState) -> list[np.ndarray]:
+        return [np.asarray(H.counts()) for H in st.H]
+
+    def flips(self, old: SparseState, new: SparseState) -> list[int]:
+        """Neurons whose on/off state changed, summed over samples, per layer."""
+        xp = self.xp
+        out = []
+        for a, b in zip(old.H, new.H):
+            ka = row_ids(a, xp) * a.m + a.indices
+            kb = row_ids(b, xp) * b.m + b.indices
+            common = xp.intersect1d(ka, kb, assume_unique=True).shape[0]
+            out.append(int(a.nnz + b.nnz - 2 * int(common)))
+        return out
+
+    def describe(self) -> dict:
+        d = {"update": self.mode, "forward_kernel": self.forward_kernel}
+        if self.lazy:
+            d["rank_max"] = self.rank_max
+            d["folds"] = self.folds
+        if self.last_forward:
+            d["forward_kernel_used"] = sorted(set(self.last_forward.values()))
+        return d

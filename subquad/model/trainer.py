@@ -1,0 +1,164 @@
+"""The one iteration skeleton every trainer shares: named phases, counted work, flips, activity.
+
+An iteration is backward -> gram -> solve -> fold -> update -> forward; the forward at its end
+gives the loss after the step (the loss before the first step comes from ``start``). Trainers
+differ only in their kernels (dense or sparse) and their solver.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from subquad.errors import DivergenceError
+from subquad.model.network import Network
+from subquad.model.solve import Solver
+from subquad.model.sparsify import check_activity
+
+PHASES = ("forward", "backward", "gram", "solve", "update", "fold")
+
+
+@dataclass
+class Work:
+    """Counted work of one phase: multiply-adds performed and bytes of weights read."""
+
+    madds: float = 0.0
+    bytes: float = 0.0
+
+    def __add__(self, other: Work) -> Work:
+        return Work(self.madds + other.madds, self.bytes + other.bytes)
+
+
+class Kernels(Protocol):
+    """What a trainer family provides; ``state`` is whatever its forward produces."""
+
+    name: str
+
+    def setup(self, net: Network, H0: Any) -> None: ...
+    def forward(self) -> tuple[Any, Work]: ...
+    def outputs(self, state: Any) -> Any: ...
+    def backward(self, state: Any) -> tuple[Any, Work]: ...
+    def gram(self, state: Any, V: Any) -> tuple[Any, Work]: ...
+    def sketch_inputs(self, state: Any, V: Any) -> tuple[list, list]: ...
+    def fold(self, n_new: int) -> Work: ...
+    def update(self, state: Any, V: Any, coef: Any) -> Work: ...
+    def active_counts(self, state: Any) -> list[np.ndarray]: ...
+    def flips(self, old: Any, new: Any) -> list[int]: ...
+    def describe(self) -> dict: ...
+
+
+@dataclass
+class Step:
+    """What one iteration measured."""
+
+    loss: float
+    seconds: dict[str, float]
+    work: dict[str, float]
+    bytes: dict[str, float]
+    active_fraction: list[float]
+    flips: list[int]
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Trainer:
+    """Gauss-Newton (or GD) on ``net`` with pluggable kernels and solver.
+
+    The step is W_l <- W_l - eta sum_i c_i v_{i,l} h_{i,l-1}^T with (K + mu I) c = r.
+    """
+
+    net: Network
+    X: np.ndarray
+    y: np.ndarray
+    kernels: Kernels
+    solver: Solver
+    eta: float = 1.0
+    method: str = ""
+    state: Any = None
+    loss0: float = math.nan
+    _warned: set = field(default_factory=set, repr=False)
+
+    def start(self) -> float:
+        """Compute h_0 (A is fixed, so once), run the first forward, return the initial loss."""
+        net = self.net
+        self._y = net.be.asarray(self.y, dtype=net.dtype)
+        H0 = net.input_layer(self.X)
+        self.kernels.setup(net, H0)
+        self.state, _ = self.kernels.forward()
+        self.loss0 = self._loss(self.state)
+        self._check_activity(self.state)
+        return self.loss0
+
+    def _loss(self, state: Any) -> float:
+        loss = self.net.loss(self.kernels.outputs(state), self._y)
+        if not math.isfinite(loss):
+            raise DivergenceError(f"non-finite loss ({loss}) at width m = {self.net.spec.m}; "
+                                  "lower --lr or raise --damping")
+        return loss
+
+    def _check_activity(self, state: Any) -> list[float]:
+        m, q = self.net.spec.m, self.net.spec.q
+        counts = self.kernels.active_counts(state)
+        for layer, cnt in enumerate(counts):
+            if layer in self._warned:
+                continue
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                check_activity(cnt, m, q, layer, self.net.spec.threshold)
+            for w in caught:
+                self._warned.add(layer)
+                warnings.warn(w.message, w.category, stacklevel=3)
+        return [float(np.mean(c)) / m for c in counts]
+
+    def step(self) -> Step:
+        """One training iteration, each phase timed and its work counted."""
+        be, k = self.net.be, self.kernels
+        st = self.state
+        sec = dict.fromkeys(PHASES, 0.0)
+        work: dict[str, Work] = {p: Work() for p in PHASES}
+        info: dict = {}
+        with be.timer() as t:
+            r = k.outputs(st) - self._y
+            V, work["backward"] = k.backward(st)
+        sec["backward"] = t[0]
+        K = None
+        if self.solver.needs_gram:
+            with be.timer() as t:
+                K, work["gram"] = k.gram(st, V)
+            sec["gram"] = t[0]
+        sketching = getattr(self.solver, "kind", "none") != "none"
+        sk = k.sketch_inputs(st, V) if sketching else None
+        with be.timer() as t:
+            c, madds, info = self.solver.solve(be.xp, K, r, sk)
+        sec["solve"] = t[0]
+        work["solve"] = Work(madds, 0.0)
+        n = self.net.spec.n
+        with be.timer() as t:
+            work["fold"] = k.fold(n)
+        sec["fold"] = t[0]
+        with be.timer() as t:
+            coef = (-self.eta) * c
+            work["update"] = k.update(st, V, coef.astype(self.net.dtype))
+        sec["update"] = t[0]
+        with be.timer() as t:
+            new, work["forward"] = k.forward()
+        sec["forward"] = t[0]
+        loss = self._loss(new)
+        flips = k.flips(st, new)
+        frac = self._check_activity(new)
+        self.state = new
+        return Step(loss, sec, {p: w.madds for p, w in work.items()},
+                    {p: w.bytes for p, w in work.items()}, frac, flips, info)
+
+    def active_fraction(self) -> list[float]:
+        """Mean active fraction per layer (0..L) of the current state."""
+        m = self.net.spec.m
+        return [float(np.mean(c)) / m for c in self.kernels.active_counts(self.state)]
+
+    def describe(self) -> dict:
+        """The options this trainer runs with (what ``auto`` resolved to)."""
+        return {"solver": self.solver.name, **self.kernels.describe()}

@@ -64,6 +64,7 @@ import numpy as np
 import pandas as pd
 
 from subquad.errors import ConfigError
+from subquad.files import atomic_write_frame
 from subquad.harness.tables import RUNS_COLUMNS
 
 SERIES_KEYS = ["machine", "method", "options", "backend", "dtype", "threshold", "data", "phase"]
@@ -753,7 +754,7 @@ def fit_run(path: Path | str, **options) -> FitPaths:
     }
     result = FitPaths()
     for name, table in tables.items():
-        table.to_csv(outputs[name], index=False)
+        atomic_write_frame(outputs[name], table)
         result[name] = outputs[name]
     result.trustworthy = trustworthy(check)
     return result

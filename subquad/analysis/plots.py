@@ -24,6 +24,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from scipy.stats import binom
 
+from subquad.files import atomic_savefig
+
 # -- constants ---------------------------------------------------------------------------------
 
 AXES = ("m", "n", "d", "L", "c")
@@ -1105,7 +1107,7 @@ def plot_run(run_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         for ext in ("png", "pdf"):
             path = out_dir / f"{name}.{ext}"
-            fig.savefig(path, dpi=DPI if ext == "png" else None)
+            atomic_savefig(fig, path, dpi=DPI if ext == "png" else None)
             written.append(path)
             fig.set_layout_engine("none")  # keep the layout computed for the PNG (saves time)
     return written

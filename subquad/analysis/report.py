@@ -33,6 +33,7 @@ from subquad.analysis.plots import (
     select_rows,
     series_label,
 )
+from subquad.files import atomic_write_text
 from subquad.memory import fmt_bytes
 
 NOT_MEASURED = "not measured in this run"
@@ -812,5 +813,5 @@ def write_report(run_dir: Path) -> Path:
                 claims_section(data), crossover_section(data), selfcheck_section(data),
                 status_section(run_dir), figures_section(run_dir)]
     path = run_dir / "report.md"
-    path.write_text("\n".join(s for s in sections if s))
+    atomic_write_text(path, "\n".join(s for s in sections if s))
     return path

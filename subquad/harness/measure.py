@@ -19,13 +19,13 @@ import numba
 import numpy as np
 
 from subquad.errors import ConvergenceError, DivergenceError, SingularGramError
+from subquad.files import atomic_write_json
 from subquad.harness.config import Cell, Timing
 from subquad.harness.environment import current_environment, limit_threads
 from subquad.harness.tables import (
     RUNS_COLUMNS,
     TRAINING_COLUMNS,
     atomic_write_csv,
-    atomic_write_json,
     cell_path,
     training_path,
 )

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from subquad.errors import ConfigError
+from subquad.files import atomic_write_json
 from subquad.harness.config import Cell, Experiment, expand_cells, load_experiment
 from subquad.harness.environment import current_environment, limit_threads
 from subquad.harness.executors import (
@@ -25,7 +26,6 @@ from subquad.harness.executors import (
 from subquad.harness.measure import status_rows, warm_kernels, write_cell
 from subquad.harness.progress import Progress
 from subquad.harness.tables import (
-    atomic_write_json,
     cell_files,
     cell_path,
     cells_dir,

@@ -9,16 +9,15 @@ deduplicated by (cell, sample, phase) resp. (cell, iteration, layer).
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from subquad.files import atomic_write_text
 
 #: docs/DESIGN.md, "runs.csv"
 RUNS_COLUMNS = [
@@ -53,43 +52,10 @@ def training_path(run_dir: Path, cell_id: str) -> Path:
     return cells_dir(run_dir) / f"{cell_id}.training.csv"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported here (e.g. Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
     """Rows as CSV with exactly ``columns`` (missing values empty), atomically."""
     frame = pd.DataFrame(list(rows), columns=columns)
     atomic_write_text(path, frame.to_csv(index=False))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def cell_files(run_dir: Path) -> list[Path]:

@@ -1,0 +1,105 @@
+"""Every file the project writes goes through here: atomic, fsynced, with the user's umask.
+
+A reader sees the old file or the new one, never half of one; a failed write (a kill, a full
+disk) leaves the previous file or none. ``read_table`` turns unreadable CSVs into one clear
+``ConfigError`` naming the file instead of a pandas traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from subquad.errors import ConfigError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(fh)`` on a temporary file beside ``path``, fsync, chmod, rename over it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not supported here (e.g. Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """``text`` (UTF-8, newlines as given) to ``path``, atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_frame(path: Path, frame: Any) -> Path:
+    """A pandas DataFrame as CSV (no index), atomically."""
+    return atomic_write_text(path, frame.to_csv(index=False))
+
+
+def atomic_savefig(fig: Any, path: Path, **kwargs: Any) -> Path:
+    """A matplotlib figure rendered in memory, then written atomically (format from suffix)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip("."), **kwargs)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_table(path: Path, what: str, required: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """Read a CSV with pandas; an empty, binary, truncated or column-less file is a ConfigError.
+
+    ``what`` names the file for the message (e.g. "runs.csv"); ``required`` are columns that
+    must exist.
+    """
+    import pandas as pd  # noqa: PLC0415
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(what, f"{path} does not exist")
+    try:
+        frame = pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(what, f"{path} is empty; rerun the step that writes it") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(what, f"{path} is not a readable CSV table ({first})") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ConfigError(what, f"{path} lacks the column(s) {', '.join(missing)}; it is "
+                          "truncated or not a subquad table")
+    return frame

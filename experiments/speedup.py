@@ -9,13 +9,13 @@ environment.json}. Run: .venv/bin/python experiments/speedup.py [--m 4096 16384]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import warnings
 from pathlib import Path
 
 import pandas as pd
 
+from subquad.files import atomic_write_frame, atomic_write_json
 from subquad.harness.environment import collect_environment, limit_threads
 from subquad.harness.measure import warm_kernels
 from subquad.model.train import TrainConfig, build_trainer
@@ -65,8 +65,8 @@ def main() -> None:
     df["speedup_vs_dense_gn"] = df["m"].map(dense) / df["iteration_s"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "speedup.csv", index=False)
-    (out / "environment.json").write_text(json.dumps(collect_environment(), indent=2))
+    atomic_write_frame(out / "speedup.csv", df)
+    atomic_write_json(out / "environment.json", collect_environment())
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 

@@ -62,8 +62,9 @@ def singular_message(K_host: np.ndarray, mu: float, detail: str) -> str:
     zero = np.flatnonzero(np.abs(np.diag(K_host)) <= 0)
     who = (f"sample(s) {zero.tolist()} have a zero row (no active neuron, so no gradient)"
            if zero.size else detail)
+    advice = "" if mu > 0 else "; a damping --damping MU > 0 makes K + mu I invertible"
     return (f"the Gram matrix K + mu I (mu = {mu:g}) is singular: {who}. Gauss-Newton cannot "
-            "take a step; use --threshold adaptive (the default) or a damping --damping MU > 0")
+            f"take a step{advice}")
 
 
 @dataclass

@@ -21,8 +21,8 @@ def _register(fn):
     return fn
 
 
-#: columns without which no analysis of a runs.csv is possible
-RUNS_CORE = ("cell", "method", "m", "n", "phase", "seconds", "work", "status")
+#: columns without which no analysis of a runs.csv is possible (the rest can be filled in)
+RUNS_CORE = ("method", "phase", "m", "seconds")
 
 
 def _run_dir(path: str, param: str = "DIR", fitted: bool | None = False) -> Path:
@@ -49,8 +49,10 @@ def _run_dir(path: str, param: str = "DIR", fitted: bool | None = False) -> Path
     runs = read_table(runs_path, str(runs_path), RUNS_CORE, dtype=str, keep_default_na=False)
     if runs.empty:
         raise ConfigError(str(runs_path), "has no rows; the sweep recorded no cell")
-    bad = ~runs["status"].isin(STATUSES)
-    if bad.any():
+    status = runs["status"] if "status" in runs else None
+    # a table may carry no statuses at all (all ok); one that has them needs one on every row
+    bad = None if status is None or (status == "").all() else ~status.isin(STATUSES)
+    if bad is not None and bad.any():
         raise ConfigError(str(runs_path), f"row {int(bad.idxmax()) + 2} has status "
                           f"{runs['status'][bad].iloc[0]!r} (accepted: {', '.join(STATUSES)}); "
                           "the file is truncated or damaged: rebuild it with `subquad sweep "
@@ -281,7 +283,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise ConfigError("limits", f"{args.limits} does not exist; give a limits TOML or omit "
                           "--limits for the packaged one")
     _run_dir(args.dir, fitted=True)
-    _run_dir(args.baseline, "baseline", fitted=True)
+    _run_dir(args.baseline, "--baseline", fitted=True)
     results = run_check(args.dir, args.baseline, args.limits)
     print(format_gates(results))
     failed = [r for r in results if not r.passed]

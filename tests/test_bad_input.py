@@ -18,32 +18,12 @@ import pytest
 
 from subquad import cli
 from subquad.harness.tables import RUNS_COLUMNS
+from tests.test_sweep import TINY
 
 TRAIN = ["train", "--m", "64", "--n", "4", "--d", "8", "--iters", "2"]
 
-TOML = """
-name = "bad"
-
-[[methods]]
-method = "dense-gn"
-
-[[methods]]
-method = "subquad"
-update = "scatter"
-
-[fixed]
-n = 4
-d = 8
-seed = 0
-
-[[sweeps]]
-axis = "m"
-values = [64, 128]
-
-[timing]
-samples = 1
-min_sample_seconds = 0
-"""
+#: the small sweep of test_sweep.py without calibration: fast to validate, runs nothing heavy
+TOML = TINY.replace("[calibration]\nenabled = true\n", "")
 
 
 def _toml(old: str, new: str) -> Callable[[Path], list[str]]:
@@ -140,7 +120,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
     "toml min_sample_seconds nan": (_toml("min_sample_seconds = 0",
                                           "min_sample_seconds = nan"),
                                     2, "timing.min_sample_seconds"),
-    "toml cell budget inf": (_toml("samples = 1", "samples = 1\ncell_budget_seconds = inf"),
+    "toml cell budget inf": (_toml("cell_budget_seconds = 60", "cell_budget_seconds = inf"),
                              2, "timing.cell_budget_seconds"),
     "toml lr nan": (_toml('method = "dense-gn"', 'method = "dense-gn"\nlr = nan'), 2, "lr"),
     "toml damping -inf": (_toml('method = "dense-gn"', 'method = "dense-gn"\ndamping = -inf'),
@@ -163,7 +143,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
                                           'update = "lazy"\nrank_exponent = 1.5'),
                                     2, "rank-exponent: must lie in (0, 1]"),
     "toml fit min_m 0": (_toml("[timing]", "[fit]\nmin_m = 0\n[timing]"), 2, "fit.min_m"),
-    "toml bad name": (_toml('name = "bad"', 'name = "a/b"'), 2, "name"),
+    "toml bad name": (_toml('name = "tiny"', 'name = "a/b"'), 2, "name"),
     "toml syntax error": (_toml("[fixed]", "[fixed"), 2, "not valid TOML"),
     "toml binary": (lambda tmp: (tmp.joinpath("e.toml").write_bytes(b"\xff\xfe\x00garbage"),
                                  ["sweep", str(tmp / "e.toml"), "--quiet"])[1],
@@ -311,6 +291,7 @@ def test_advice_fits_the_threshold_in_use() -> None:
     assert "--threshold" not in adaptive and "2.56" in adaptive
 
 
+@pytest.mark.filterwarnings("ignore::subquad.model.sparsify.DepthInstabilityWarning")
 def test_singular_gram_under_fixed_threshold_advises_adaptive(capsys) -> None:
     args = ["train", "--m", "64", "--n", "16", "--L", "6", "--c", "0.5", "--iters", "3",
             "--threshold", "fixed", "--json"]
@@ -369,3 +350,10 @@ def test_no_writer_bypasses_subquad_files() -> None:
             if writer.search(line.split("#")[0]):
                 offenders.append(f"{path.relative_to(root)}:{k}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_cg_advice_fits_the_solver(capsys) -> None:
+    """Plain CG has no sketch: its advice must not be "raise --sketch-size"."""
+    assert cli.main([*TRAIN, "--solver", "cg", "--cg-maxiter", "1", "--cg-tol", "1e-12"]) == 1
+    err = capsys.readouterr().err
+    assert "did not reach" in err and "--sketch-size" not in err and "pcg-" in err, err

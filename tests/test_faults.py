@@ -19,39 +19,15 @@ import pandas as pd
 import pytest
 
 from subquad import cli, files
+from tests.test_sweep import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FAULT = """
-name = "fault"
-dtype = "float64"
-
-[[methods]]
-method = "dense-gn"
-
-[[methods]]
-method = "subquad"
-update = "scatter"
-
-[fixed]
-n = 16
-d = 8
-L = 2
-seed = 0
-
-[[sweeps]]
-axis = "m"
-values = [256, 512, 1024, 2048]
-
-[training]
-iterations = 2
-
-[timing]
-warmup = 1
-samples = 4
-min_sample_seconds = 0
-cell_budget_seconds = 60
-"""
+#: test_sweep.py's sweep made slower (n = 16, m up to 2048, 4 samples) so it can be stopped
+#: mid-way, with training rows, and deterministic (min_sample_seconds = 0)
+FAULT = TINY.replace("[calibration]\nenabled = true\n", "[training]\niterations = 2\n").replace(
+    "n = 4", "n = 16").replace("values = [64, 128]", "values = [256, 512, 1024, 2048]").replace(
+    "samples = 2", "samples = 4")
 #: columns that do not depend on the clock
 DETERMINISTIC = ["cell", "method", "m", "sample", "phase", "iters", "work", "bytes", "loss",
                  "status"]

@@ -132,9 +132,12 @@ class PCGSolver(Solver):
         c, iters, converged, resid = preconditioned_cg(lambda p: A @ p, r, precond, self.tol,
                                                        self.maxiter, xp=xp)
         if not converged:
+            better = (f"raise --sketch-size (now {k})" if precond is not None else
+                      "use a preconditioned solver (--solver pcg-tensorsketch)")
             raise ConvergenceError(
                 f"CG did not reach --cg-tol {self.tol:g} in {self.maxiter} iterations "
-                f"(relative residual {resid:.3g}); raise --sketch-size (now {k}) or --cg-tol")
+                f"(relative residual {resid:.3g}); {better}, raise --cg-maxiter or loosen "
+                "--cg-tol")
         work = cg_work(n, iters)
         if precond is not None:
             nnz_h = sum(h.nnz for h in H_list)

@@ -43,7 +43,12 @@ def _sweep_process(path: Path, out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "subquad", "sweep", str(path), "--out",
                              str(out), "--quiet", *extra], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
+
+
+def _interruptible() -> None:
+    """A background job inherits an ignored SIGINT; a terminal's Ctrl-C is not ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_cells(proc: subprocess.Popen, out: Path, count: int = 1) -> None:
@@ -68,8 +73,8 @@ def reference(tmp_path_factory) -> Path:
     return tmp / "out"
 
 
-def test_kill_truncate_garble_then_resume_equals_uninterrupted(tmp_path: Path,
-                                                               reference: Path) -> None:
+def test_kill_truncate_garble_then_resume_equals_uninterrupted(tmp_path: Path, reference: Path,
+                                                               capsys) -> None:
     path, out = _exp(tmp_path), tmp_path / "out"
     proc = _sweep_process(path, out)
     try:
@@ -90,8 +95,12 @@ def test_kill_truncate_garble_then_resume_equals_uninterrupted(tmp_path: Path,
     merged = pd.read_csv(out / "runs.csv")
     assert not merged["cell"].isin([truncated.stem, garbled.stem]).any()
     assert merged["status"].eq("ok").all()
-    # --resume reruns the damaged cells and the missing ones
+    err = capsys.readouterr().err
+    assert truncated.name in err and garbled.name in err and "2 damaged" in err
+    # --resume names the damaged cells (even with --quiet), reruns them and the missing ones
     assert cli.main(["sweep", str(path), "--out", str(out), "--resume", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert truncated.name in err and garbled.name in err and "running the cell again" in err
     resumed, ref = _rows(out), _rows(reference)
     pd.testing.assert_frame_equal(resumed, ref, check_exact=False, rtol=1e-12)
     assert not list((out / "cells").glob(".*.tmp"))

@@ -84,7 +84,7 @@ def _existing(run_dir: Path, report: Progress | None = None) -> dict[str, tuple[
         status, message = read_cell_status(p)
         if message.startswith("corrupt cell file"):
             if report is not None:
-                report.note(f"{message[len('corrupt cell file: '):]}; running the cell again")
+                report.warn(f"{message[len('corrupt cell file: '):]}; running the cell again")
             p.unlink(missing_ok=True)
             p.with_name(p.stem + ".training.csv").unlink(missing_ok=True)
             continue

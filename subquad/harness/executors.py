@@ -156,7 +156,7 @@ def queue_states(array_ids: Iterable[str]) -> dict[str, str] | None:
         return None
     if proc.returncode != 0:  # every task purged already, or the controller did not answer
         return {} if "Invalid job id" in proc.stderr else None
-    return dict(line.split(None, 1) for line in proc.stdout.splitlines() if line.strip())
+    return dict(line.split()[:2] for line in proc.stdout.splitlines() if len(line.split()) > 1)
 
 
 def accounting_off(array_ids: Iterable[str]) -> str | None:
@@ -215,11 +215,12 @@ def _outcome(job: Any, run_dir: Path, cell: Cell) -> str:
 
 def run_slurm_array(cells: list[Cell], run_dir: Path, timing: Timing, ex: Executor,
                     budget_s: float | None, name: str,
-                    note: Callable[[str], None] = print) -> Iterator[tuple[Cell, str, float]]:
+                    note: Callable[[str], None]) -> Iterator[tuple[Cell, str, float]]:
     """Submit one array task per cell and yield (cell, status, seconds since submit) as they end.
 
     Cells run concurrently on separate nodes, so the axis stop cannot skip larger cells here;
-    each task is bounded by its own cell budget and the Slurm time limit instead. A task is
+    each task is bounded by its own cell budget and the Slurm time limit instead. ``note``
+    prints a line for the user (the sweep's progress). A task is
     done when its result file appears; one that squeue shows ended without a result (cancelled,
     timed out, node failure) is recorded as lost from its cell file, so neither ``sacct`` (often
     off) nor submitit's sacct polling decides when the sweep ends.
@@ -240,24 +241,26 @@ def run_slurm_array(cells: list[Cell], run_dir: Path, timing: Timing, ex: Execut
         pending = list(zip(jobs, cells))
         ended_at: dict[str, float] = {}
         while pending:
-            states = queue_states(arrays)
-            still = []
+            waiting = []
             for job, cell in pending:
                 if _visible(job.paths.result_pickle):
                     yield cell, _outcome(job, run_dir, cell), time.perf_counter() - t0
-                    continue
+                else:
+                    waiting.append((job, cell))
+            states = queue_states(arrays) if waiting else None
+            pending = []
+            for job, cell in waiting:
                 state = None if states is None else states.get(str(job.job_id), "gone")
-                if state is None or state.split()[0] not in ENDED_STATES | {"gone"}:
-                    still.append((job, cell))
+                if state is None or state not in ENDED_STATES | {"gone"}:
+                    pending.append((job, cell))
                     continue
                 first = ended_at.setdefault(str(job.job_id), time.perf_counter())
                 if state in ("COMPLETED", "gone") and (
                         time.perf_counter() - first < RESULT_GRACE_SECONDS):
-                    still.append((job, cell))
+                    pending.append((job, cell))
                     continue
                 why = (f"Slurm task {job.job_id} ended {state} without a result "
                        f"(log: {job.paths.stderr})")
                 yield cell, lost(run_dir, cell, why), time.perf_counter() - t0
-            pending = still
             if pending:
                 time.sleep(min(10.0, 0.5 + 0.05 * len(pending)))

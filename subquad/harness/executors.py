@@ -207,6 +207,7 @@ def _visible(path: Path) -> bool:
 
 
 def _outcome(job: Any, run_dir: Path, cell: Cell) -> str:
+    """The status a finished task returned, or its cell recorded as lost if it raised."""
     try:
         return str(job.result())
     except Exception as exc:  # the task raised: submitit pickled the error
@@ -219,11 +220,11 @@ def run_slurm_array(cells: list[Cell], run_dir: Path, timing: Timing, ex: Execut
     """Submit one array task per cell and yield (cell, status, seconds since submit) as they end.
 
     Cells run concurrently on separate nodes, so the axis stop cannot skip larger cells here;
-    each task is bounded by its own cell budget and the Slurm time limit instead. ``note``
-    prints a line for the user (the sweep's progress). A task is
+    each task is bounded by its own cell budget and the Slurm time limit instead. A task is
     done when its result file appears; one that squeue shows ended without a result (cancelled,
     timed out, node failure) is recorded as lost from its cell file, so neither ``sacct`` (often
-    off) nor submitit's sacct polling decides when the sweep ends.
+    off) nor submitit's sacct polling decides when the sweep ends. ``note`` prints a line for
+    the user (the sweep's progress stream).
     """
     submitit = require_submitit("slurm")
     executor = submitit.AutoExecutor(folder=run_dir / ".submitit" / "%j", cluster="slurm")

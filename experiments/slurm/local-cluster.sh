@@ -20,6 +20,7 @@ set -euo pipefail
 CMD=${1:-}
 DIR=${2:-${SUBQUAD_SLURM_DIR:-/tmp/subquad-slurm}}
 PACKAGES=(slurmctld slurmd slurm-client munge)
+PROGRAMS=(munged munge slurmctld slurmd sbatch srun squeue scontrol sinfo scancel)
 DAEMONS=(munged slurmctld slurmd)
 CONF="$DIR/slurm.conf"
 export SLURM_CONF="$CONF"
@@ -41,32 +42,30 @@ running() {
     scontrol ping >/dev/null 2>&1
 }
 
-missing_packages() {
+missing_programs() {
     local p
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
-            || echo "$p"
-    done
+    for p in "${PROGRAMS[@]}"; do command -v "$p" >/dev/null || echo "$p"; done
 }
 
 install_packages() {
     local missing
-    missing=$(missing_packages)
+    missing=$(missing_programs)
     [[ -z $missing ]] && return 0
-    command -v apt-get >/dev/null || die "missing packages ($(echo $missing)) and no apt-get"
-    echo "local-cluster: installing $(echo $missing) with apt-get" >&2
+    command -v apt-get >/dev/null \
+        || die "$(echo $missing) not found and no apt-get to install ${PACKAGES[*]}"
+    echo "local-cluster: installing ${PACKAGES[*]} with apt-get ($(echo $missing) missing)" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    # shellcheck disable=SC2086
-    apt-get install -y -qq $missing >&2
+    apt-get install -y -qq "${PACKAGES[@]}" >&2
 }
 
 # Slurm loads every MPI plugin at start, and the PMIx ones log errors without libpmix: point
 # PluginDir at links to all plugins but those (prints the PluginDir line, or nothing)
 plugin_dir_line() {
-    local sys
-    sys=$(dirname "$(dpkg -L slurm-wlm-basic-plugins 2>/dev/null | grep -m1 '/select_cons_tres.so$')")
-    [[ -d $sys ]] || return 0
+    local so sys
+    so=$(dpkg -L slurm-wlm-basic-plugins 2>/dev/null | grep -m1 '/select_cons_tres.so$' || true)
+    [[ -n $so ]] || return 0
+    sys=$(dirname "$so")
     rm -rf "$DIR/plugins"
     mkdir -p "$DIR/plugins"
     find "$sys" -maxdepth 1 -name '*.so' ! -name 'mpi_pmix*' -exec ln -s {} "$DIR/plugins/" \;
@@ -165,14 +164,14 @@ start() {
     : > "$DIR/pids"
     setup_munge
     write_config
-    launch munged setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged \
+    launch munged setpriv --reuid=munge --regid=munge --init-groups "$(command -v munged)" \
         --foreground --key-file="$DIR/munge/munge.key" --socket="$DIR/munge/munge.socket" \
         --pid-file="$DIR/munge/munged.pid" --log-file="$DIR/munge/munged.log" \
         --seed-file="$DIR/munge/munged.seed"
     wait_for 10 munged munge -n --socket="$DIR/munge/munge.socket"
-    launch slurmctld /usr/sbin/slurmctld -D -i -f "$CONF"
+    launch slurmctld "$(command -v slurmctld)" -D -i -f "$CONF"
     wait_for 30 slurmctld scontrol ping
-    launch slurmd /usr/sbin/slurmd -D -f "$CONF"
+    launch slurmd "$(command -v slurmd)" -D -f "$CONF"
     wait_for 30 "the node (sinfo: idle)" node_idle
     echo "local-cluster: $v up: node $(hostname -s), $(nproc) CPUs, partition debug" \
          "(DIR $DIR; PIDs $(awk '{printf "%s=%s ", $1, $2}' "$DIR/pids"))"

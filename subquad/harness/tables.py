@@ -30,7 +30,7 @@ RUNS_COLUMNS = [
     "experiment", "cell", "machine", "method", "backend", "dtype", "m", "n", "d", "L", "c",
     "threshold", "data", "solver", "update", "rank_max", "options", "seed", "sample", "iters",
     "phase", "seconds", "work", "bytes", "active_fraction", "loss", "cg_iters", "status",
-    "message",
+    "message", "started", "ended",
 ]
 #: docs/DESIGN.md, "training.csv"
 TRAINING_COLUMNS = [

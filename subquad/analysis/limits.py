@@ -96,6 +96,11 @@ class Limits:
     factor_normalize_by: str = ""
     #: self-check: a calibration kernel's exponent must lie within this of its known value
     calibration_tolerance: float = 0.15
+    #: claim verdicts of the report ([claims] in limits.toml)
+    claim_tolerance: float = 0.15
+    claim_min_saving: float = 0.05
+    claim_min_points: int = 6
+    claim_min_decades: float = 1.0
     source: str = field(default="", compare=False)
 
     def exponent_limit(self, method: str, phase: str, quantity: str, axis: str = "m",
@@ -171,6 +176,10 @@ def parse_limits(doc: dict, source: str = "limits.toml") -> Limits:
         factor_normalize_by=str(factor.get("normalize_by", "")),
         calibration_tolerance=_num(doc.get("calibration", {}), "tolerance", "calibration",
                                    0.15),
+        claim_tolerance=_num(doc.get("claims", {}), "tolerance", "claims", 0.15),
+        claim_min_saving=_num(doc.get("claims", {}), "min_saving", "claims", 0.05),
+        claim_min_points=int(_num(doc.get("claims", {}), "min_fit_points", "claims", 6)),
+        claim_min_decades=_num(doc.get("claims", {}), "min_decades", "claims", 1.0),
         source=source)
 
 

@@ -8,11 +8,8 @@ global pyplot state or interactive backend is involved.
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +19,36 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
-from scipy.stats import binom
 
+from subquad.analysis.rundata import (
+    RunData,
+    context_matches,
+    context_title,
+    context_values,
+    exponent_text,
+    find_fit,
+    load_run,
+    main_context,
+    parse_range,
+    same_context,
+    select_rows,
+    summarise,
+    sweeps,
+)
+from subquad.analysis.schema import (
+    ITERATION_PHASES,
+    TRAINED_METHODS,
+    fmt_number,
+    fmt_seconds,
+    options_label,
+    series_label,
+)
+from subquad.analysis.stats import median_ci
 from subquad.files import atomic_savefig
 
 # -- constants ---------------------------------------------------------------------------------
 
-AXES = ("m", "n", "d", "L", "c")
-#: columns that never pool: a fit or a curve lives inside one value of each
-CONTEXT_COLS = ("machine", "backend", "dtype", "threshold", "data")
-STRING_COLS = ("experiment", "cell", "machine", "method", "backend", "dtype", "threshold",
-               "data", "solver", "update", "options", "phase", "status", "message", "context",
-               "quantity", "axis", "fit", "fit_range", "window", "kind", "kernel")
-TRAINED_METHODS = ("dense-gn", "dense-gd", "subquad")
-ITER_PHASES = ("forward", "backward", "gram", "solve", "update", "fold")
-MIN_POINTS = 3
-LEVEL = 0.95
+ITER_PHASES = ITERATION_PHASES
 DPI = 150
 
 #: Okabe-Ito colours (colour-blind safe), one per method, identical in every figure
@@ -54,71 +65,7 @@ PHASE_MARKERS = {"forward": "o", "backward": "s", "gram": "^", "solve": "D", "up
                  "fold": "P", "iteration": "x"}
 HATCHES = (None, "//", "..", "xx", "\\\\", "++", "oo", "--")
 
-# -- loading -----------------------------------------------------------------------------------
-
-
-@dataclass
-class RunData:
-    """The tables of one run directory; a table that is absent is ``None``."""
-
-    run_dir: Path
-    runs: pd.DataFrame | None = None
-    training: pd.DataFrame | None = None
-    fits: pd.DataFrame | None = None
-    local_slopes: pd.DataFrame | None = None
-    crossover: pd.DataFrame | None = None
-    selfcheck: pd.DataFrame | None = None
-    environment: dict = field(default_factory=dict)
-    styles: dict[tuple[str, str], dict] = field(default_factory=dict)
-
-
-def read_table(path: Path) -> pd.DataFrame | None:
-    """Read a CSV with string columns kept as strings ('' for empty); None if absent/empty."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return None
-    try:
-        df = pd.read_csv(path, keep_default_na=True, low_memory=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError):
-        return None
-    if df.empty:
-        return None
-    for col in df.columns:
-        if col in STRING_COLS:
-            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
-    return df
-
-
-def load_run(run_dir: Path) -> RunData:
-    """Load every table of ``run_dir`` that exists, and assign each series its style."""
-    run_dir = Path(run_dir)
-    data = RunData(run_dir=run_dir)
-    data.runs = _usable_runs(read_table(run_dir / "runs.csv"))
-    data.training = read_table(run_dir / "training.csv")
-    data.fits = read_table(run_dir / "fits.csv")
-    data.local_slopes = read_table(run_dir / "local_slopes.csv")
-    data.crossover = read_table(run_dir / "crossover.csv")
-    data.selfcheck = read_table(run_dir / "selfcheck.csv")
-    env = run_dir / "environment.json"
-    if env.is_file():
-        try:
-            data.environment = json.loads(env.read_text())
-        except (OSError, ValueError):
-            data.environment = {}
-    data.styles = _assign_styles(data)
-    return data
-
-
-def _usable_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Rows with status ok and the columns every figure needs (None when unusable)."""
-    if runs is None or not {"method", "phase", "m", "seconds"} <= set(runs.columns):
-        return None
-    if "status" in runs:
-        runs = runs[runs["status"].isin(["ok", ""])]
-    runs = runs.copy()
-    if "options" not in runs:
-        parts = [c for c in ("solver", "update", "rank_max") if c in runs]
-        runs["options"] = (runs[parts].astype(str).agg(";".join, axis=1) if parts else "")
-    return runs if not runs.empty else None
+# -- styles ------------------------------------------------------------------------------------
 
 
 def _assign_styles(data: RunData) -> dict[tuple[str, str], dict]:
@@ -148,185 +95,6 @@ def style(data: RunData, method: str, options: str) -> dict:
     return dict(data.styles.get((method, options),
                                 {"color": METHOD_COLOURS.get(method, "#666666"), "marker": "o",
                                  "linestyle": "-"}))
-
-
-# -- small statistics ------------------------------------------------------------------------
-
-
-def median_ci(values: Iterable[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """Median and its distribution-free confidence interval from order statistics."""
-    x = np.sort(np.asarray(list(values), dtype=float))
-    x = x[np.isfinite(x)]
-    s = x.size
-    if s == 0:
-        return math.nan, math.nan, math.nan
-    k = max(int(binom.ppf((1.0 - level) / 2.0, s, 0.5)), 1)
-    return float(np.median(x)), float(x[k - 1]), float(x[s - k])
-
-
-def summarise(runs: pd.DataFrame, phase: str, quantity: str = "seconds") -> pd.DataFrame:
-    """Median and CI of ``quantity`` per (series, context, sizes) for one phase (seeds pooled)."""
-    cols = [c for c in ("method", "options", *CONTEXT_COLS, *AXES) if c in runs.columns]
-    sub = runs[(runs["phase"] == phase) & runs[quantity].notna()] if quantity in runs else None
-    if sub is None or sub.empty:
-        return pd.DataFrame(columns=[*cols, "median", "lo", "hi", "samples"])
-    rows = []
-    for key, grp in sub.groupby(cols, sort=True, dropna=False):
-        med, lo, hi = median_ci(grp[quantity])
-        rows.append((*key, med, lo, hi, len(grp)))
-    return pd.DataFrame(rows, columns=[*cols, "median", "lo", "hi", "samples"])
-
-
-def parse_context(text: str) -> dict[str, object]:
-    """'n=16;d=16;L=2;c=0.2' -> {'n': 16.0, ...} (numbers as floats, the rest as strings)."""
-    out: dict[str, object] = {}
-    for part in str(text or "").split(";"):
-        if "=" not in part:
-            continue
-        key, val = (s.strip() for s in part.split("=", 1))
-        try:
-            out[key] = float(val)
-        except ValueError:
-            out[key] = val
-    return out
-
-
-def _same(a: object, b: object) -> bool:
-    """Equality that treats 16 and 16.0 (and '16') alike."""
-    try:
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    except (TypeError, ValueError):
-        return str(a) == str(b)
-
-
-def context_matches(context: str, fixed: dict[str, object]) -> bool:
-    """True when every key the context string and ``fixed`` share has the same value."""
-    ctx = parse_context(context)
-    return all(_same(v, fixed[k]) for k, v in ctx.items() if k in fixed)
-
-
-def parse_range(text: str) -> tuple[float, float] | None:
-    """'1024-32768', '[1024, 32768]' or '1024..32768' -> (1024.0, 32768.0); None if unparseable."""
-    nums = re.findall(r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?", str(text or ""))
-    if len(nums) < 2:
-        return None
-    lo, hi = float(nums[0]), float(nums[-1])
-    return (min(lo, hi), max(lo, hi))
-
-
-def options_label(options: str) -> str:
-    """Short human label of a canonical options string ('' for dense methods)."""
-    opts = parse_context(options)
-    parts = [str(opts[k]) for k in ("solver", "update") if opts.get(k) not in (None, "")]
-    rank = opts.get("rank_max")
-    if opts.get("update") == "lazy" and rank not in (None, "", 0.0):
-        # an integer r_max, or a rule such as 'm^0.5'
-        parts[-1] = f"lazy r={int(rank)}" if isinstance(rank, float) else f"lazy r={rank}"
-    return ", ".join(parts)
-
-
-def series_label(method: str, options: str) -> str:
-    """'subquad (cholesky, scatter)' or 'dense-gn'."""
-    short = options_label(options)
-    return f"{method} ({short})" if short else method
-
-
-def find_fit(fits: pd.DataFrame | None, method: str, options: str | None, phase: str,
-             quantity: str, axis: str, fixed: dict[str, object]) -> pd.Series | None:
-    """The fitted row of one series (slope fit preferred) whose context matches ``fixed``."""
-    if fits is None:
-        return None
-    sel = fits[(fits["method"] == method) & (fits["phase"] == phase)
-               & (fits["quantity"] == quantity) & (fits["axis"] == axis)]
-    if options is not None and "options" in sel:
-        sel = sel[sel["options"] == options]
-    sel = same_context(sel, fixed)
-    if sel.empty:
-        return None
-    if "fit" in sel and (sel["fit"] == "slope").any():
-        sel = sel[sel["fit"] == "slope"]
-    return sel.iloc[0]
-
-
-def same_context(table: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:
-    """Rows of a fits-like table whose machine, backend, dtype, threshold, data and context
-    agree with ``fixed`` (an empty value on either side matches anything)."""
-    for col in CONTEXT_COLS:
-        if col in table and str(fixed.get(col, "") or ""):
-            table = table[(table[col] == str(fixed[col])) | (table[col] == "")]
-    if "context" in table:
-        table = table[[context_matches(c, fixed) for c in table["context"]]]
-    return table
-
-
-def exponent_text(row: pd.Series | None) -> str:
-    """'1.76 [1.70, 1.82]': exponent and interval of a fitted row ('' when absent)."""
-    if row is None or not np.isfinite(row.get("exponent", np.nan)):
-        return ""
-    return f"{row['exponent']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
-
-
-def sweeps(summary: pd.DataFrame, axis: str, min_points: int = MIN_POINTS
-           ) -> list[tuple[dict[str, object], pd.DataFrame]]:
-    """Groups where ``axis`` varies and everything else is fixed, most points first."""
-    keys = [c for c in (*CONTEXT_COLS, *AXES) if c in summary.columns and c != axis]
-    out = []
-    if summary.empty:
-        return out
-    for key, grp in summary.groupby(keys, sort=True, dropna=False):
-        if grp[axis].nunique() >= min_points:
-            out.append((dict(zip(keys, key, strict=True)), grp))
-    out.sort(key=lambda kv: (-kv[1][axis].nunique(), -len(kv[1])))
-    return out
-
-
-def main_context(runs: pd.DataFrame | None, axis: str = "m") -> dict[str, object] | None:
-    """The fixed values of the longest ``axis`` sweep of the trained methods (None if none)."""
-    if runs is None:
-        return None
-    summ = summarise(runs[runs["method"].isin(TRAINED_METHODS)], "iteration")
-    found = sweeps(summ, axis)
-    return found[0][0] if found else None
-
-
-def context_title(fixed: dict[str, object], skip: Iterable[str] = ()) -> str:
-    """'n=16, d=16, L=2, c=0.2; numpy float64' for a panel title."""
-    sizes = [f"{k}={_fmt_num(fixed[k])}" for k in AXES if k in fixed and k not in skip]
-    extra = [str(fixed[k]) for k in ("backend", "dtype", "threshold") if fixed.get(k)]
-    return ", ".join(sizes) + ("; " + " ".join(extra) if extra else "")
-
-
-def fmt_seconds(seconds: float) -> str:
-    """'1.23 s', '45.6 ms' or '789 us'."""
-    if not np.isfinite(seconds):
-        return "-"
-    if seconds >= 1:
-        return f"{seconds:.3g} s"
-    return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} us"
-
-
-def _fmt_num(v: object) -> str:
-    """16.0 -> '16', 0.2 -> '0.2'."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return str(int(f)) if f.is_integer() else f"{f:g}"
-
-
-def select_rows(df: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:
-    """Rows of ``df`` whose columns equal the values of ``fixed`` (columns it lacks ignored)."""
-    mask = np.ones(len(df), dtype=bool)
-    for k, v in fixed.items():
-        if k not in df.columns:
-            continue
-        col = df[k]
-        number = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
-        if pd.api.types.is_numeric_dtype(col) and pd.notna(number):
-            mask &= np.isclose(col.to_numpy(float), float(number), rtol=1e-9, atol=1e-12)
-        else:
-            mask &= (col.astype(str) == str(v)).to_numpy()
-    return df[mask]
 
 
 # -- drawing helpers -------------------------------------------------------------------------
@@ -733,7 +501,7 @@ def _training_contexts(training: pd.DataFrame, rows: int = 6, limit: int = 6
         key = key if isinstance(key, tuple) else (key,)
         g = g.sort_values("m", ascending=False).drop_duplicates(["method", "options"])
         order = sorted(g.itertuples(), key=lambda r: (_method_rank(r.method), r.options))
-        title = ", ".join(f"{k}={_fmt_num(v) if isinstance(v, float) else v}"
+        title = ", ".join(f"{k}={fmt_number(v) if isinstance(v, float) else v}"
                           for k, v in zip(varying, key, strict=True))
         out.append((title, [training[training["cell"] == r.cell] for r in order[:limit]]))
     return out[:rows]
@@ -777,7 +545,7 @@ def _draw_training_cell(axes: list[Axes], data: RunData, cell: pd.DataFrame, wid
     per_iter = cell.groupby("iteration").agg(loss=("loss", "first"), flips=("flips", "sum"))
     ax_loss.plot(per_iter.index, per_iter["loss"].clip(lower=1e-300), marker=st["marker"],
                  markersize=4, label=f"{series_label(method, options)}, "
-                 f"m={_fmt_num(first['m'])}", **line)
+                 f"m={fmt_number(first['m'])}", **line)
     steps = per_iter[per_iter.index > 0]
     ax_flip.plot(steps.index, steps["flips"], marker=st["marker"], markersize=4, **line)
     expected: set[float] = set()
@@ -812,7 +580,7 @@ def _finish_training_axes(axes: list[Axes], expected: list[float], layers: list,
 def _activity_legend(ax: Axes, layers: list) -> None:
     """Legend of the activity panel: one line style per layer, plus the expected level."""
     handles = [Line2D([], [], color="#555555", linestyle=LINESTYLES[i % len(LINESTYLES)],
-                      label=f"layer {_fmt_num(lay)}") for i, lay in enumerate(layers)]
+                      label=f"layer {fmt_number(lay)}") for i, lay in enumerate(layers)]
     handles.append(Line2D([], [], color="black", linestyle=(0, (5, 3)),
                           label="expected Q(beta)"))
     ax.legend(handles=handles, fontsize="small", loc="upper right", ncol=2, framealpha=0.85)
@@ -829,7 +597,7 @@ def fig_exponent_vs_c(data: RunData) -> Figure | None:
     main = main_context(data.runs)
     if main is not None:  # the same machine, sizes and settings as the main sweep, except c
         f = same_context(f, {k: v for k, v in main.items() if k != "c"})
-    f = f.assign(c=[float(parse_context(x).get("c", math.nan)) for x in f["context"]])
+    f = f.assign(c=[float(context_values(x).get("c", math.nan)) for x in f["context"]])
     f = f[np.isfinite(f["c"])]
     if f["c"].nunique() < 2:
         return None
@@ -905,7 +673,7 @@ def _draw_convergence(ax: Axes, data: RunData, conv: pd.DataFrame) -> None:
         ax.plot(g["c"], g["ratio"], color=st["color"], marker=st["marker"],
                 linestyle=st["linestyle"], markersize=11 if single else 6,
                 markerfacecolor="none" if single else st["color"], markeredgewidth=1.6,
-                label=f"{series_label(method, options)}, m={_fmt_num(m)}")
+                label=f"{series_label(method, options)}, m={fmt_number(m)}")
     ax.set_yscale("log")
     ax.set(xlabel="sparsity exponent c",
            ylabel=f"loss after T = {int(conv['T'].max())} iterations / initial loss "
@@ -948,7 +716,7 @@ def _ablation_bars(ax: Axes, data: RunData, groups: dict[tuple[str, str], pd.Dat
                hatch=HATCHES[i % len(HATCHES)], label=series_label(method, options),
                yerr=np.vstack([g["median"] - g["lo"], g["hi"] - g["median"]]).clip(min=0),
                capsize=2, error_kw={"linewidth": 0.8})
-    ax.set_xticks(range(len(ms)), [_fmt_num(m) for m in ms])
+    ax.set_xticks(range(len(ms)), [fmt_number(m) for m in ms])
     ax.set_yscale("log")
     ax.set(xlabel="width m", ylabel="seconds per iteration (median, 95% CI)",
            title="Per-iteration time vs dense Gauss-Newton")
@@ -983,7 +751,7 @@ def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.
     ax.invert_yaxis()
     ax.set_xlim(0, 118)
     ax.set(xlabel="share of the iteration's time (%), total per iteration at right",
-           title=f"Phase split at m = {_fmt_num(m)}")
+           title=f"Phase split at m = {fmt_number(m)}")
     ax.title.set_fontsize("medium")
     ax.grid(True, axis="x", alpha=0.3)
     _legend_right(ax, title="phase")
@@ -1040,7 +808,7 @@ def _main_slope_context(data: RunData, ls: pd.DataFrame
     for col in ("machine", "backend", "dtype"):
         if col in matching and fixed and col in fixed:
             matching = matching[matching[col] == str(fixed[col])]
-    ctx = parse_context(matching["context"].iloc[0]) if not matching.empty else {}
+    ctx = context_values(matching["context"].iloc[0]) if not matching.empty else {}
     return matching, ctx
 
 
@@ -1098,6 +866,7 @@ FIGURES: dict[str, Callable[[RunData], Figure | None]] = {
 def plot_run(run_dir: Path) -> list[Path]:
     """Write ``run_dir/figures/<name>.png`` and ``.pdf`` for every figure whose data exists."""
     data = load_run(Path(run_dir))
+    data.styles = _assign_styles(data)
     out_dir = Path(run_dir) / "figures"
     written: list[Path] = []
     for name, make in FIGURES.items():

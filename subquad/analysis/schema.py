@@ -422,9 +422,15 @@ def options_string(values: Mapping[str, object]) -> str:
     return context_string({k: values.get(k) for k in OPTION_KEYS if k in keys})
 
 
-def options_label(options: str) -> str:
-    """Short human label of an options string: what differs from the defaults."""
+def options_label(options: str, method: str = "") -> str:
+    """Short human label of an options string: solver, update, and what is not a default."""
+    from subquad.model.train import DEFAULT_LR  # noqa: PLC0415
+
     o = parse_context(options)
+    if method in DEFAULT_LR and o.get("lr") and same_value(o["lr"], DEFAULT_LR[method]):
+        o.pop("lr")
+    if o.get("damping") and same_value(o["damping"], 0):
+        o.pop("damping")
     parts = [o[k] for k in ("solver", "update") if o.get(k)]
     if o.get("update") == "lazy" and o.get("rank_max") not in (None, "", "0"):
         parts[-1] = f"lazy r={o['rank_max']}"
@@ -439,6 +445,6 @@ def options_label(options: str) -> str:
 
 def series_label(method: str, options: str, label: str = "") -> str:
     """'fast (cholesky, scatter, lr=1)', or 'dense-gn (lr=1)' when the label is the method."""
-    short = options_label(options)
+    short = options_label(options, method)
     name = label if label and label != method else method
     return f"{name} ({short})" if short else name

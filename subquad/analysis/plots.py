@@ -9,7 +9,7 @@ global pyplot state or interactive backend is involved.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from subquad.analysis.rundata import (
     context_matches,
     context_title,
     context_values,
+    default_options,
     exponent_text,
     find_fit,
     load_run,
@@ -43,7 +44,7 @@ from subquad.analysis.schema import (
     options_label,
     series_label,
 )
-from subquad.analysis.stats import median_ci
+from subquad.analysis.stats import coverage_text, median_ci
 from subquad.files import atomic_savefig
 
 # -- constants ---------------------------------------------------------------------------------
@@ -247,12 +248,37 @@ def _series(df: pd.DataFrame, x: str | None = None, min_points: int = 1
 
 
 def _default_options(df: pd.DataFrame, method: str, x: str = "m") -> str | None:
-    """The options of ``method`` measured at the most widths (its default configuration)."""
-    sub = df[df["method"] == method]
-    if sub.empty:
-        return None
-    counts = sub.groupby("options")[x].nunique()
-    return str(counts.sort_values(ascending=False, kind="stable").index[0])
+    """The options of ``method`` measured at the most ``x`` values (its main variant)."""
+    return default_options(df, method, x=x)
+
+
+def _switches(data: RunData, fixed: dict[str, object], method: str, options: str
+              ) -> list[tuple[float, float, str, str]]:
+    """Where a series' resolved update mode changes along m: (m before, m after, from, to).
+
+    ``update=auto`` picks rowdense or scatter by Q(beta) at each width; runs.csv records what
+    ran (``update_resolved``), so the figure can say why the curve bends there.
+    """
+    if data.runs is None or "update_resolved" not in data.runs:
+        return []
+    sel = select_rows(data.runs[(data.runs["method"] == method)
+                                & (data.runs["options"] == options)
+                                & (data.runs["phase"] == "iteration")], fixed)
+    by_m = sel.groupby("m")["update_resolved"].agg(lambda v: "+".join(sorted(set(v) - {""})))
+    by_m = by_m[by_m != ""].sort_index()
+    return [(float(a), float(b), str(ma), str(mb))
+            for (a, ma), (b, mb) in zip(by_m.items(), list(by_m.items())[1:]) if ma != mb]
+
+
+def _mark_switches(ax: Axes, data: RunData, fixed: dict[str, object],
+                   series: Iterable[tuple[str, str]], x_of: Callable[[float, float], float]
+                   ) -> None:
+    """A dotted vertical line where ``update=auto`` switches mode, named in the legend."""
+    for method, options in series:
+        for lo, hi, a, b in _switches(data, fixed, method, options):
+            ax.axvline(x_of(lo, hi), color="#555555", linestyle=":", linewidth=1.2,
+                       label=f"update=auto switches {a} -> {b}\n  between m = "
+                             f"{fmt_number(lo)} and {fmt_number(hi)} (Q(beta) = 0.05)")
 
 
 def _crossover_rows(data: RunData, fixed: dict[str, object], options: str | None
@@ -271,16 +297,7 @@ def _crossover_rows(data: RunData, fixed: dict[str, object], options: str | None
 
 def crossover_value(row: pd.Series) -> tuple[float, float, float]:
     """(m*, low, high) of a crossover row (NaN where absent; an open interval end is inf)."""
-    def get(*names: str) -> float:
-        for n in names:
-            if n in row and pd.notna(row[n]) and str(row[n]) != "":
-                try:
-                    return float(row[n])
-                except (TypeError, ValueError):
-                    continue
-        return math.nan
-    return (get("m_star", "m_cross", "crossover"), get("ci_low", "m_star_low"),
-            get("ci_high", "m_star_high"))
+    return float(row["m_star"]), float(row["ci_low"]), float(row["ci_high"])
 
 
 def _mark_crossover(ax: Axes, data: RunData, fixed: dict[str, object], options: str | None,
@@ -294,11 +311,15 @@ def _mark_crossover(ax: Axes, data: RunData, fixed: dict[str, object], options: 
         m_star, lo, hi = crossover_value(row)
         if not np.isfinite(m_star):
             continue
-        kind = f", {row['kind']}" if str(row.get("kind", "")) else ""
-        who = options_label(str(row.get("options", ""))) or "subquad"
+        who = options_label(str(row["options"]), "subquad") or "subquad"
+        if row["kind"] == "below range":
+            ax.plot([], [], color="#009E73", linewidth=1.3,
+                    label=f"crossover m* below the measured range:\n  subquad {who} is "
+                          f"cheaper from the smallest width m = {fmt_number(row['min_m'])}")
+            continue
         label = (f"crossover m* = {_tick_label(round(m_star))} [{_tick_label(round(lo))}, "
-                 f"{_tick_label(round(hi)) if np.isfinite(hi) else 'beyond range'}]{kind}\n"
-                 f"  (subquad {who} overtakes dense-gn)")
+                 f"{_tick_label(round(hi)) if np.isfinite(hi) else 'beyond range'}], "
+                 f"{row['kind']}\n  (subquad {who} overtakes dense-gn)")
         if not xmin / 2 <= m_star <= 2 * xmax:
             ax.plot([], [], color="#009E73", linewidth=1.3, label=label + ", off the plot")
             continue
@@ -329,7 +350,9 @@ def fig_time_vs_m(data: RunData) -> Figure | None:
         _references(ax, groups, "m", fixed)
         _mark_crossover(ax, data, fixed, _default_options(grp, "subquad"),
                         (float(grp["m"].min()), float(grp["m"].max())))
-        _loglog(ax, "width m (neurons per layer)", "seconds per iteration (median, 95% CI)",
+        _mark_switches(ax, data, fixed, groups, lambda a, b: math.sqrt(a * b))
+        _loglog(ax, "width m (neurons per layer)",
+                f"seconds per iteration (median, {coverage_text(grp['coverage'])})",
                 f"Per-iteration time vs width ({context_title(fixed, skip=('m',))})")
         _legend_right(ax)
     return fig
@@ -349,17 +372,30 @@ def fig_phases_vs_m(data: RunData) -> Figure | None:
     for col, (method, options) in enumerate(chosen):
         sel = runs[(runs["method"] == method) & (runs["options"] == options)]
         phases = {p: summarise(sel, p).set_index("m")["median"] for p in
-                  (*ITER_PHASES, "iteration")}
+                  (*working_phases(sel), "iteration")}
         _phase_lines(axes[col], phases, series_label(method, options))
         _phase_shares(axes[len(chosen) + col], phases)
+    drawn = set(working_phases(runs))
     handles = [Line2D([], [], color=PHASE_COLOURS[p], marker=PHASE_MARKERS[p], markersize=5,
                       linestyle="--" if p == "iteration" else "-",
                       label="whole iteration" if p == "iteration" else p)
-               for p in (*ITER_PHASES, "iteration")]
+               for p in (*ITER_PHASES, "iteration") if p in drawn or p == "iteration"]
+    idle = [p for p in ITER_PHASES if p not in drawn]
+    if idle:
+        handles.append(Line2D([], [], linestyle="none",
+                              label=f"not drawn (no counted work):\n{', '.join(idle)}"))
     fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False,
                title="phase")
     fig.suptitle(f"Where the iteration's time goes, per phase ({context_title(fixed, ('m',))})")
     return fig
+
+
+def working_phases(runs: pd.DataFrame) -> list[str]:
+    """The iteration phases that did counted work somewhere in ``runs``: a phase with zero
+    work everywhere (e.g. the fold of a non-lazy update) only times the timer, so it is not
+    drawn."""
+    work = runs.groupby("phase")["work"].max()
+    return [p for p in ITER_PHASES if p in work and work[p] > 0]
 
 
 def _phase_lines(ax: Axes, phases: dict[str, pd.Series], title: str) -> None:
@@ -378,7 +414,8 @@ def _phase_lines(ax: Axes, phases: dict[str, pd.Series], title: str) -> None:
 
 def _phase_shares(ax: Axes, phases: dict[str, pd.Series]) -> None:
     """Stacked share of each phase in the sum of the phase medians, vs m."""
-    frame = pd.DataFrame({p: phases[p] for p in ITER_PHASES}).fillna(0.0).sort_index()
+    frame = pd.DataFrame({p: phases[p] for p in ITER_PHASES if p in phases}).fillna(0.0)
+    frame = frame.sort_index()
     total = frame.sum(axis=1).replace(0.0, np.nan)
     shares = frame.div(total, axis=0).fillna(0.0)
     shares = shares.loc[:, shares.max() > 0]
@@ -483,7 +520,7 @@ def fig_time_vs_n_d(data: RunData) -> Figure | None:
                       series_label(method, options) + (f": {axis}^{fit}" if fit else ""))
             _fit_line(ax, g, axis, row, style(data, method, options)["color"])
         name = "training samples n" if axis == "n" else "input dimension d"
-        _loglog(ax, name, "seconds per iteration (median, 95% CI)",
+        _loglog(ax, name, f"seconds per iteration (median, {coverage_text(summ['coverage'])})",
                 f"Time vs {axis} ({context_title(fixed, (axis,))})")
         _legend_below(ax)
     return fig
@@ -718,7 +755,9 @@ def _ablation_bars(ax: Axes, data: RunData, groups: dict[tuple[str, str], pd.Dat
                capsize=2, error_kw={"linewidth": 0.8})
     ax.set_xticks(range(len(ms)), [fmt_number(m) for m in ms])
     ax.set_yscale("log")
-    ax.set(xlabel="width m", ylabel="seconds per iteration (median, 95% CI)",
+    ax.set(xlabel="width m",
+           ylabel="seconds per iteration (median, "
+                  f"{coverage_text(pd.concat(list(groups.values()))['coverage'])})",
            title="Per-iteration time vs dense Gauss-Newton")
     ax.title.set_fontsize("medium")
     ax.grid(True, axis="y", alpha=0.3)
@@ -769,9 +808,7 @@ def fig_local_slopes(data: RunData) -> Figure | None:
     if ls.empty:  # no m sweep in this run (e.g. only n or d was swept)
         return None
     x, label = _slope_x(ls)
-    y_col = next((c for c in ("slope", "local_slope", "exponent") if c in ls), None)
-    if x is None or y_col is None or ls.empty:
-        return None
+    y_col = "slope"
     ls, fixed = _main_slope_context(data, ls.assign(_x=x, _label=label))
     quantities = [q for q in ("seconds", "work") if (ls.get("quantity") == q).any()] or [""]
     fig, axes = _new_figure(len(quantities), 1, 11.0, 3.9 * len(quantities))
@@ -784,6 +821,9 @@ def fig_local_slopes(data: RunData) -> Figure | None:
             ax.axhline(2 - c, color="#999999", linestyle=(0, (5, 3)), linewidth=1.0,
                        label=f"reference 2 - c = {2 - c:g}", zorder=0)
         _slope_ticks(ax, ls)
+        shown = ls[ls["quantity"] == quantity] if quantity else ls
+        _mark_switches(ax, data, fixed, set(zip(shown["method"], shown["options"])),
+                       lambda a, b: math.sqrt(a * b))
         name = {"seconds": "seconds", "work": "multiply-adds"}.get(quantity, "cost")
         ax.set(xlabel="pair of neighbouring widths m (placed at their geometric midpoint)",
                ylabel=f"local slope of {name} (95% CI)",
@@ -826,17 +866,10 @@ def _draw_local_slopes(ax: Axes, data: RunData, ls: pd.DataFrame, y_col: str) ->
                     **st)
 
 
-def _slope_x(ls: pd.DataFrame) -> tuple[pd.Series | None, pd.Series | None]:
+def _slope_x(ls: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Position (geometric midpoint of the two widths) and tick text ('1024-2048') of slopes."""
-    for lo, hi in (("x_lo", "x_hi"), ("m_lo", "m_hi"), ("m_low", "m_high"),
-                   ("x_low", "x_high")):
-        if {lo, hi} <= set(ls.columns):
-            a, b = ls[lo].astype(float), ls[hi].astype(float)
-            return np.sqrt(a * b), a.map(_tick_label) + "-" + b.map(_tick_label)
-    for col in ("m_mid", "x_mid", "m", "x"):
-        if col in ls:
-            return ls[col].astype(float), ls[col].astype(float).map(_tick_label)
-    return None, None
+    a, b = ls["x_lo"].astype(float), ls["x_hi"].astype(float)
+    return np.sqrt(a * b), a.map(_tick_label) + "-" + b.map(_tick_label)
 
 
 def _slope_ticks(ax: Axes, ls: pd.DataFrame) -> None:

@@ -128,9 +128,9 @@ def main_context(runs: pd.DataFrame | None, axis: str = "m") -> dict[str, object
     return found[0][0] if found else None
 
 
-def default_options(runs: pd.DataFrame | None, method: str, fixed: dict | None = None
-                    ) -> str | None:
-    """The options of a method's main variant: the one measured at the most widths."""
+def default_options(runs: pd.DataFrame | None, method: str, fixed: dict | None = None,
+                    x: str = "m") -> str | None:
+    """The options of a method's main variant: the one measured at the most ``x`` values."""
     if runs is None:
         return None
     sel = runs[runs["method"] == method]
@@ -138,7 +138,7 @@ def default_options(runs: pd.DataFrame | None, method: str, fixed: dict | None =
         sel = select_rows(sel, fixed)
     if sel.empty:
         return None
-    counts = sel.groupby("options")["m"].nunique().sort_values(ascending=False, kind="stable")
+    counts = sel.groupby("options")[x].nunique().sort_values(ascending=False, kind="stable")
     return str(counts.index[0])
 
 

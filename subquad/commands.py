@@ -206,17 +206,22 @@ def register_check(sub: argparse._SubParsersAction) -> None:
                    help="fitted baseline run directory to compare against")
     p.add_argument("--limits", default=None, metavar="FILE",
                    help="limits TOML (default: the packaged subquad/analysis/limits.toml)")
+    p.add_argument("--strict", action="store_true",
+                   help="also fail (exit 1) when a check could not be decided (UNDECIDED: too "
+                   "few samples, or a baseline from another machine)")
     p.set_defaults(func=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Run the checks, print the table, return 1 if any failed."""
+    """Run the checks, print the table, return 1 if any failed (or, --strict, is undecided)."""
     from subquad.analysis.check import run_check  # noqa: PLC0415
     from subquad.analysis.gates import format_gates  # noqa: PLC0415
 
     results = run_check(args.dir, args.baseline, args.limits)
     print(format_gates(results))
-    failed = [r for r in results if not r.passed]
-    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed"
-          + (f" (limits: {args.limits})" if args.limits else ""))
-    return 1 if failed else 0
+    failed = [r for r in results if r.decided and not r.passed]
+    undecided = [r for r in results if not r.decided]
+    print(f"\n{len(results) - len(failed) - len(undecided)} passed, {len(failed)} failed, "
+          f"{len(undecided)} undecided" + (f" (limits: {args.limits})" if args.limits else "")
+          + (" (--strict: undecided checks fail)" if args.strict and undecided else ""))
+    return 1 if failed or (args.strict and undecided) else 0

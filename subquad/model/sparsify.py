@@ -69,11 +69,6 @@ def threshold(norms: np.ndarray, b: float, s_w: float, mode: str, xp=np) -> np.n
     raise ConfigError("threshold", f"unknown threshold {mode!r}; accepted: {', '.join(THRESHOLDS)}")
 
 
-def shifted_relu(g, b, xp=np):
-    """sigma(g) = max(g - b, 0) with b broadcast per sample (rows of g)."""
-    return xp.maximum(g - b[:, None], 0)
-
-
 def check_activity(counts: np.ndarray, m: int, q: float, layer: int, mode: str) -> None:
     """Warn when a layer's activity drifts (fixed threshold: depth instability) or a sample dies.
 

@@ -775,7 +775,7 @@ def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.
         labels.append(series_label(method, options))
         for p in ITER_PHASES:
             vals = sel.loc[sel["phase"] == p, "seconds"]
-            per_phase[p][i] = median_ci(vals)[0] if len(vals) else 0.0
+            per_phase[p][i] = median_ci(vals).median if len(vals) else 0.0
     totals = sum(np.nan_to_num(v) for v in per_phase.values())
     y = np.arange(len(groups))
     for p in ITER_PHASES:

@@ -15,6 +15,7 @@ import numpy as np
 
 from subquad.analysis.fit import fit_slope
 from subquad.analysis.limits import ExponentLimit, Limits, load_limits
+from subquad.analysis.schema import fmt_number
 from subquad.model.train import TrainConfig, run_training
 from subquad.model.trainer import PHASES
 
@@ -137,16 +138,11 @@ def _model_gate(scan: WorkScan, phase: str, value: float, lim: Limits) -> GateRe
 
 def format_gates(results: Sequence[GateResult]) -> str:
     """A plain-text table of gate results (check, value, baseline, limit, verdict, detail)."""
-    rows = [(r.name, _fmt(r.value), _fmt(r.baseline), r.limit,
+    rows = [(r.name, fmt_number(r.value, ".4g", "-"), fmt_number(r.baseline, ".4g", "-"),
+             r.limit,
              r.verdict, r.detail) for r in results]
     head = ("check", "value", "baseline", "limit", "verdict", "detail")
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()
              for row in (head, *rows)]
     return "\n".join(lines)
-
-
-def _fmt(v: float) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.4g}"

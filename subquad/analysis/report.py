@@ -315,7 +315,7 @@ def crossover_line(row: pd.Series) -> str:
 
 def _fmt_width(m: float) -> str:
     """A width in full up to a million, in scientific notation beyond (extrapolations)."""
-    return f"{m:.0f}" if m < 1e6 else f"{m:.2e}"
+    return fmt_number(m, ".0f" if m < 1e6 else ".2e")
 
 
 def crossover_section(data: RunData, scope: Scope | None) -> str:

@@ -337,13 +337,9 @@ def migrate_measured(raw: pd.DataFrame, run_dir: Path, name: str) -> pd.DataFram
     out = raw.copy()
     names = {k for c in cols.values() for k in c} & set(TABLES[name].columns)
     for col in sorted(names):
-        out[col] = [_fmt_cell_value(cols[cid].get(col, "")) for cid in raw["cell"]]
+        out[col] = [fmt_number(cols[cid].get(col, "")) for cid in raw["cell"]]
     out[VERSION_COLUMN] = SCHEMA_VERSION
     return out
-
-
-def _fmt_cell_value(v: object) -> str:
-    return fmt_number(v) if isinstance(v, float | int) else ("" if v is None else str(v))
 
 
 def write_runs(run_dir: Path, runs: Runs) -> Path:
@@ -357,9 +353,11 @@ def write_runs(run_dir: Path, runs: Runs) -> Path:
 
 def fmt_number(v: object, spec: str = "", missing: str = "") -> str:
     """The one number formatter: integers without '.0', others ``spec`` (default 6
-    significant digits); None, NaN and text that is not a number give ``missing``."""
+    significant digits); None and NaN give ``missing``; text is returned as it is."""
     if v is None or isinstance(v, bool):
         return missing if v is None else str(v)
+    if isinstance(v, str):  # text is never parsed: the status "nan" stays "nan"
+        return v or missing
     try:
         f = float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):

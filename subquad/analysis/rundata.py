@@ -28,7 +28,6 @@ from subquad.analysis.schema import (
 )
 from subquad.analysis.stats import median_ci
 
-AXES = SIZES
 #: columns that never pool: a fit or a curve lives inside one value of each
 CONTEXT_COLS = ("machine", "backend", "dtype", "threshold", "data")
 MIN_POINTS = 3
@@ -82,7 +81,7 @@ def load_run(run_dir: Path) -> RunData:
 def summarise(runs: pd.DataFrame, phase: str, quantity: str = "seconds") -> pd.DataFrame:
     """Median, interval and its coverage of ``quantity`` per (series, context, sizes) for one
     phase (seeds pooled)."""
-    cols = [c for c in ("method", "options", *CONTEXT_COLS, *AXES) if c in runs.columns]
+    cols = [c for c in ("method", "options", *CONTEXT_COLS, *SIZES) if c in runs.columns]
     out_cols = [*cols, "median", "lo", "hi", "coverage", "samples"]
     sub = runs[(runs["phase"] == phase) & runs[quantity].notna()] if quantity in runs else None
     if sub is None or sub.empty:
@@ -108,7 +107,7 @@ def context_values(text: str) -> dict[str, object]:
 def sweeps(summary: pd.DataFrame, axis: str, min_points: int = MIN_POINTS
            ) -> list[tuple[dict[str, object], pd.DataFrame]]:
     """Groups where ``axis`` varies and everything else is fixed, most points first."""
-    keys = [c for c in (*CONTEXT_COLS, *AXES) if c in summary.columns and c != axis]
+    keys = [c for c in (*CONTEXT_COLS, *SIZES) if c in summary.columns and c != axis]
     out = []
     if summary.empty:
         return out
@@ -188,7 +187,7 @@ def exponent_text(row: pd.Series | None) -> str:
 
 def context_title(fixed: dict[str, object], skip: Iterable[str] = ()) -> str:
     """'n=16, d=16, L=2, c=0.2; numpy float64' for a panel title."""
-    sizes = [f"{k}={fmt_number(fixed[k])}" for k in AXES if k in fixed and k not in skip]
+    sizes = [f"{k}={fmt_number(fixed[k])}" for k in SIZES if k in fixed and k not in skip]
     extra = [str(fixed[k]) for k in ("backend", "dtype", "threshold") if fixed.get(k)]
     return ", ".join(sizes) + ("; " + " ".join(extra) if extra else "")
 

@@ -220,7 +220,7 @@ def evaluate_exponent(spec: ExponentClaim, data: RunData, scope: Scope) -> Claim
         who = spec.fallback
         options = scope.options.get(_variant_key(who, "default"))
         row = _fit_row(data, scope, who, options, spec.phase, spec.quantity, spec.axis)
-    label = options_label(options or "")
+    label = options_label(options or "", who)
     name = spec.claim.format(who=f"{who} ({label})" if label and who == "subquad" else who)
     claim = Claim(name, spec.predicted)
     claim.measured, claim.interval = _measured(row, spec.axis)

@@ -284,9 +284,9 @@ def _speedup(data: RunData, scope: Scope | None) -> str:
     if text is None:
         return (f"Speed-up dense-gn / subquad: {NOT_MEASURED} (no width where both were "
                 "measured in the same context).")
+    sub = options_label(scope.options.get("subquad") or "", "subquad") or "default options"
     text += (". Baseline: **dense-gn** (dense Gauss-Newton on BLAS GEMM), measured in this run "
-             "on the same machine and context as subquad "
-             f"({options_label(scope.options.get('subquad') or '') or 'default options'}).")
+             f"on the same machine and context as subquad ({sub}).")
     sub_max = select_rows(data.runs[data.runs["method"] == "subquad"], scope.fixed)["m"].max()
     dense_max = select_rows(data.runs[data.runs["method"] == "dense-gn"], scope.fixed)["m"].max()
     if _finite(float(sub_max), float(dense_max)) and float(sub_max) > float(dense_max):

@@ -317,7 +317,9 @@ def migrate_measured(raw: pd.DataFrame, run_dir: Path, name: str) -> pd.DataFram
     Schema 1 recorded only solver, update and rank_max. The other variant columns (label, lr,
     damping, forward_kernel, sketch_size, cg_tol, the resolved update) are derived from the
     run's copied ``experiment.toml``: each row's ``cell`` id is the id of one cell it expands
-    to, whose options are exact. ``forward_kernel_resolved`` was never recorded and stays empty.
+    to, whose options are exact; ``update=auto`` resolves by the rule of that time (rowdense or
+    scatter by Q(beta); the fused update came later). ``forward_kernel_resolved`` was never
+    recorded and stays empty.
     A run without its experiment file, or with cells the file does not expand to, is refused.
     """
     from subquad.harness.config import expand_cells, load_experiment  # noqa: PLC0415
@@ -333,7 +335,7 @@ def migrate_measured(raw: pd.DataFrame, run_dir: Path, name: str) -> pd.DataFram
     if unknown:
         raise ConfigError(f"{name}.csv", f"{len(unknown)} cell(s) of {run_dir}/{name}.csv "
                           f"(e.g. {unknown[0]}) are not cells of its experiment.toml; {hint}")
-    cols = {cid: variant_columns(cells[cid]) for cid in set(raw["cell"])}
+    cols = {cid: variant_columns(cells[cid], legacy=True) for cid in set(raw["cell"])}
     out = raw.copy()
     names = {k for c in cols.values() for k in c} & set(TABLES[name].columns)
     for col in sorted(names):

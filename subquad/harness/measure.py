@@ -42,13 +42,14 @@ class Censored(Exception):
     """The cell ran past its budget; what it measured so far is kept."""
 
 
-def variant_columns(cell: Cell) -> dict[str, Any]:
+def variant_columns(cell: Cell, legacy: bool = False) -> dict[str, Any]:
     """Every column that identifies the cell's variant (docs/DESIGN.md, runs.csv).
 
     Options as requested (``update``, ``forward_kernel``) and resolved where the cell's sizes
     decide (solver, lr, cg_tol, ``update_resolved``); ``forward_kernel_resolved`` is only
     known after a forward pass and is added by the trainer cell. ``options`` is the canonical
     string of them all (``subquad.analysis.schema.options_string``): series are keyed by it.
+    ``legacy``: resolve ``auto`` as runs of results schema 1 did (before the fused update).
     """
     from subquad.analysis.schema import options_string  # noqa: PLC0415
 
@@ -71,7 +72,10 @@ def variant_columns(cell: Cell) -> dict[str, Any]:
             rank_num: Any = _rank_max(cell)
         else:
             rank_txt, rank_num = "0", 0
-        out |= {"update": update, "update_resolved": choose_update(update, cfg.spec.q),
+        spec = cfg.spec
+        w_bytes = 0.0 if legacy else float(spec.m) * spec.m * spec.itemsize
+        out |= {"update": update,
+                "update_resolved": choose_update(update, spec.q, spec.backend, w_bytes),
                 "rank_max": rank_num, "forward_kernel": cfg.forward_kernel}
         opts = options_string({**out, "method": cell.method, "rank_max": rank_txt})
     else:

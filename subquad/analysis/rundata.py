@@ -129,7 +129,8 @@ def main_context(runs: pd.DataFrame | None, axis: str = "m") -> dict[str, object
 
 def default_options(runs: pd.DataFrame | None, method: str, fixed: dict | None = None,
                     x: str = "m") -> str | None:
-    """The options of a method's main variant: the one measured at the most ``x`` values."""
+    """The options of a method's main variant: the one measured at the most ``x`` values
+    (ties: by ``_UPDATE_PREFERENCE``, then by name)."""
     if runs is None:
         return None
     sel = runs[runs["method"] == method]
@@ -137,8 +138,18 @@ def default_options(runs: pd.DataFrame | None, method: str, fixed: dict | None =
         sel = select_rows(sel, fixed)
     if sel.empty:
         return None
-    counts = sel.groupby("options")[x].nunique().sort_values(ascending=False, kind="stable")
-    return str(counts.index[0])
+    counts = sel.groupby("options")[x].nunique()
+    return min(counts.index, key=lambda o: (-counts[o], _update_rank(o), o))
+
+
+#: ties between variants measured at as many widths go to the default update, then the
+#: paper's sparse scatter update (the lazy fold and the fused forward are alternatives)
+_UPDATE_PREFERENCE = ("auto", "scatter", "rowdense", "fused", "lazy")
+
+
+def _update_rank(options: str) -> int:
+    update = parse_context(options).get("update", "")
+    return _UPDATE_PREFERENCE.index(update) if update in _UPDATE_PREFERENCE else 0
 
 
 def parse_range(text: str) -> tuple[float, float] | None:

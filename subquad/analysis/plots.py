@@ -373,7 +373,12 @@ def fig_phases_vs_m(data: RunData) -> Figure | None:
         sel = runs[(runs["method"] == method) & (runs["options"] == options)]
         phases = {p: summarise(sel, p).set_index("m")["median"] for p in
                   (*working_phases(sel), "iteration")}
-        _phase_lines(axes[col], phases, series_label(method, options))
+        title = series_label(method, options)
+        for lo, hi, a, b in _switches(data, fixed, method, options):
+            for ax in (axes[col], axes[len(chosen) + col]):
+                ax.axvline(math.sqrt(lo * hi), color="#555555", linestyle=":", linewidth=1.2)
+            title += f"\n(dotted: auto update {a} -> {b}, m {fmt_number(lo)}-{fmt_number(hi)})"
+        _phase_lines(axes[col], phases, title)
         _phase_shares(axes[len(chosen) + col], phases)
     drawn = set(working_phases(runs))
     handles = [Line2D([], [], color=PHASE_COLOURS[p], marker=PHASE_MARKERS[p], markersize=5,

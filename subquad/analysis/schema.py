@@ -114,7 +114,8 @@ _SERIES = ("machine method label options backend dtype threshold data phase quan
            "context update_resolved")
 TABLES: dict[str, Table] = {t.name: t for t in (
     Table("runs", _CELL + " sample:float iters:float phase seconds:float work:float "
-          "bytes:float active_fraction:float loss:float cg_iters:float status message",
+          "bytes:float active_fraction:float loss:float cg_iters:float status message "
+          "started ended",
           ("method", "phase", "m", "seconds"), derived=False),
     Table("training", "experiment cell machine method label options data m:float n:float "
           "d:float L:float c:float threshold seed:float iteration:float loss:float layer:float "

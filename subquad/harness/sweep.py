@@ -182,7 +182,8 @@ def _run_array(exp: Experiment, cells: list[Cell], done: dict, run_dir: Path,
         return
     report.note(f"submitting {len(todo)} cells as a Slurm job array (partition "
                 f"{ex.partition or 'default'}); waiting for them to finish")
-    for cell, status, _ in run_slurm_array(todo, run_dir, exp.timing, ex, budget, exp.name):
+    for cell, status, _ in run_slurm_array(todo, run_dir, exp.timing, ex, budget, exp.name,
+                                           report.note):
         report.line(cell, status, None, [])
 
 

@@ -98,6 +98,10 @@ class Limits:
     factor_p: float
     factor_phase: str = "iteration"
     factor_normalize_by: str = ""
+    #: model tier (no same-machine baseline): min width, ratio band, exponent tolerance
+    model_min_m: float = 1024.0
+    model_ratio: tuple[float, float] = (0.5, 2.0)
+    model_exponent_tolerance: float = 0.15
     source: str = field(default="", compare=False)
 
     def exponent_limit(self, method: str, phase: str, quantity: str, axis: str = "m",
@@ -170,7 +174,21 @@ def parse_limits(doc: dict, source: str = "limits.toml") -> Limits:
                          for q, ps in base.get("phases", {"seconds": ["iteration"]}).items()},
         factor_ratio=_num(factor, "ratio", "factor"), factor_p=_num(factor, "p_value", "factor"),
         factor_phase=str(factor.get("phase", "iteration")),
-        factor_normalize_by=str(factor.get("normalize_by", "")), source=source)
+        factor_normalize_by=str(factor.get("normalize_by", "")),
+        **_model_tier(doc.get("model", {})), source=source)
+
+
+def _model_tier(t: dict) -> dict:
+    """The [model] table (model tier of ``subquad check``), validated; defaults if absent."""
+    lo, hi = _num(t, "ratio_low", "model", 0.5), _num(t, "ratio_high", "model", 2.0)
+    if not 0 < lo < 1 < hi:
+        raise ConfigError("limits", f"model: need 0 < ratio_low < 1 < ratio_high, got {lo}, "
+                          f"{hi}")
+    tol = _num(t, "exponent_tolerance", "model", 0.15)
+    if tol < 0:
+        raise ConfigError("limits", f"model: exponent_tolerance must be >= 0, got {tol}")
+    return {"model_min_m": _num(t, "min_m", "model", 1024.0), "model_ratio": (lo, hi),
+            "model_exponent_tolerance": tol}
 
 
 def load_limits(path: str | Path | None = None) -> Limits:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from subquad.analysis.fit import REGIME_MIN_DECADES, REGIME_MIN_POINTS
 from subquad.analysis.plots import (
     FIGURES,
     RunData,
@@ -123,6 +124,11 @@ def _measured(row: pd.Series | None, axis: str = "m", extra: str = "") -> str:
     rng = str(row.get("fit_range", "") or "")
     if rng:
         info.append(rng if "=" in rng else f"{axis} {rng}")
+    kind = str(row.get("fit", "") or "")
+    if kind == "regime":
+        info.append("single-regime fit: weights beyond the last cache level")
+    elif kind == "slope" and str(row.get("quantity", "")) == "seconds":
+        info.append("fit over all widths")
     out = f"{axis}^{text}" + (f" ({', '.join(info)})" if info else "")
     return out + (f"; {extra}" if extra else "")
 
@@ -166,7 +172,22 @@ def _fit(data: RunData, scope: Scope, method: str, options: str | None, phase: s
     """The m-exponent row of one series in the claims' context."""
     if options is None:
         return None
+    if quantity == "seconds":
+        reg = find_fit(data.fits, method, options, phase, quantity, "m", scope.fixed, "regime")
+        if reg is not None and _regime_usable(reg):
+            return reg
     return find_fit(data.fits, method, options, phase, quantity, "m", scope.fixed)
+
+
+def _decades(row: pd.Series) -> float:
+    rng = parse_range(str(row.get("fit_range", "")))
+    return math.log10(rng[1] / rng[0]) if rng and rng[0] > 0 else math.nan
+
+
+def _regime_usable(row: pd.Series) -> bool:
+    """A single-regime fit judges a claim with >= 5 widths over >= half a decade."""
+    n = int(row["n_points"]) if pd.notna(row.get("n_points", np.nan)) else 0
+    return n >= REGIME_MIN_POINTS and _decades(row) >= REGIME_MIN_DECADES
 
 
 def _grid_note(row: pd.Series | None) -> str:
@@ -174,12 +195,14 @@ def _grid_note(row: pd.Series | None) -> str:
     if row is None:
         return ""
     n = int(row["n_points"]) if pd.notna(row.get("n_points", np.nan)) else 0
-    rng = parse_range(str(row.get("fit_range", "")))
-    decades = math.log10(rng[1] / rng[0]) if rng and rng[0] > 0 else math.nan
-    if n >= MIN_FIT_POINTS and decades >= MIN_DECADES:
+    decades = _decades(row)
+    regime = str(row.get("fit", "")) == "regime"
+    need_n = REGIME_MIN_POINTS if regime else MIN_FIT_POINTS
+    need_d = REGIME_MIN_DECADES if regime else MIN_DECADES
+    if n >= need_n and decades >= need_d:
         return ""
     return (f"grid too small to judge ({n} points over {decades:.2g} decades; needs >= "
-            f"{MIN_FIT_POINTS} over >= {MIN_DECADES:g})")
+            f"{need_n} over >= {need_d:g})")
 
 
 def _gated(claim: Claim, rows: list[pd.Series | None], quantity: str, scope: Scope) -> Claim:
@@ -801,6 +824,63 @@ def figures_section(run_dir: Path) -> str:
     return "## Figures\n\n" + "\n".join(blocks)
 
 
+def _read_optional(path: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.is_file() \
+            else None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return None
+
+
+def model_section(run_dir: Path) -> str:
+    """'Why is the measured exponent what it is' from ``subquad model``'s tables (if run)."""
+    summ = _read_optional(run_dir / "model_summary.csv")
+    if summ is None or summ.empty:
+        return ""
+    f = "{:.3f}".format
+    lines = ["## Why is the measured exponent what it is (machine model)\n",
+             "From `subquad model` (docs/MACHINE_MODEL.md): every phase predicted as "
+             "t = o + W/F + B/BW(S) from counted work and bytes and this machine's "
+             "calibration.json, no fitted parameter. Exponents are least-squares slopes over "
+             "the same widths; *asymptotic* evaluates every working set beyond the last cache "
+             "level at widths past the measured range (extrapolated counts).\n",
+             "| series | widths | measured | model (predict) | model (fit) | counted work | "
+             "asymptotic (extrapolation) |", "|---|---|---|---|---|---|---|"]
+    for r in summ.itertuples():
+        meas = f(r.measured_exponent)
+        if pd.notna(r.measured_ci_low):
+            meas += f" [{f(r.measured_ci_low)}, {f(r.measured_ci_high)}]"
+        label = series_label(r.method, "" if pd.isna(r.options) else str(r.options))
+        lines.append(f"| {label} n={r.n:g} | {r.fit_range} | {meas} | {f(r.model_exponent)} | "
+                     f"{f(r.fitted_exponent)} | {f(r.work_exponent)} | "
+                     f"{f(r.asymptotic_exponent)} (m {r.asymptotic_range}) |")
+    model = _read_optional(run_dir / "model.csv")
+    if model is not None and not model.empty:
+        it = model[model["phase"] == "iteration"]
+        for meth, g in it.groupby("method"):
+            lines.append(f"\n{meth}: predicted / measured iteration seconds "
+                         f"{g['ratio'].min():.2f}..{g['ratio'].max():.2f}, with fitted "
+                         f"factors {g['fit_ratio'].min():.2f}..{g['fit_ratio'].max():.2f} "
+                         f"({len(g)} cells; per phase in model.csv).")
+    fac = _read_optional(run_dir / "model_factors.csv")
+    if fac is not None and not fac.empty:
+        lines += ["\nEfficiency factors (measured / predicted per phase, log-space fit, 95% "
+                  "bootstrap interval over cells; 1 = at the calibrated machine limit):\n",
+                  "| method | phase | factor | interval | cells |", "|---|---|---|---|---|"]
+        for r in fac.dropna(subset=["factor"]).itertuples():
+            lines.append(f"| {r.method} | {r.phase} | {r.factor:.2f} | "
+                         f"[{r.ci_low:.2f}, {r.ci_high:.2f}] | {r.n_cells} |")
+    sp = _read_optional(run_dir / "model_speedup.csv")
+    if sp is not None and not sp.empty:
+        ext = sp[sp["kind"] == "extrapolation"]
+        if not ext.empty:
+            lines.append("\nPredicted speed-up dense-gn / subquad beyond the measured widths "
+                         "(**extrapolation** of counted work and bytes, predict mode): "
+                         + ", ".join(f"m = {r.m:g}: {r.speedup:.1f}x" for r in ext.itertuples())
+                         + ".")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(run_dir: Path) -> Path:
     """Write ``run_dir/report.md`` from the run's tables and figures; returns its path."""
     run_dir = Path(run_dir)
@@ -810,7 +890,8 @@ def write_report(run_dir: Path) -> Path:
         "network in subquadratic time* (arXiv 2112.07628): m^2 work only at initialisation and "
         "m^(2 - Omega(1)) per training iteration.\n")
     sections = [title, environment_section(data.environment), reproduce_section(data),
-                claims_section(data), crossover_section(data), selfcheck_section(data),
+                claims_section(data), crossover_section(data), model_section(run_dir),
+                selfcheck_section(data),
                 status_section(run_dir), figures_section(run_dir)]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(s for s in sections if s))

@@ -23,8 +23,8 @@ from subquad.files import atomic_write_text
 RUNS_COLUMNS = [
     "experiment", "cell", "machine", "method", "backend", "dtype", "m", "n", "d", "L", "c",
     "threshold", "data", "solver", "update", "rank_max", "options", "seed", "sample", "iters",
-    "phase", "seconds", "work", "bytes", "active_fraction", "loss", "cg_iters", "status",
-    "message",
+    "phase", "seconds", "work", "bytes", "line_bytes", "working_set", "access", "shape",
+    "calls", "active_fraction", "loss", "cg_iters", "status", "message",
 ]
 #: docs/DESIGN.md, "training.csv"
 TRAINING_COLUMNS = [

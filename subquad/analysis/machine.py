@@ -80,6 +80,12 @@ class Machine:
         """Bytes of the last cache level (inf when unknown: then nothing is 'beyond' it)."""
         return float(self.caches[-1]["size"]) if self.caches else math.inf
 
+    @property
+    def memory_size(self) -> float:
+        """A working set served by memory: 4x the last cache, at least the largest probe."""
+        top = max(self.cal.get("stream", {}).get("size") or [0])
+        return max(4 * self.last_cache if self.caches else 0.0, float(top))
+
     def level(self, working_set: float) -> str:
         """The memory level serving a working set: the first cache it fits, else memory."""
         for c in self.caches:
@@ -134,7 +140,7 @@ class Machine:
 
         ``asymptotic`` evaluates every working set beyond the last cache level.
         """
-        S = max(working_set, 4 * self.last_cache) if asymptotic else working_set
+        S = max(working_set, self.memory_size) if asymptotic else working_set
         t = (calls or 0.0) * self.call_overhead
         if phase == "solve" and "solve_seconds" in self.cal and access == "compute":
             # a direct solve: the calibrated call of the n = 16 solver carries its overhead

@@ -302,9 +302,11 @@ def model_run(run_dir: str | Path, calibration: str | Path | None = None,
     atomic_write_frame(paths["summary"], summary(pred, machine, lo, fits))
     atomic_write_frame(paths["speedup"], speedups(pred, machine))
     try:
-        from subquad.analysis.machine_plots import model_figure  # noqa: PLC0415
+        from subquad.analysis.machine_plots import bandwidth_figure, model_figure  # noqa: PLC0415
     except ImportError:
         return paths
+    for p in bandwidth_figure(machine.cal, run_dir / "figures" / f"bandwidth-{machine.id}"):
+        paths[p.name] = p
     fig_cells = _figure_cells(pred)
     isz = 8 if (pred["dtype"] == "float64").all() else 4
     for p in model_figure(fig_cells, machine.caches, isz, run_dir / "figures" / "model"):

@@ -1,6 +1,6 @@
 """``subquad calibrate``: the machine constants of the per-phase model (docs/MACHINE_MODEL.md).
 
-About a minute of probes, each a numba kernel or numpy call shaped like one of the trainers'
+About 10-60 seconds of probes, each a numba kernel or numpy call shaped like one of the trainers'
 phases, so that t_p = o_p + W_p / F_p + B_p / BW(S_p) can be evaluated from counted work and
 bytes alone:
 

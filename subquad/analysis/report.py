@@ -859,9 +859,11 @@ def model_section(run_dir: Path) -> str:
         it = model[model["phase"] == "iteration"]
         for meth, g in it.groupby("method"):
             lines.append(f"\n{meth}: predicted / measured iteration seconds "
-                         f"{g['ratio'].min():.2f}..{g['ratio'].max():.2f}, with fitted "
-                         f"factors {g['fit_ratio'].min():.2f}..{g['fit_ratio'].max():.2f} "
-                         f"({len(g)} cells; per phase in model.csv).")
+                         f"{g['ratio'].min():.2f}..{g['ratio'].max():.2f} (predict mode), "
+                         f"{g['fit_ratio'].min():.2f}..{g['fit_ratio'].max():.2f} (fit mode) "
+                         f"over {len(g)} cells; per phase in model.csv.")
+        if (run_dir / "figures" / "model.png").is_file():
+            lines.append("\n![measured vs predicted seconds](figures/model.png)")
     fac = _read_optional(run_dir / "model_factors.csv")
     if fac is not None and not fac.empty:
         lines += ["\nEfficiency factors (measured / predicted per phase, log-space fit, 95% "
@@ -872,6 +874,13 @@ def model_section(run_dir: Path) -> str:
                          f"[{r.ci_low:.2f}, {r.ci_high:.2f}] | {r.n_cells} |")
     sp = _read_optional(run_dir / "model_speedup.csv")
     if sp is not None and not sp.empty:
+        from subquad.analysis.model_run import crossover_m  # noqa: PLC0415
+
+        for opts, g in sp.groupby("sub_options"):
+            m_star, kind = crossover_m(g)
+            where = f"m* = {m_star:.0f}" if np.isfinite(m_star) else "no crossover"
+            lines.append(f"\nPredicted crossover (subquad [{opts}] faster than dense-gn): "
+                         f"{where} ({kind}).")
         ext = sp[sp["kind"] == "extrapolation"]
         if not ext.empty:
             lines.append("\nPredicted speed-up dense-gn / subquad beyond the measured widths "

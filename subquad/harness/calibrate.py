@@ -281,6 +281,7 @@ def _gpu_probes(dtype: np.dtype, sizes: list[int], m_grid: list[int], quick: boo
                 ) -> dict[str, Any]:
     """HBM copy and gather bandwidth, scattered access, cuBLAS rates, launch overhead."""
     import cupy as cp  # noqa: PLC0415
+    import cupyx  # noqa: PLC0415
 
     sync = cp.cuda.Device().synchronize
     isz = dtype.itemsize
@@ -295,8 +296,9 @@ def _gpu_probes(dtype: np.dtype, sizes: list[int], m_grid: list[int], quick: boo
     uni = []
     for s in sizes:
         idx = cp.asarray(rng.integers(0, s // isz, 1 << 20))
-        uni.append(time_call(lambda a=big, idx=idx: cp.add.at(a, idx, 1), sync=sync)
-                   / idx.size)
+        one = cp.ones(idx.size, dtype)
+        uni.append(time_call(lambda a=big, idx=idx, one=one: cupyx.scatter_add(a, idx, one),
+                             sync=sync) / idx.size)
     out["random_uniform"] = {"size": sizes, "seconds_per_access": uni}
     big = dst = None
     out.update(kernel_probes("cupy", dtype, sizes, m_grid, sync))

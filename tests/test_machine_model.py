@@ -277,3 +277,45 @@ def test_slope_of_a_power_law():
     m = np.array([1024.0, 2048.0, 4096.0])
     assert slope(m, 3 * m**1.7) == pytest.approx(1.7)
     assert math.isnan(slope(m[:1], m[:1]))
+
+
+# ------------------------------------------------------------------ model / predict commands
+
+WIDTH16 = Path(__file__).resolve().parents[1] / "results" / "width16"
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("figures", "cells", "model*"))
+    return dst
+
+
+def test_model_and_report_on_the_committed_width_run(tmp_path):
+    from subquad.analysis.model_run import model_run
+    from subquad.analysis.report import write_report
+
+    run = _copy_run(WIDTH16, tmp_path / "width16")
+    paths = model_run(run, n_boot=100)
+    model = pd.read_csv(paths["model"])
+    assert set(model["phase"]) >= {"forward", "backward", "update", "iteration"}
+    it = model[model["phase"] == "iteration"]
+    assert len(it) == it["m"].nunique() * 2  # every cell of both methods, none dropped
+    summ = pd.read_csv(paths["summary"])
+    assert set(summ["method"]) == {"dense-gn", "subquad"}
+    assert summ["model_exponent"].notna().all() and summ["asymptotic_exponent"].notna().all()
+    text = write_report(run).read_text()
+    assert "Why is the measured exponent what it is" in text and "extrapolation" in text
+
+
+def test_predict_joins_the_measured_run_of_the_other_machine(tmp_path):
+    from subquad.analysis.model_run import predict_run
+
+    other = WIDTH16.parent / "width16-2threads"
+    res = predict_run(WIDTH16, other / "calibration.json", compare=other)
+    cells = res["cells"]
+    assert cells["predicted"].gt(0).all()
+    joined = cells.dropna(subset=["measured"])
+    assert set(joined["m"]) == {2048.0, 4096.0, 8192.0, 16384.0}
+    assert np.allclose(joined["ratio"], joined["predicted"] / joined["measured"])
+    assert {"compared_model_exponent", "measured_exponent"} <= set(res["summary"].columns)
+    with pytest.raises(ConfigError, match="--calibration"):
+        predict_run(WIDTH16, tmp_path / "none.json")

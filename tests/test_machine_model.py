@@ -319,3 +319,18 @@ def test_predict_joins_the_measured_run_of_the_other_machine(tmp_path):
     assert {"compared_model_exponent", "measured_exponent"} <= set(res["summary"].columns)
     with pytest.raises(ConfigError, match="--calibration"):
         predict_run(WIDTH16, tmp_path / "none.json")
+
+
+def test_record_baseline_files_it_under_its_machine_id(tmp_path):
+    from subquad.analysis.check import record_baseline
+
+    run = tmp_path / "run"
+    shutil.copytree(RECORDED, run)
+    (run / "cells").mkdir()
+    (run / "cells" / "0123456789abcdef.csv").write_text("x\n")
+    dest = record_baseline(run, tmp_path / "baselines")
+    assert dest == tmp_path / "baselines" / RECORDED.name
+    assert (dest / "fits.csv").read_bytes() == (RECORDED / "fits.csv").read_bytes()
+    assert (dest / "machines").is_dir() and not (dest / "cells").exists()
+    env = json.loads((run / "environment.json").read_text())
+    assert find_baseline(tmp_path / "baselines", env) == dest

@@ -340,8 +340,13 @@ def run_portable_check(run_dir: str | Path, root: str | Path,
 
 
 def record_baseline(run_dir: str | Path, root: str | Path) -> Path:
-    """Copy a fitted run to ``root/<machine>/`` (replacing it): this machine's baseline."""
+    """Copy a fitted run to ``root/<machine>/`` (replacing it): this machine's baseline.
+
+    Every file goes through ``subquad.files`` (atomic); cell files and figures are left out.
+    """
     import shutil  # noqa: PLC0415
+
+    from subquad.files import atomic_write_bytes  # noqa: PLC0415
 
     run_dir = Path(run_dir)
     machine = _environment(run_dir).get("machine")
@@ -351,5 +356,9 @@ def record_baseline(run_dir: str | Path, root: str | Path) -> Path:
     dest = Path(root) / str(machine)
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("cells", "figures"))
+    for f in sorted(run_dir.rglob("*")):
+        rel = f.relative_to(run_dir)
+        if f.is_file() and rel.parts[0] not in ("cells", "figures"):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(dest / rel, f.read_bytes())
     return dest

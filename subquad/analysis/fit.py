@@ -109,7 +109,7 @@ _STRING_DEFAULTS = {
 }
 _REQUIRED = ("method", "phase", "m", "seconds")
 _NUMERIC = ["m", "n", "d", "L", "c", "rank_max", "seed", "sample", "iters", "seconds", "work",
-            "bytes", "active_fraction", "loss", "cg_iters"]
+            "bytes", "line_bytes", "working_set", "calls", "active_fraction", "loss", "cg_iters"]
 _MAX_DRAWS_PER_CHUNK = 4_000_000
 
 

@@ -212,3 +212,39 @@ def test_slurm_array_uses_executor_table(tmp_path: Path, monkeypatch) -> None:
     assert p["slurm_exclusive"] is True
     runs = pd.read_csv(out / "runs.csv")
     assert runs["cell"].nunique() == 4 and set(runs["status"]) == {"ok"}
+
+
+class _SilentJob(_FakeJob):
+    """A task whose result never appears (it is still queued when the controller dies)."""
+
+    def __init__(self, fn, args, job_id, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.job_id = job_id
+        self.paths = types.SimpleNamespace(result_pickle=folder / "never.pkl",
+                                           stderr=folder / "err")
+
+
+class _SilentAutoExecutor(_FakeAutoExecutor):
+    def map_array(self, fn, *iterables):
+        return [_SilentJob(fn, args, f"8_{i}", self.folder / f"8_{i}")
+                for i, args in enumerate(zip(*iterables))]
+
+
+def test_slurm_controller_gone_ends_the_sweep_with_lost_cells(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """squeue never answers: after CONTROLLER_SILENCE_SECONDS every pending cell is recorded
+    as lost (a retryable outcome), instead of a sweep that waits forever."""
+    import subquad.harness.executors as executors
+
+    fake = types.ModuleType("submitit")
+    fake.AutoExecutor = _SilentAutoExecutor
+    monkeypatch.setitem(sys.modules, "submitit", fake)
+    monkeypatch.setattr(executors, "slurm_available", lambda: True)
+    monkeypatch.setattr(executors, "queue_states", lambda arrays: None)
+    monkeypatch.setattr(executors, "accounting_off", lambda arrays: None)
+    monkeypatch.setattr(executors, "CONTROLLER_SILENCE_SECONDS", 0.0)
+    extra = '\n[executor]\nkind = "slurm"\npartition = "debug"\n'
+    out = run_sweep(config(tmp_path, extra=extra), tmp_path / "out", progress=False)
+    runs = pd.read_csv(out / "runs.csv", keep_default_na=False)
+    assert runs["cell"].nunique() == 4 and set(runs["status"]) == {"error"}
+    assert runs["message"].str.contains("worker lost: the Slurm controller did not").all()

@@ -143,6 +143,9 @@ ENDED_STATES = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FA
 #: a task squeue reports COMPLETED (or no longer lists) may still be writing its result on a
 #: shared file system: wait this long for the result before recording the cell as lost
 RESULT_GRACE_SECONDS = 30.0
+#: squeue silent this long (controller down or unreachable): the cells still pending are
+#: recorded as lost, so the sweep ends and ``--resume`` reruns them, instead of waiting forever
+CONTROLLER_SILENCE_SECONDS = 600.0
 
 
 def queue_states(array_ids: Iterable[str]) -> dict[str, str] | None:
@@ -241,6 +244,7 @@ def run_slurm_array(cells: list[Cell], run_dir: Path, timing: Timing, ex: Execut
         t0 = time.perf_counter()
         pending = list(zip(jobs, cells))
         ended_at: dict[str, float] = {}
+        answered = time.perf_counter()  # when squeue last answered
         while pending:
             waiting = []
             for job, cell in pending:
@@ -249,6 +253,15 @@ def run_slurm_array(cells: list[Cell], run_dir: Path, timing: Timing, ex: Execut
                 else:
                     waiting.append((job, cell))
             states = queue_states(arrays) if waiting else None
+            if states is not None:
+                answered = time.perf_counter()
+            elif waiting and time.perf_counter() - answered > CONTROLLER_SILENCE_SECONDS:
+                for job, cell in waiting:
+                    why = (f"the Slurm controller did not answer squeue for "
+                           f"{CONTROLLER_SILENCE_SECONDS:.0f} s; task {job.job_id} may still "
+                           "run: `subquad sweep --merge` collects it later, `--resume` reruns it")
+                    yield cell, lost(run_dir, cell, why), time.perf_counter() - t0
+                return
             pending = []
             for job, cell in waiting:
                 state = None if states is None else states.get(str(job.job_id), "gone")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from subquad.errors import ConfigError, check_choice
-from subquad.model.data import DATASETS, LABELS, load
+from subquad.model.data import DATASETS, LABELS, check_dimension, load
 from subquad.model.network import Network, NetworkSpec, memory_estimate
 from subquad.model.solve import SOLVERS, IdentitySolver, make_solver
 from subquad.model.trainer import PHASES, Step, Trainer
@@ -85,6 +85,7 @@ class TrainConfig:
         """All checks, before anything is allocated; raises ConfigError naming the parameter."""
         check_choice("method", self.method, METHODS)
         check_choice("data", self.data, DATASETS)
+        check_dimension(self.data, self.d)
         check_choice("labels", self.labels, LABELS)
         if isinstance(self.iters, bool) or not isinstance(self.iters, int) or self.iters < 1:
             raise ConfigError("iters", f"must be an integer >= 1, got {self.iters!r}")

@@ -70,7 +70,7 @@ def _crossover(g: pd.DataFrame, lazy_exp: float) -> float:
     ratio = g.lazy_total.iloc[-1] / g.scatter_iteration.iloc[-1]
     if ratio <= 1:
         return float(g.m.iloc[-1])
-    if lazy_exp >= sc_exp:
+    if sc_exp - lazy_exp < 0.01:  # parallel or diverging power laws never meet
         return float("nan")
     return float(g.m.iloc[-1] * ratio ** (1.0 / (sc_exp - lazy_exp)))
 

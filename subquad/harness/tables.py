@@ -30,8 +30,10 @@ RUNS_COLUMNS = [
 TRAINING_COLUMNS = [
     "experiment", "cell", "machine", "method", "options", "data", "m", "n", "d", "L", "c",
     "threshold", "seed", "iteration", "loss", "layer", "active_fraction",
-    "expected_active_fraction", "flips",
+    "expected_active_fraction", "flips", "cg_iters", "cond_K", "cond_preconditioned",
 ]
+#: training.csv columns taken from the solver's info of that iteration (empty if it has none)
+SOLVER_INFO_COLUMNS = ("cg_iters", "cond_K", "cond_preconditioned")
 STATUSES = ("ok", "censored", "nan", "cg-not-converged", "singular", "oom", "error")
 PHASE_ORDER = ("init", "forward", "backward", "gram", "solve", "update", "fold", "iteration",
                "kernel")

@@ -222,6 +222,8 @@ def options_label(options: str) -> str:
     if opts.get("update") == "lazy" and rank not in (None, "", 0.0):
         # an integer r_max, or a rule such as 'm^0.5'
         parts[-1] = f"lazy r={int(rank)}" if isinstance(rank, float) else f"lazy r={rank}"
+    if opts.get("damping") not in (None, "", 0.0):
+        parts.append(f"mu={opts['damping']}")
     return ", ".join(parts)
 
 

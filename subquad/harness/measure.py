@@ -58,6 +58,9 @@ def cell_columns(cell: Cell, machine: str) -> dict[str, Any]:
         options = f"solver={solver};update={update};rank_max={rank_txt}"
     else:
         solver = update = rank_num = options = ""
+    mu = float(cell.option("damping", 0.0) or 0.0)
+    if mu:  # a damped variant is its own series, never pooled with the undamped one
+        options = f"{options};damping={mu:g}" if options else f"damping={mu:g}"
     return {"experiment": cell.experiment, "cell": cell.base_id, "machine": machine,
             "method": cell.method, "backend": cell.backend, "dtype": cell.dtype, "m": cell.m,
             "n": cell.n, "d": cell.d, "L": cell.L, "c": cell.c,

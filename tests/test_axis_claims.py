@@ -56,6 +56,10 @@ def test_n_and_d_models():
         {"fit": "slope", "axis": "n", "quantity": "work", "method": "subquad", "phase": "solve",
          "options": "solver=cholesky", "context": "m=4096", "fit_range": "n=4..256",
          "n_points": 7, "exponent": 2.0, "ci_low": 1.98, "ci_high": 2.02},
+        {"fit": "joint", "axis": "n", "quantity": "work", "method": "subquad", "phase": "solve",
+         "options": "solver=cholesky", "context": "L=2", "n_points": 21,
+         "fit_range": "m=256..16384;n=4..64;d=4..64", "exponent": 2.7, "ci_low": 2.7,
+         "ci_high": 2.7},
         {"fit": "slope", "axis": "d", "quantity": "seconds", "method": "dense-gn",
          "phase": "iteration", "options": "", "context": "m=4096", "fit_range": "d=4..512",
          "n_points": 8, "exponent": 0.01, "ci_low": -0.02, "ci_high": 0.04}])
@@ -63,3 +67,4 @@ def test_n_and_d_models():
     assert got["gram work ~ n^2"] == ("2", SUPPORTED)
     assert got["solve work ~ n^2.8"] == ("2.8", REJECTED)  # Cholesky: n^3/3 + 2 n^2 on 4..256
     assert got["iteration seconds ~ d^0"] == ("0", SUPPORTED)
+    assert got["solve work ~ n^2.71"] == ("2.71", SUPPORTED)  # joint: n = 4..64, ratio 2

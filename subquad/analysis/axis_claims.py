@@ -52,13 +52,17 @@ def _solver_of(options: str) -> str:
     return "cholesky"  # dense-gn solves by Cholesky
 
 
-def _grid(fit_range: str, n_points: int) -> np.ndarray:
-    """The axis values of a geometric fit range 'n=4..256' with n_points points."""
-    lo, hi = (float(v) for v in str(fit_range).split("=", 1)[1].split(".."))
-    return np.geomspace(lo, hi, int(n_points))
+def _grid(fit_range: str, n_points: int | None, axis: str = "n") -> np.ndarray:
+    """The n values of a geometric fit range: 'n=4..256' with n_points points, or the n part of
+    a joint range 'm=256..16384;n=4..64;d=4..64' (ratio 2 assumed there)."""
+    part = next(p for p in str(fit_range).split(";") if p.startswith(f"{axis}="))
+    lo, hi = (float(v) for v in part.split("=", 1)[1].split(".."))
+    count = int(n_points) if n_points else int(round(np.log2(hi / lo))) + 1
+    return np.geomspace(lo, hi, max(count, 2))
 
 
-def _predicted_n(phase: str, options: str, fit_range: str, n_points: int) -> float | None:
+def _predicted_n(phase: str, options: str, fit_range: str, n_points: int | None
+                 ) -> float | None:
     if phase in PHASES_N:
         return PHASES_N[phase]
     if phase != "solve":
@@ -83,21 +87,24 @@ def _interval_text(e: float, lo: float, hi: float, axis: str, extra: str = "") -
 def n_d_claims(fits: pd.DataFrame) -> list[Claim]:
     """Exponent of every phase in n and in d against its model (table in the module doc)."""
     out = []
-    f = fits[(fits["fit"] == "slope") & fits["axis"].isin(["n", "d"])
+    f = fits[fits["fit"].isin(["slope", "joint"]) & fits["axis"].isin(["n", "d"])
              & fits["quantity"].isin(QUANTITIES)
              & fits["method"].isin(["subquad", "dense-gn"])].fillna({"options": ""})
-    for _, row in f.sort_values(["axis", "method", "options", "context", "phase",
-                                 "quantity"]).iterrows():
+    for _, row in f.sort_values(["fit", "axis", "method", "options", "context", "phase",
+                                 "quantity"], ascending=[False, True, True, True, True, True,
+                                                         True]).iterrows():
         if row["phase"] in ("init", "fold"):
             continue
-        axis = row["axis"]
+        axis, joint = row["axis"], row["fit"] == "joint"
         pred = 0.0 if axis == "d" else _predicted_n(row["phase"], row["options"],
-                                                     row["fit_range"], row["n_points"])
+                                                     row["fit_range"],
+                                                     None if joint else row["n_points"])
         if pred is None:
             continue
         lo, hi = float(row["ci_low"]), float(row["ci_high"])
+        how = "joint fit in m, n, d; " if joint else ""
         out.append(Claim(f"{row['phase']} {row['quantity']} ~ {axis}^{pred:.3g} "
-                         f"[{_series_name(row)}]", f"{pred:.3g}",
+                         f"[{how}{_series_name(row)}]", f"{pred:.3g}",
                          _interval_text(float(row["exponent"]), lo, hi, axis,
                                         f"{int(row['n_points'])} points, {row['fit_range']}"),
                          verdict_near(lo, hi, pred)))

@@ -41,7 +41,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--damping", type=float, default=0.0, help="damping mu >= 0")
     p.add_argument("--solver", default="auto",
                    help="auto, cholesky, cg (no preconditioner), pcg-tensorsketch, pcg-tensorsrht")
-    p.add_argument("--update", default="auto", help="subquad: auto, scatter, rowdense, lazy")
+    p.add_argument("--update", default="auto",
+                   help="subquad: auto, scatter, rowdense, lazy, fused (CPU)")
     p.add_argument("--rank-max", type=int, default=None, help="lazy: fold when rank passes this")
     p.add_argument("--rank-exponent", type=float, default=None,
                    help="lazy: rank-max = m^a (a in (0, 1])")

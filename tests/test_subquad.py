@@ -29,7 +29,7 @@ def dense_run():
     return _train("dense-gn")
 
 
-@pytest.mark.parametrize("update", ["scatter", "rowdense", "lazy"])
+@pytest.mark.parametrize("update", ["scatter", "rowdense", "lazy", "fused"])
 def test_same_iterates_as_dense_gauss_newton(dense_run, update):
     dense, loss_d = dense_run
     opts = {"solver": "cholesky", "update": update}
@@ -70,10 +70,11 @@ def test_pcg_solver_in_training_tracks_cholesky(dense_run, solver):
     np.testing.assert_allclose(loss_s, loss_d, rtol=1e-5)
 
 
-def test_digits_training_keeps_sparsity():
+@pytest.mark.parametrize("update", ["auto", "fused"])
+def test_digits_training_keeps_sparsity(update):
     common = dict(m=1024, n=64, d=64, L=2, c=0.2, iters=4, data="digits", seed=0)
     dense = run_training(TrainConfig(method="dense-gn", **common))
-    sub = run_training(TrainConfig(method="subquad", **common))
+    sub = run_training(TrainConfig(method="subquad", update=update, **common))
     assert sub["loss"][-1] < 1e-3 * sub["loss"][0]
     np.testing.assert_allclose(sub["loss"], dense["loss"], rtol=1e-6, atol=1e-12)
     q = sub["expected_active_fraction"]

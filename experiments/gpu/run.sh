@@ -1,34 +1,36 @@
 #!/usr/bin/env bash
-# GPU check and width sweep on a lent H100/H200: one prepared script, about 8 minutes.
+# The whole GPU check on one CUDA machine: one script, about 8 minutes on an H100-class card.
 #
-# How the lead runs it (device tool, from this repo's root; nothing to carry, no installs:
-# the machine's python3 has cupy-cuda13x, numpy, scipy, pandas, matplotlib, numba,
-# scikit-learn and pytest, and the project runs from the tree with PYTHONPATH):
+# From the repository root, with the project and its `gpu` extra installed (.venv is used when
+# it exists, else python3 with the project on PYTHONPATH):
 #
-#     run(command="bash experiments/gpu/run.sh", timeout_s=560)
+#     OUT=/tmp/gpu-out bash experiments/gpu/run.sh
 #
-# then give_back (unless rerunning at once). Steps, each under its own timeout and all inside
-# GPU_RUN_SECONDS (default 480 s): GPU tests (SUBQUAD_REQUIRE_GPU=1: a missing GPU fails, never
-# skips), the CPU kernel tests, the forward-kernel benchmark, the sweep experiments/gpu/
-# width.toml (its --budget is what is left minus the reserve for fit/plot/report), then
-# `subquad fit/plot/report`, then packing. What comes back (files_at, 6 files, none nested):
+# or as one job of a cluster's GPU partition:
 #
-#     gpu-<card>.tar.gz       the run directory: runs.csv, training.csv, fits, figures, report.md
+#     sbatch --partition gpu --gpus 1 --exclusive --time 00:20:00 \
+#            --wrap "OUT=$PWD/gpu-out bash experiments/gpu/run.sh"
+#
+# Steps, each under its own timeout and all inside GPU_RUN_SECONDS (default 480 s): the GPU
+# tests (SUBQUAD_REQUIRE_GPU=1: a missing GPU fails, never skips), the NVRTC compile test and
+# the CPU kernel tests, the forward-kernel benchmark, the sweep experiments/gpu/width.toml (its
+# --budget is what is left minus the reserve for fit/plot/report), then `subquad
+# fit/plot/report`, then packing. What $OUT holds afterwards:
+#
+#     gpu-<card>/             the run directory: runs.csv, fits, figures, report.md, logs
+#     gpu-<card>.tar.gz       the same, packed for copying off a remote machine
 #     summary.txt             card, driver, versions, each step's exit status, the fitted slopes
 #     pytest-gpu.log  pytest-cpu-kernels.log  bench-forward.csv  run.log
 #
-# Unpack into the results tree (card = h100, h200, ... from nvidia-smi):
-#
-#     mkdir -p results && tar -xzf FILES_AT/gpu-<card>.tar.gz -C results   # -> results/gpu-<card>/
-#
-# A sweep cut short by its budget keeps its finished cells; the rest are recorded as censored
-# and `subquad sweep experiments/gpu/width.toml --out results/gpu-<card> --resume` continues.
-# Elsewhere (any CUDA machine): OUT=/tmp/gpu-out bash experiments/gpu/run.sh. Overrides:
-# GPU_RUN_SECONDS (480), GPU_EXPERIMENT (experiments/gpu/width.toml), PYTHON (python3), OUT.
+# Keep the result with `cp -r $OUT/gpu-<card> results/` (card = h100, a100, ... from
+# nvidia-smi). A sweep cut short by its budget keeps its finished cells; the rest are recorded
+# as censored and `subquad sweep experiments/gpu/width.toml --out results/gpu-<card> --resume`
+# continues it. Overrides: GPU_RUN_SECONDS (480), GPU_EXPERIMENT (experiments/gpu/width.toml),
+# PYTHON (.venv/bin/python, else python3), OUT (/tmp/subquad-gpu-out).
 set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 2
 OUT=${OUT:-/tmp/subquad-gpu-out}
-PY=${PYTHON:-python3}
+if [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/python}; else PY=${PYTHON:-python3}; fi
 LIMIT=${GPU_RUN_SECONDS:-480}
 EXPERIMENT=${GPU_EXPERIMENT:-experiments/gpu/width.toml}
 RESERVE=75  # seconds kept for fit, plot, report and packing after the sweep
@@ -56,7 +58,7 @@ step() {
 name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 card=$(echo "$name" | tr 'A-Z' 'a-z' | grep -oE '[a-z][0-9]{2,4}[a-z]?' | head -1)
 card=${card:-gpu}
-RUN=/tmp/subquad-gpu/gpu-$card
+RUN=$OUT/gpu-$card
 rm -rf "$RUN"
 mkdir -p "$(dirname "$RUN")"
 {
@@ -71,7 +73,7 @@ cat "$SUMMARY"
 step pytest-gpu 200 "$OUT/pytest-gpu.log" \
     "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
 step pytest-cpu-kernels 90 "$OUT/pytest-cpu-kernels.log" \
-    "$PY" -m pytest -q -p no:cacheprovider -x tests/test_kernels.py
+    "$PY" -m pytest -q -p no:cacheprovider -x tests/test_kernels.py tests/test_cuda_compile.py
 step bench-forward 90 "$OUT/bench-forward.log" \
     "$PY" experiments/gpu/bench_forward.py "$OUT/bench-forward.csv"
 rm -f "$OUT/bench-forward.log"  # the table is in run.log and bench-forward.csv
@@ -91,7 +93,7 @@ step report 30 "$RUN/report.txt" "$PY" -m subquad report "$RUN"
 
 { echo; echo "fitted exponents and crossover (subquad fit):"; cat "$RUN/fit.txt"; } \
     >> "$SUMMARY" 2>/dev/null
-tar -czf "$OUT/gpu-$card.tar.gz" -C "$(dirname "$RUN")" "$(basename "$RUN")"
+tar -czf "$OUT/gpu-$card.tar.gz" -C "$OUT" "gpu-$card"
 note "packed $(du -h "$OUT/gpu-$card.tar.gz" | cut -f1) gpu-$card.tar.gz; worst exit $WORST;" \
     "total ${SECONDS}s"
 exit "$WORST"

@@ -2,8 +2,9 @@
 
 Forward finds all m pre-activations of a layer from the s-sparse h_{l-1} (O(m s) per sample),
 backward reads only the |S_{i,l+1}| x |S_{i,l}| block of W_{l+1}, the Gram matrix costs
-O(L n^2 s), and the update is a sparse scatter, a row-dense update, or the lazy low-rank
-structure W = W0 + U V^T whose fold is a BLAS GEMM (its own phase).
+O(L n^2 s), and the update is a sparse scatter, a row-dense update, the lazy low-rank
+structure W = W0 + U V^T whose fold is a BLAS GEMM (its own phase), or ``fused``: kept pending
+and applied by the next forward while it streams the rows (CPU only; kernels/fused.py).
 """
 
 from __future__ import annotations
@@ -18,22 +19,40 @@ from subquad.model.network import Network
 from subquad.model.sparse import SparseRows, row_ids
 from subquad.model.trainer import Work
 
-UPDATES = ("auto", "scatter", "rowdense", "lazy")
+UPDATES = ("auto", "scatter", "rowdense", "lazy", "fused")
+#: backends whose arrays the fused update-in-forward kernel (numba, host memory) can update
+FUSED_BACKENDS = ("numpy", "reference")
 FORWARD_KERNELS = ("auto", "per-example", "input-major")
 #: forward kernels each backend offers (the GPU adds cuSPARSE SpMM)
 FORWARD_KERNELS_BY_BACKEND = {"numpy": FORWARD_KERNELS, "cupy": (*FORWARD_KERNELS, "spmm")}
 #: CPU_KERNELS.md: row-dense wins from s/m >= 0.05; below, the row-ownership scatter (measured
 #: 2-4x faster than row-dense at s/m = 0.024-0.034 on this machine, n = 16)
 AUTO_DENSITY_SPLIT = 0.05
+#: auto picks ``fused`` over ``scatter`` once one W_l is at least this large (results/speedup,
+#: n = 16, float32: per iteration fused / scatter = 0.72 (1 thread) and 0.79 (2 threads) at
+#: m = 16384, 0.72 and 0.92 at m = 32768; at m = 4096 (64 MiB, half the L3) 0.96 and 1.04)
+AUTO_FUSED_MIN_W_BYTES = 256 * 2**20
 
 
-def choose_update(update: str, q: float) -> str:
-    """Resolve ``auto`` by the expected density s/m = Q(beta) (CPU_KERNELS.md measurements)."""
+def choose_update(update: str, q: float, backend: str = "numpy", w_bytes: float = 0.0) -> str:
+    """Resolve ``auto`` by the expected density s/m = Q(beta) (CPU_KERNELS.md measurements)
+    and, on the CPU, the size of one weight matrix ``w_bytes`` (fused from
+    AUTO_FUSED_MIN_W_BYTES on, where streaming W dominates).
+
+    ``fused`` exists on the CPU only: asking for it on another backend is a ConfigError.
+    """
     if update not in UPDATES:
         raise ConfigError("update", f"unknown update {update!r}; accepted: {', '.join(UPDATES)}")
+    if update == "fused" and backend not in FUSED_BACKENDS:
+        raise ConfigError("update", f"'fused' is CPU-only (backend numpy); backend {backend!r} "
+                          "accepts: auto, scatter, rowdense, lazy")
     if update != "auto":
         return update
-    return "scatter" if q <= AUTO_DENSITY_SPLIT else "rowdense"
+    if q > AUTO_DENSITY_SPLIT:
+        return "rowdense"
+    if backend in FUSED_BACKENDS and w_bytes >= AUTO_FUSED_MIN_W_BYTES:
+        return "fused"
+    return "scatter"
 
 
 @dataclass
@@ -61,6 +80,7 @@ class SparseKernels:
         self.rank_max_req = rank_max
         self.forward_kernel = forward_kernel
         self.lazy: list = []
+        self.pending: list = []
         self.folds = 0
         self.last_forward: dict = {}
 
@@ -68,7 +88,9 @@ class SparseKernels:
         self.net = net
         self.xp = net.xp
         sp = net.spec
-        self.mode = choose_update(self.update_req, sp.q)
+        self.mode = choose_update(self.update_req, sp.q, sp.backend,
+                                  float(sp.m) * sp.m * sp.itemsize)
+        self.pending = [None] * sp.L
         self.H0 = SparseRows.from_dense(H0, self.xp)
         self.norm0 = self.H0.row_norms(self.xp)
         self.coef = net.dtype.type(sp.beta * sp.s_w)
@@ -101,7 +123,11 @@ class SparseKernels:
                 extra = self.lazy[l - 1].forward_extra(H[-1])
                 madds += self.lazy[l - 1].forward_work(H[-1].nnz, H[-1].n)
             kw = {} if self.forward_kernel == "auto" else {"forward_kernel": self.forward_kernel}
-            out, info = self.kern.forward_layer(self._W0t(l), H[-1], b, extra, **kw)
+            if self.mode == "fused":
+                out, info = self._forward_fused(l, H[-1], b, kw)
+                madds += info["update_madds"]
+            else:
+                out, info = self.kern.forward_layer(self._W0t(l), H[-1], b, extra, **kw)
             madds += float(m) * H[-1].nnz
             nbytes += float(info["bytes"])
             self.last_forward[l] = info.get("kernel", "")
@@ -111,6 +137,13 @@ class SparseKernels:
         vals = self.net.a[HL.indices] * HL.values
         f = SparseRows(HL.indptr, HL.indices, vals, HL.m).row_sums(xp)
         return SparseState(H, norms, f), Work(madds + HL.nnz, nbytes)
+
+    def _forward_fused(self, l: int, Hin: SparseRows, b: Any, kw: dict) -> tuple:
+        """Layer l's forward that first applies (and clears) the pending update of W_l."""
+        from subquad.model.kernels.fused import forward_fused  # noqa: PLC0415
+
+        pending, self.pending[l - 1] = self.pending[l - 1], None
+        return forward_fused(self.net.Wt[l - 1], Hin, b, pending, **kw)
 
     def outputs(self, st: SparseState) -> Any:
         return st.f
@@ -181,14 +214,22 @@ class SparseKernels:
         return max(1, self.rank_max // n_new) if self.lazy else 1
 
     def update(self, st: SparseState, V: list, coef: Any) -> Work:
-        """W_l += sum_i coef_i v_{i,l} h_{i,l-1}^T by the chosen mode."""
+        """W_l += sum_i coef_i v_{i,l} h_{i,l-1}^T by the chosen mode.
+
+        ``fused`` only records (H_{l-1}, V_l, coef) here and counts nothing: the next forward
+        applies it and its phase is charged with the update's multiply-adds (the pending
+        block) and bytes (entries in rows the forward does not read; the others are in cache).
+        Every other reader of W runs after that forward.
+        """
         net = self.net
         isz = float(net.spec.itemsize)
         madds = nbytes = 0.0
         for l in range(1, net.spec.L + 1):
             Hin, Vout = st.H[l - 1], V[l]
             block = self._block_size(Hin, Vout)
-            if self.mode == "lazy":
+            if self.mode == "fused":
+                self.pending[l - 1] = (Hin, Vout, coef)
+            elif self.mode == "lazy":
                 self.lazy[l - 1].append(Hin, Vout, coef)
                 madds += float(Hin.n) * (Hin.m + Vout.m)
             elif self.mode == "scatter":

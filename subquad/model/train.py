@@ -12,7 +12,7 @@ from typing import Any
 
 from subquad.errors import ConfigError, check_choice
 from subquad.model.data import DATASETS, LABELS, check_dimension, load
-from subquad.model.network import Network, NetworkSpec, memory_estimate
+from subquad.model.network import DTYPES, Network, NetworkSpec, memory_estimate
 from subquad.model.solve import SOLVERS, IdentitySolver, make_solver
 from subquad.model.trainer import PHASES, Step, Trainer
 
@@ -118,7 +118,9 @@ class TrainConfig:
             from subquad.model.sparsify import beta, check_c, tail  # noqa: PLC0415
 
             check_c(self.c)
-            mode = choose_update(self.update, tail(beta(max(self.m, 2), self.c)))
+            check_choice("dtype", self.dtype, DTYPES)
+            mode = choose_update(self.update, tail(beta(max(self.m, 2), self.c)), self.backend,
+                                 float(self.m) * self.m * self.spec.itemsize)
             if mode == "lazy":
                 from subquad.model.lowrank import parse_rank_max  # noqa: PLC0415
 

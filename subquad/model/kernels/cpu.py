@@ -491,3 +491,6 @@ def warmup(dtype: Any = np.float32) -> None:
     coef = np.ones(H.n, dt)
     update_scatter(Wt, H, H, coef)
     update_rowdense(Wt, H, H, coef)
+    from subquad.model.kernels import fused  # noqa: PLC0415 (fused imports this module)
+
+    fused.warmup(dt)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from subquad.errors import ConfigError
+from subquad.model.kernels.cuda_source import render
 from subquad.model.sparse import SparseRows
 
 try:
@@ -43,90 +44,11 @@ except ImportError as exc:  # pragma: no cover - only reached without cupy
 FORWARD_KERNELS = ("auto", "per-example", "input-major", "spmm")
 THREADS = 256  # threads per block of every RawKernel launch
 
-_SOURCE = r"""
-typedef @T@ T;
-typedef long long i64;
-
-// G[i, c] = sum_{p in row i} val[p] * Wt[idx[p], c]; blockIdx.x = sample, blockIdx.y = tile.
-extern "C" __global__ void forward_rows(const T* __restrict__ Wt, const i64* __restrict__ indptr,
-                                        const i64* __restrict__ idx, const T* __restrict__ val,
-                                        const i64 m_out, T* __restrict__ G) {
-    const i64 i = blockIdx.x;
-    const i64 c = (i64)blockIdx.y * blockDim.x + threadIdx.x;
-    if (c >= m_out) return;
-    const i64 end = indptr[i + 1];
-    T acc = 0;
-#pragma unroll 4
-    for (i64 p = indptr[i]; p < end; ++p) acc += val[p] * Wt[idx[p] * m_out + c];
-    G[i * m_out + c] = acc;
-}
-
-// u[p] = sum_{q in row i of V} Wt[idx_in[p], idx_out[q]] v[q], i = rows_in[p]; thread per p.
-extern "C" __global__ void backward_block(const T* __restrict__ Wt,
-                                          const i64* __restrict__ rows_in,
-                                          const i64* __restrict__ idx_in,
-                                          const i64* __restrict__ ptr_out,
-                                          const i64* __restrict__ idx_out,
-                                          const T* __restrict__ v, const i64 nnz_in,
-                                          const i64 m_out, T* __restrict__ u) {
-    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= nnz_in) return;
-    const i64 i = rows_in[p];
-    const T* row = Wt + idx_in[p] * m_out;
-    const i64 end = ptr_out[i + 1];
-    T acc = 0;
-    for (i64 q = ptr_out[i]; q < end; ++q) acc += row[idx_out[q]] * v[q];
-    u[p] = acc;
-}
-
-// K[i, j] = K[j, i] = <r_i, r_j> by merging the two sorted index lists; thread per (i, j).
-extern "C" __global__ void gram_merge(const i64* __restrict__ indptr, const i64* __restrict__ idx,
-                                      const T* __restrict__ val, const i64 n,
-                                      T* __restrict__ K) {
-    const i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= n * n) return;
-    const i64 i = t / n, j = t % n;
-    if (j < i) return;
-    i64 a = indptr[i], b = indptr[j];
-    const i64 ae = indptr[i + 1], be = indptr[j + 1];
-    T acc = 0;
-    while (a < ae && b < be) {
-        const i64 x = idx[a], y = idx[b];
-        if (x == y) { acc += val[a] * val[b]; ++a; ++b; }
-        else if (x < y) ++a;
-        else ++b;
-    }
-    K[i * n + j] = acc;
-    K[j * n + i] = acc;
-}
-
-// Wt[idx_in[p], idx_out[q]] += coef_i h[p] v[q] for q in row i; block per p, threads over q.
-extern "C" __global__ void update_scatter(T* __restrict__ Wt, const i64* __restrict__ rows_in,
-                                          const i64* __restrict__ idx_in,
-                                          const T* __restrict__ h,
-                                          const i64* __restrict__ ptr_out,
-                                          const i64* __restrict__ idx_out,
-                                          const T* __restrict__ v, const T* __restrict__ coef,
-                                          const i64 m_out) {
-    const i64 p = blockIdx.x;
-    const i64 i = rows_in[p];
-    const T x = coef[i] * h[p];
-    T* row = Wt + idx_in[p] * m_out;
-    const i64 end = ptr_out[i + 1];
-    for (i64 q = ptr_out[i] + threadIdx.x; q < end; q += blockDim.x)
-        atomicAdd(row + idx_out[q], x * v[q]);
-}
-"""
-
-_CTYPES = {"float32": "float", "float64": "double"}
-
 
 @functools.cache
 def _module(dtype_name: str) -> Any:
     """The RawModule of every kernel for one dtype (compiled by NVRTC on first use, cached)."""
-    if dtype_name not in _CTYPES:
-        raise ValueError(f"GPU kernels support float32 and float64, got {dtype_name}")
-    return cp.RawModule(code=_SOURCE.replace("@T@", _CTYPES[dtype_name]))
+    return cp.RawModule(code=render("sparse", dtype_name))
 
 
 def _blocks(total: int) -> tuple[int]:
@@ -195,7 +117,7 @@ def choose_forward(n: int, s: float, m_in: int, m_out: int, itemsize: int) -> st
     Per example reads n s rows of W^T, mostly from L2 (samples of one column tile run
     together); input-major reads the union twice and adds a dense n x |U| x m_out GEMM, which
     only pays when the union is small and n large; spmm is cuSPARSE's version of per-example.
-    ``experiments/gpu/bench_forward.py`` times all three on the lent GPU to settle this.
+    ``experiments/gpu/bench_forward.py`` times all three on a GPU to settle this.
     """
     del n, s, m_in, m_out, itemsize
     return "per-example"

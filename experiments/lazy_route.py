@@ -31,7 +31,13 @@ PARTS = ("forward_extra", "backward_extra", "append", "fold")
 
 
 def cells(run: Path) -> pd.DataFrame:
-    """Median counted work per (n, L, c, m) and phase of the run's subquad scatter cells."""
+    """Median counted work per (n, L, c, m) and phase of the run's subquad scatter cells.
+
+    `update = auto` is resolved by the density rule alone, as it was when results/width was
+    measured; in a run taken after the `fused` mode became auto's choice for large W (m >= 8192
+    in float32), set `update = "scatter"` explicitly so the base phases stay the scatter
+    route's (fused counts the update inside the forward).
+    """
     runs = read_table(run / "runs.csv", "runs.csv", ("method", "phase", "work", "m", "status"))
     sub = runs[(runs.method == "subquad") & (runs.status == "ok") & (runs.phase != "init")]
     sub = sub[[choose_update(u, tail(beta(m, c))) == "scatter"

@@ -34,14 +34,12 @@ CHECK_EXPERIMENT := experiments/check_scaling.toml
 .PHONY: check-scaling-baseline
 
 check-scaling: $(VENV)/.installed
-	rm -rf $(CHECK_DIR)/run
-	$(SUBQUAD) sweep $(CHECK_EXPERIMENT) --out $(CHECK_DIR)/run
+	$(SUBQUAD) sweep $(CHECK_EXPERIMENT) --out $(CHECK_DIR)/run --overwrite
 	$(SUBQUAD) fit $(CHECK_DIR)/run
 	$(SUBQUAD) check $(CHECK_DIR)/run --baseline $(CHECK_DIR)/baseline
 
 check-scaling-baseline: $(VENV)/.installed
-	rm -rf $(CHECK_DIR)/fresh
-	$(SUBQUAD) sweep $(CHECK_EXPERIMENT) --out $(CHECK_DIR)/fresh
+	$(SUBQUAD) sweep $(CHECK_EXPERIMENT) --out $(CHECK_DIR)/fresh --overwrite
 	$(SUBQUAD) fit $(CHECK_DIR)/fresh
 	rm -rf $(CHECK_DIR)/baseline
 	cp -r $(CHECK_DIR)/fresh $(CHECK_DIR)/baseline
@@ -53,10 +51,10 @@ bench: $(VENV)/.installed
 		--benchmark-json results/bench/bench.json
 	$(SUBQUAD) fit results/bench/bench.json
 
-# A fresh, complete result: old cell files are removed (no --resume), then fit, plot, report.
+# A fresh, complete result: --overwrite replaces the old cells, runs.csv and everything derived
+# from it (fits, report, figures), then fit, plot, report.
 define run_experiment
-	rm -rf $(2)/cells $(2)/runs.csv $(2)/training.csv
-	$(SUBQUAD) sweep experiments/$(1).toml --out $(2) $(if $(BUDGET),--budget $(BUDGET))
+	$(SUBQUAD) sweep experiments/$(1).toml --out $(2) --overwrite $(if $(BUDGET),--budget $(BUDGET))
 	$(SUBQUAD) fit $(2)
 	$(SUBQUAD) plot $(2)
 	$(SUBQUAD) report $(2)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from subquad.files import atomic_write_frame
+
 CHILD = r"""
 import json, statistics, sys, warnings
 from subquad.harness.measure import warm_kernels
@@ -51,7 +53,7 @@ def main() -> None:
     df = pd.DataFrame(rows)
     out = Path("results/handoff")
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "handoff.csv", index=False)
+    atomic_write_frame(out / "handoff.csv", df)
     print(df.to_string(index=False, float_format=lambda v: f"{v * 1e3:.2f} ms"))
 
 

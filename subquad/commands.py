@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,61 @@ def _register(fn):
     return fn
 
 
-def _run_dir(path: str) -> Path:
+#: columns without which no analysis of a runs.csv is possible (the rest can be filled in)
+RUNS_CORE = ("method", "phase", "m", "seconds")
+
+
+def _run_dir(path: str, param: str = "DIR", fitted: bool | None = False) -> Path:
+    """A run directory whose runs.csv (and fits.csv: if ``fitted``, or if present when
+    ``fitted`` is None) is a sound subquad table.
+
+    Checked here, before any analysis module runs, so an empty, binary, truncated or foreign
+    file is one clear error (exit 2) whatever the analysis code does with it.
+    """
+    from subquad.files import read_table  # noqa: PLC0415
+    from subquad.harness.tables import STATUSES  # noqa: PLC0415
+
     p = Path(path)
     if not p.exists():
-        raise ConfigError("DIR", f"{p} does not exist; run `subquad sweep` first")
+        raise ConfigError(param, f"{p} does not exist; run `subquad sweep` first")
+    if not p.is_dir():
+        raise ConfigError(param, f"{p} is not a directory; give the run directory holding "
+                          "runs.csv")
+    runs_path = p / "runs.csv"
+    if not runs_path.is_file():
+        raise ConfigError(param, f"{p} has no runs.csv; run `subquad sweep ... --out {p}` "
+                          "(or `subquad sweep --merge` on it) first")
+    _complete_lines(runs_path)
+    runs = read_table(runs_path, str(runs_path), RUNS_CORE, dtype=str, keep_default_na=False)
+    if runs.empty:
+        raise ConfigError(str(runs_path), "has no rows; the sweep recorded no cell")
+    status = runs["status"] if "status" in runs else None
+    # a table may carry no statuses at all (all ok); one that has them needs one on every row
+    bad = None if status is None or (status == "").all() else ~status.isin(STATUSES)
+    if bad is not None and bad.any():
+        raise ConfigError(str(runs_path), f"row {int(bad.idxmax()) + 2} has status "
+                          f"{runs['status'][bad].iloc[0]!r} (accepted: {', '.join(STATUSES)}); "
+                          "the file is truncated or damaged: rebuild it with `subquad sweep "
+                          f"--merge {p}`")
+    fits_path = p / "fits.csv"
+    if fitted or (fitted is None and fits_path.exists()):
+        if not fits_path.is_file():
+            raise ConfigError(param, f"{p} has no fits.csv; run `subquad fit {p}` first")
+        _complete_lines(fits_path)
+        read_table(fits_path, str(fits_path), ("method", "phase", "exponent"))
     return p
+
+
+def _complete_lines(path: Path) -> None:
+    """A table the project wrote ends with a newline; one that does not was cut short."""
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() == 0:
+            raise ConfigError(str(path), "is empty; rerun the step that writes it")
+        fh.seek(-1, 2)
+        if fh.read(1) != b"\n":
+            raise ConfigError(str(path), "is truncated (its last line is incomplete); rerun "
+                              "the step that writes it")
 
 
 # ------------------------------------------------------------------------------- sweep
@@ -40,7 +91,10 @@ def register_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", metavar="CONFIG", help="experiment file (.toml)")
     p.add_argument("--out", metavar="DIR", help="output directory (default results/<name>)")
     p.add_argument("--resume", action="store_true",
-                   help="keep finished cell files and run only the missing cells")
+                   help="keep finished cell files and run only the missing or damaged cells")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in the output directory (cells, "
+                   "runs.csv and the fits, report and figures derived from it)")
     p.add_argument("--budget", type=float, metavar="S",
                    help="seconds for the whole sweep; cells left are recorded as censored")
     p.add_argument("--executor", choices=EXECUTOR_KINDS, default=None,
@@ -61,7 +115,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.merge:
         if args.config:
             raise ConfigError("merge", "give either CONFIG or --merge DIR, not both")
-        print(f"wrote {merge_only(args.merge)}")
+        path, bad = merge_only(args.merge)
+        print(f"wrote {path}")
+        if bad:
+            print(f"subquad: {len(bad)} damaged cell file(s) left out of {path}; "
+                  f"`subquad sweep CONFIG --out {args.merge} --resume` runs them again",
+                  file=sys.stderr)
+            return 1
         return 0
     if not args.config:
         raise ConfigError("CONFIG", "missing experiment file, e.g. experiments/smoke.toml "
@@ -75,7 +135,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         overrides["time"] = parse_minutes(_int_or_str(args.time), "--time")
     run_dir = run_sweep(args.config, args.out, resume=args.resume, budget=args.budget,
                         executor=args.executor, progress=not args.quiet,
-                        executor_options=overrides)
+                        executor_options=overrides, overwrite=args.overwrite)
     print(f"wrote {run_dir / 'runs.csv'}")
     return 0
 
@@ -107,14 +167,23 @@ def _num(x: Any, fmt: str = ".3f") -> str:
     return "-" if math.isnan(v) else format(v, fmt)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def _fit_options(args: argparse.Namespace) -> dict:
     """Fit options: the run's [fit] table (from its copied experiment.toml), then the flags."""
-    from subquad.harness.config import fit_options, tomllib  # noqa: PLC0415
+    from subquad.harness.config import _Where, fit_options, tomllib  # noqa: PLC0415
 
     opts: dict = {}
     exp = Path(args.dir) / "experiment.toml"
     if exp.is_file():
-        opts = fit_options(tomllib.loads(exp.read_text()))
+        try:
+            raw = tomllib.loads(exp.read_bytes().decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(exp), f"not valid TOML ({_first_line(exc)}); restore the "
+                              "experiment file the sweep copied there") from None
+        opts = fit_options(raw, _Where(exp))
     if args.window is not None:
         opts["window"] = args.window
     if args.min_m is not None:
@@ -129,7 +198,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     from subquad.analysis.fit import fit_run  # noqa: PLC0415
 
-    paths = fit_run(_run_dir(args.dir), **_fit_options(args))
+    target = Path(args.dir)
+    if not (target.suffix.lower() == ".json" and target.is_file()):  # a benchmark JSON file
+        target = _run_dir(args.dir)
+    paths = fit_run(target, **_fit_options(args))
     fits = pd.read_csv(paths["fits"])
     main = fits[(fits["fit"] == "slope") & fits["phase"].isin(["iteration", "init", "kernel"])
                 & fits["quantity"].isin(["seconds", "work"])]
@@ -167,7 +239,7 @@ def register_plot(sub: argparse._SubParsersAction) -> None:
 def cmd_plot(args: argparse.Namespace) -> int:
     from subquad.analysis.plots import plot_run  # noqa: PLC0415
 
-    written = plot_run(_run_dir(args.dir))
+    written = plot_run(_run_dir(args.dir, fitted=None))
     for path in written or []:
         print(f"wrote {path}")
     if not written:
@@ -185,7 +257,7 @@ def register_report(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from subquad.analysis.report import write_report  # noqa: PLC0415
 
-    print(f"wrote {write_report(_run_dir(args.dir))}")
+    print(f"wrote {write_report(_run_dir(args.dir, fitted=None))}")
     return 0
 
 
@@ -207,6 +279,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from subquad.analysis.check import run_check  # noqa: PLC0415
     from subquad.analysis.gates import format_gates  # noqa: PLC0415
 
+    if args.limits is not None and not Path(args.limits).is_file():
+        raise ConfigError("limits", f"{args.limits} does not exist; give a limits TOML or omit "
+                          "--limits for the packaged one")
+    _run_dir(args.dir, fitted=True)
+    _run_dir(args.baseline, "--baseline", fitted=True)
     results = run_check(args.dir, args.baseline, args.limits)
     print(format_gates(results))
     failed = [r for r in results if not r.passed]

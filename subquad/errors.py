@@ -32,3 +32,19 @@ class ConvergenceError(SubquadError):
 
 class DivergenceError(SubquadError):
     """Training produced a non-finite loss or weights."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; raised by the CLI's signal handler (a BaseException, like Ctrl-C)."""
+
+
+class Interrupted(SubquadError):
+    """A sweep stopped by Ctrl-C or SIGTERM; the message says what is done and how to resume."""
+
+    def __init__(self, message: str, exit_code: int):
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+class CorruptFileError(SubquadError):
+    """A result file that is truncated or damaged (its checksum does not match its content)."""

@@ -1,4 +1,4 @@
-"""Shared fixtures: small float64 networks and data for correctness tests."""
+"""Shared fixtures: small float64 networks and data for correctness tests; a Slurm cluster."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from subquad.model.data import synthetic
 from subquad.model.network import Network, NetworkSpec
+from tests import slurm_cluster as _slurm
 
 
 @pytest.fixture
@@ -26,3 +27,11 @@ def loss_of(net: Network, X: np.ndarray, y: np.ndarray) -> float:
     """The loss of the dense oracle on (X, y)."""
     st = net.forward_dense(net.input_layer(X))
     return net.loss(st.f, y)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A one-node Slurm cluster (partition ``debug``, SLURM_CONF set) for the session; see
+    tests/slurm_cluster.py for when it starts one, reuses one, skips or fails."""
+    with _slurm.cluster() as info:
+        yield info

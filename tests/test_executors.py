@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pandas as pd
@@ -161,8 +162,13 @@ def test_slurm_without_a_cluster_is_a_clear_config_error(tmp_path: Path, monkeyp
 
 
 class _FakeJob:
-    def __init__(self, fn, args):
+    def __init__(self, fn, args, job_id, folder):
         self.value = fn(*args)
+        self.job_id = job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        result = folder / f"{job_id}_result.pkl"
+        result.write_bytes(b"")  # the executor waits for this file
+        self.paths = types.SimpleNamespace(result_pickle=result, stderr=folder / "err")
 
     def done(self) -> bool:
         return True
@@ -178,17 +184,17 @@ class _FakeAutoExecutor:
 
     def __init__(self, folder, cluster=None):
         type(self).seen = {"folder": str(folder), "cluster": cluster}
+        self.folder = Path(folder).parent
 
     def update_parameters(self, **params):
         type(self).seen["params"] = params
 
     def map_array(self, fn, *iterables):
-        return [_FakeJob(fn, args) for args in zip(*iterables)]
+        return [_FakeJob(fn, args, f"7_{i}", self.folder / f"7_{i}")
+                for i, args in enumerate(zip(*iterables))]
 
 
 def test_slurm_array_uses_executor_table(tmp_path: Path, monkeypatch) -> None:
-    import types
-
     import subquad.harness.executors as executors
 
     fake = types.ModuleType("submitit")

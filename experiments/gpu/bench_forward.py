@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import statistics
 import sys
+from pathlib import Path
 
 import numpy as np
 
+from subquad.files import atomic_write_text
 from subquad.model.backend import get_backend
 from subquad.model.kernels import gpu
 from subquad.model.sparse import SparseRows
@@ -67,22 +69,19 @@ def main(out: str | None = None) -> None:
     be = get_backend("cupy")
     gpu.warmup(np.float32)
     rng = np.random.default_rng(0)
-    csv = open(out, "w") if out else None  # written row by row: a timeout keeps what ran
-    if csv:
-        print("m,n,kernel,seconds,bytes,ratio_to_dense", file=csv, flush=True)
+    # rewritten (atomically) after every row: a timeout keeps what ran, never half a row
+    lines = ["m,n,kernel,seconds,bytes,ratio_to_dense"]
     print(f"{'m':>6} {'n':>4} {'kernel':<12} {'ms':>9} {'GB read':>8} {'/dense':>7}")
     for m, n in SIZES:
         results = bench_size(be, m, n, rng)
         dense = results[0][1]
         for kernel, sec, nbytes in results:
-            if csv:
-                print(f"{m},{n},{kernel},{sec:.6g},{nbytes:.6g},{sec / dense:.4g}", file=csv,
-                      flush=True)
+            if out:
+                lines.append(f"{m},{n},{kernel},{sec:.6g},{nbytes:.6g},{sec / dense:.4g}")
+                atomic_write_text(Path(out), "\n".join(lines) + "\n")
             print(f"{m:>6} {n:>4} {kernel:<12} {sec * 1e3:>9.3f} {nbytes / 1e9:>8.2f} "
                   f"{sec / dense:>7.3f}", flush=True)
         be.xp.get_default_memory_pool().free_all_blocks()
-    if csv:
-        csv.close()
 
 
 if __name__ == "__main__":

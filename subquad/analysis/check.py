@@ -25,6 +25,7 @@ from subquad.analysis.fit import normalize_runs
 from subquad.analysis.gates import GateResult
 from subquad.analysis.limits import Limits, load_limits
 from subquad.errors import ConfigError
+from subquad.files import read_table
 
 #: what identifies a fitted series independently of the machine it ran on
 FIT_KEYS = ["method", "options", "backend", "dtype", "threshold", "data", "phase", "quantity",
@@ -42,7 +43,7 @@ def load_fits(run_dir: Path, arg: str) -> pd.DataFrame:
     path = Path(run_dir) / "fits.csv"
     if not path.is_file():
         raise ConfigError(arg, f"no fits table at {path}; run `subquad fit {run_dir}` first")
-    df = pd.read_csv(path, keep_default_na=False, dtype=str)
+    df = read_table(path, str(path), keep_default_na=False, dtype=str)
     for col in FIT_KEYS + ["machine", "exponent", "ci_low", "ci_high"]:
         if col not in df.columns:
             df[col] = ""
@@ -57,7 +58,7 @@ def load_samples(run_dir: Path, arg: str, phase: str) -> pd.DataFrame:
     path = Path(run_dir) / "runs.csv"
     if not path.is_file():
         raise ConfigError(arg, f"no runs table at {path}; run `subquad sweep` into it first")
-    runs = normalize_runs(pd.read_csv(path, keep_default_na=True))
+    runs = normalize_runs(read_table(path, str(path), keep_default_na=True))
     return runs[runs["phase"] == phase]
 
 

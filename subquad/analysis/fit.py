@@ -64,7 +64,7 @@ import numpy as np
 import pandas as pd
 
 from subquad.errors import ConfigError
-from subquad.files import atomic_write_frame
+from subquad.files import atomic_write_frame, read_table
 from subquad.harness.tables import RUNS_COLUMNS
 
 SERIES_KEYS = ["machine", "method", "options", "backend", "dtype", "threshold", "data", "phase"]
@@ -198,7 +198,7 @@ def load_runs(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("run_dir", f"no runs table at {path}; run `subquad sweep` first")
-    return normalize_runs(pd.read_csv(path, keep_default_na=True))
+    return normalize_runs(read_table(path, str(path), keep_default_na=True))
 
 
 def read_benchmark_json(path: Path | str) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from scipy.stats import binom
 
+from subquad import files
 from subquad.files import atomic_savefig
 
 # -- constants ---------------------------------------------------------------------------------
@@ -76,10 +77,7 @@ def read_table(path: Path) -> pd.DataFrame | None:
     """Read a CSV with string columns kept as strings ('' for empty); None if absent/empty."""
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    try:
-        df = pd.read_csv(path, keep_default_na=True, low_memory=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError):
-        return None
+    df = files.read_table(path, str(path), keep_default_na=True, low_memory=False)
     if df.empty:
         return None
     for col in df.columns:

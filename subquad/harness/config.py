@@ -227,8 +227,8 @@ class _Where:
             raise self.error(key, f"must be a number, got {value!r}")
         v = float(value)
         if not math.isfinite(v) or (lo is not None and (v <= lo if strict else v < lo)):
-            bound = f"> {lo:g}" if strict else f">= {lo:g}"
-            raise self.error(key, f"must be a finite number {bound}, got {value!r}")
+            bound = "" if lo is None else (f" > {lo:g}" if strict else f" >= {lo:g}")
+            raise self.error(key, f"must be a finite number{bound}, got {value!r}")
         return v
 
     def string(self, value: Any, key: str, accepted: tuple[str, ...] | None = None) -> str:
@@ -631,6 +631,14 @@ def validate_cells(exp: Experiment, cells: list[Cell]) -> None:
     from subquad.model.data import REAL_SETS, fixed_dimension, load  # noqa: PLC0415
 
     w = _Where(exp.path)
+    if exp.backend != "numpy":
+        from subquad.model.backend import gpu_available  # noqa: PLC0415
+
+        usable, why = gpu_available()
+        if not usable:
+            raise w.error("backend", f"backend {exp.backend!r} needs cupy and a usable GPU: "
+                          f"{why}; run it where a GPU is usable (README, \"GPU\") or set "
+                          "backend = \"numpy\"")
     real_ok: set[tuple[str, int, int]] = set()
     for cell in cells:
         where = f"cell ({cell.describe()})"

@@ -95,8 +95,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
+#: the paths whose uncommitted changes can change a measurement (results/ is not among them:
+#: a sweep rewrites its own results, which must not mark the source as dirty)
+SOURCE_PATHS = ("subquad", "experiments", "benchmarks", "pyproject.toml", "Makefile")
+
+
 def _git() -> dict:
-    """Commit and dirty flag of the source tree subquad runs from (None outside git)."""
+    """Commit and dirty flag of the source (``SOURCE_PATHS``) subquad runs from (None outside
+    git)."""
     root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str | None:
@@ -110,7 +116,7 @@ def _git() -> dict:
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PATHS)
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -8,10 +8,13 @@ exclusive nodes, each task recording its own machine id.
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
+import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -134,35 +137,131 @@ def slurm_parameters(ex: Executor, timing: Timing, budget_s: float | None, name:
     return params
 
 
+#: squeue states in which a task will not run again (any other state: queued or running)
+ENDED_STATES = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED",
+                          "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "TIMEOUT"})
+#: a task squeue reports COMPLETED (or no longer lists) may still be writing its result on a
+#: shared file system: wait this long for the result before recording the cell as lost
+RESULT_GRACE_SECONDS = 30.0
+
+
+def queue_states(array_ids: Iterable[str]) -> dict[str, str] | None:
+    """``{task id: state}`` of the tasks squeue still lists for these job arrays, or None
+    when squeue did not answer. Ended tasks stay listed for the cluster's MinJobAge, then go."""
+    cmd = ["squeue", "--noheader", "--array", "--states=all", "--format=%i %T",
+           "--jobs", ",".join(sorted(array_ids))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:  # every task purged already, or the controller did not answer
+        return {} if "Invalid job id" in proc.stderr else None
+    return dict(line.split()[:2] for line in proc.stdout.splitlines() if len(line.split()) > 1)
+
+
+def accounting_off(array_ids: Iterable[str]) -> str | None:
+    """Why ``sacct`` cannot report on these jobs (accounting off or no sacct), or None."""
+    cmd = ["sacct", "--noheader", "-X", "--format=State", "--jobs", ",".join(array_ids)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if proc.returncode == 0:
+        return None
+    return " ".join(proc.stderr.split())[:200] or f"exit status {proc.returncode}"
+
+
+class _FirstSacctWarning(logging.Filter):
+    """Lets submitit's first "Bypassing sacct error" warning through, drops the repeats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        seen, self.seen = self.seen, True
+        return not seen
+
+
+@contextmanager
+def _quiet_sacct() -> Iterator[None]:
+    """For one sweep: at most one sacct warning from submitit (it would log one per poll)."""
+    log = logging.getLogger("submitit")
+    flt = _FirstSacctWarning()
+    log.addFilter(flt)
+    try:
+        yield
+    finally:
+        log.removeFilter(flt)
+
+
+def _visible(path: Path) -> bool:
+    """Whether ``path`` exists, refreshing a network file system's cached directory first."""
+    try:
+        path.parent.chmod(path.parent.stat().st_mode)
+    except OSError:
+        pass
+    return path.exists()
+
+
+def _outcome(job: Any, run_dir: Path, cell: Cell) -> str:
+    """The status a finished task returned, or its cell recorded as lost if it raised."""
+    try:
+        return str(job.result())
+    except Exception as exc:  # the task raised: submitit pickled the error
+        return lost(run_dir, cell, " ".join(f"{type(exc).__name__}: {exc}".split())[:300])
+
+
 def run_slurm_array(cells: list[Cell], run_dir: Path, timing: Timing, ex: Executor,
-                    budget_s: float | None, name: str) -> Iterator[tuple[Cell, str, float]]:
+                    budget_s: float | None, name: str,
+                    note: Callable[[str], None]) -> Iterator[tuple[Cell, str, float]]:
     """Submit one array task per cell and yield (cell, status, seconds since submit) as they end.
 
     Cells run concurrently on separate nodes, so the axis stop cannot skip larger cells here;
-    each task is bounded by its own cell budget and the Slurm time limit instead.
+    each task is bounded by its own cell budget and the Slurm time limit instead. A task is
+    done when its result file appears; one that squeue shows ended without a result (cancelled,
+    timed out, node failure) is recorded as lost from its cell file, so neither ``sacct`` (often
+    off) nor submitit's sacct polling decides when the sweep ends. ``note`` prints a line for
+    the user (the sweep's progress stream).
     """
     submitit = require_submitit("slurm")
     executor = submitit.AutoExecutor(folder=run_dir / ".submitit" / "%j", cluster="slurm")
     executor.update_parameters(**slurm_parameters(ex, timing, budget_s, name))
     k = len(cells)
-    jobs = executor.map_array(run_cell, cells, [timing] * k, [str(run_dir)] * k,
-                              [budget_s] * k)
-    by_job = {id(job): cell for job, cell in zip(jobs, cells)}
-    t0 = time.perf_counter()
-    pending = list(jobs)
-    while pending:
-        still = []
-        for job in pending:
-            if not job.done():
-                still.append(job)
-                continue
-            cell = by_job[id(job)]
-            try:
-                status = str(job.result())
-            except Exception as exc:  # task failed, was cancelled or timed out
-                status = lost(run_dir, cell, " ".join(f"{type(exc).__name__}: {exc}".split())[
-                    :300])
-            yield cell, status, time.perf_counter() - t0
-        pending = still
-        if pending:
-            time.sleep(min(10.0, 0.5 + 0.05 * len(pending)))
+    with _quiet_sacct():
+        jobs = executor.map_array(run_cell, cells, [timing] * k, [str(run_dir)] * k,
+                                  [budget_s] * k)
+        arrays = sorted({str(job.job_id).split("_")[0] for job in jobs})
+        why = accounting_off(arrays)
+        if why is not None:
+            note(f"Slurm accounting is off here (sacct: {why}): task status comes from the "
+                 "cell files and squeue")
+        t0 = time.perf_counter()
+        pending = list(zip(jobs, cells))
+        ended_at: dict[str, float] = {}
+        while pending:
+            waiting = []
+            for job, cell in pending:
+                if _visible(job.paths.result_pickle):
+                    yield cell, _outcome(job, run_dir, cell), time.perf_counter() - t0
+                else:
+                    waiting.append((job, cell))
+            states = queue_states(arrays) if waiting else None
+            pending = []
+            for job, cell in waiting:
+                state = None if states is None else states.get(str(job.job_id), "gone")
+                if state is None or state not in ENDED_STATES | {"gone"}:
+                    pending.append((job, cell))
+                    continue
+                first = ended_at.setdefault(str(job.job_id), time.perf_counter())
+                if state in ("COMPLETED", "gone") and (
+                        time.perf_counter() - first < RESULT_GRACE_SECONDS):
+                    pending.append((job, cell))
+                    continue
+                why = (f"Slurm task {job.job_id} ended {state} without a result "
+                       f"(log: {job.paths.stderr})")
+                yield cell, lost(run_dir, cell, why), time.perf_counter() - t0
+            if pending:
+                time.sleep(min(10.0, 0.5 + 0.05 * len(pending)))

@@ -8,6 +8,7 @@ enough iterations to last ``min_sample_seconds``, every sample is kept.
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 import time
 import warnings
@@ -295,6 +296,7 @@ def measure_cell(cell: Cell, timing: Timing, machine: str, budget_s: float | Non
     rows: list[dict] = []
     trows: list[dict] = []
     status, message = "ok", ""
+    started = utc_now()
     try:
         if cell.method == "subquad":
             warm_kernels(cell.backend, cell.dtype)
@@ -315,9 +317,15 @@ def measure_cell(cell: Cell, timing: Timing, machine: str, budget_s: float | Non
     if not rows:
         rows.append({**base, "sample": 0, "phase": "kernel" if cell.is_calibration else
                      "iteration"})
+    ended = utc_now()
     for r in rows:
-        r["status"], r["message"] = status, message
+        r["status"], r["message"], r["started"], r["ended"] = status, message, started, ended
     return rows, trows, status, message
+
+
+def utc_now() -> str:
+    """The wall-clock time in UTC, ISO 8601 with microseconds (``started``/``ended`` columns)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 def status_rows(cell: Cell, machine: str, status: str, message: str) -> list[dict]:

@@ -81,3 +81,7 @@ class Progress:
     def note(self, text: str) -> None:
         if self.enabled:
             print(text, file=self.stream, flush=True)
+
+    def warn(self, text: str) -> None:
+        """A problem the user must see even with ``--quiet`` (e.g. a damaged cell file)."""
+        print(f"subquad: warning: {text}", file=self.stream, flush=True)

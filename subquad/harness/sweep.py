@@ -5,17 +5,23 @@ The driver validates the whole file first (nothing runs on a bad config), writes
 (or runs out of memory) stops the larger values of its sweep axis for that method: they are
 recorded as censored rows, not dropped. ``--budget`` caps the whole sweep: cells it leaves are
 recorded as censored with message "sweep budget" and ``--resume`` runs them later.
+
+A fresh sweep refuses a directory that already holds results unless told ``--overwrite``
+(or ``--resume``); whenever ``runs.csv`` changes, the files derived from the old one (fits,
+report, figures) are removed, so nothing in the directory disagrees with ``runs.csv``.
+Ctrl-C / SIGTERM end the sweep with ``Interrupted`` (cells finished, the command to resume).
 """
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 from pathlib import Path
 
-from subquad.errors import ConfigError
-from subquad.files import atomic_write_json
-from subquad.harness.config import Cell, Experiment, expand_cells, load_experiment
+from subquad.errors import ConfigError, Interrupted, Terminated
+from subquad.files import atomic_write_bytes, atomic_write_json
+from subquad.harness.config import Cell, Experiment, Timing, expand_cells, load_experiment
 from subquad.harness.environment import current_environment, limit_threads
 from subquad.harness.executors import (
     local_runner,
@@ -26,6 +32,7 @@ from subquad.harness.executors import (
 from subquad.harness.measure import status_rows, warm_kernels, write_cell
 from subquad.harness.progress import Progress
 from subquad.harness.tables import (
+    bad_cells,
     cell_files,
     cell_path,
     cells_dir,
@@ -37,6 +44,11 @@ from subquad.harness.tables import (
 
 #: statuses after which the larger values of the same axis series are not attempted
 STOPPING = ("censored", "oom")
+#: what ``fit``, ``plot`` and ``report`` derive from runs.csv (removed when runs.csv changes)
+DERIVED = ("fits.csv", "local_slopes.csv", "crossover.csv", "selfcheck.csv", "report.md",
+           "figures")
+#: the tables a sweep itself writes; any other *.csv in a run directory is derived
+SWEEP_TABLES = ("runs.csv", "training.csv")
 
 
 class AxisStops:
@@ -62,29 +74,97 @@ class AxisStops:
         return None
 
 
-def _existing(run_dir: Path) -> dict[str, tuple[str, str]]:
-    """(status, message) of the cells already finished in ``run_dir`` (final outcomes only)."""
+def _existing(run_dir: Path, report: Progress | None = None) -> dict[str, tuple[str, str]]:
+    """(status, message) of the cells already finished in ``run_dir`` (final outcomes only).
+
+    A damaged cell file is reported (through ``report``) and removed, so the cell runs again.
+    """
     out = {}
     for p in cell_files(run_dir):
         status, message = read_cell_status(p)
+        if message.startswith("corrupt cell file"):
+            if report is not None:
+                report.warn(f"{message[len('corrupt cell file: '):]}; running the cell again")
+            p.unlink(missing_ok=True)
+            p.with_name(p.stem + ".training.csv").unlink(missing_ok=True)
+            continue
         if is_final(status, message):
             out[p.stem] = (status, message)
     return out
 
 
+def derived_files(run_dir: Path) -> list[Path]:
+    """The files of ``run_dir`` computed from runs.csv: fits, slopes, report, figures."""
+    run_dir = Path(run_dir)
+    found = {run_dir / name for name in DERIVED if (run_dir / name).exists()}
+    found |= {p for p in run_dir.glob("*.csv") if p.name not in SWEEP_TABLES}
+    return sorted(found)
+
+
+def retire_derived(run_dir: Path) -> list[Path]:
+    """Remove the derived files (they describe a runs.csv that no longer exists)."""
+    gone = derived_files(run_dir)
+    for p in gone:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    return gone
+
+
+def _check_out(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """``--out`` must be a directory we can create; a fresh sweep must not clobber results."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError("out", f"{run_dir} exists and is not a directory; give a directory "
+                          "(it is created if missing)")
+    if resume and overwrite:
+        raise ConfigError("overwrite", "give either --resume (keep finished cells) or "
+                          "--overwrite (start over), not both")
+    if resume or overwrite or not run_dir.is_dir():
+        return
+    held = [f"{len(cell_files(run_dir))} cell files"] if cell_files(run_dir) else []
+    held += [name for name in SWEEP_TABLES if (run_dir / name).exists()]
+    if held:
+        raise ConfigError("out", f"{run_dir} already holds results ({', '.join(held)}); pass "
+                          "--resume to finish that sweep or --overwrite to replace it")
+
+
 def _prepare(run_dir: Path, exp: Experiment, resume: bool, progress: Progress) -> None:
     """Create the directory; a fresh (non-resume) run starts without old cells or tables."""
-    cells_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        cells_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("out", f"cannot create {cells_dir(run_dir)}: {exc.strerror}; give a "
+                          "writable directory") from None
     for tmp in cells_dir(run_dir).glob(".*.tmp"):  # left by a killed writer
         tmp.unlink(missing_ok=True)
     if not resume:
         gone = clear_cells(run_dir)
-        for name in ("runs.csv", "training.csv"):
+        for name in SWEEP_TABLES:
             (run_dir / name).unlink(missing_ok=True)
         if gone:
             progress.note(f"cleared {gone} cell files of an earlier run in {run_dir}")
+        _note_retired(retire_derived(run_dir), progress)
     atomic_write_json(run_dir / "environment.json", current_environment())
-    shutil.copyfile(exp.path, run_dir / "experiment.toml")
+    atomic_write_bytes(run_dir / "experiment.toml", exp.path.read_bytes())
+
+
+def _note_retired(gone: list[Path], progress: Progress) -> None:
+    if gone:
+        progress.note(f"removed {', '.join(p.name for p in gone)}: derived from an older "
+                      "runs.csv (run `subquad fit`, `plot`, `report` again)")
+
+
+def _merge(run_dir: Path, progress: Progress) -> tuple[Path, int]:
+    """Rebuild runs.csv; report damaged cells; retire derived files if runs.csv changed."""
+    old = run_dir / "runs.csv"
+    before = old.read_bytes() if old.is_file() else None
+    for message in bad_cells(run_dir):
+        progress.warn(f"{message}; left out of runs.csv (`--resume` runs it again)")
+    path, n = merge_run(run_dir)
+    if path.read_bytes() != before:
+        _note_retired(retire_derived(run_dir), progress)
+    return path, n
 
 
 def _compile(cells: list[Cell], done: dict, report: Progress) -> None:
@@ -107,34 +187,46 @@ def _skip(run_dir: Path, cell: Cell, machine: str, message: str) -> None:
 
 def run_sweep(config_path: str | Path, out_dir: str | Path | None = None, resume: bool = False,
               budget: float | None = None, executor: str | None = None,
-              progress: bool = True, executor_options: dict | None = None) -> Path:
+              progress: bool = True, executor_options: dict | None = None,
+              overwrite: bool = False) -> Path:
     """Run every cell of an experiment file into ``out_dir`` (default ``results/<name>``).
 
     ``executor`` None takes the file's [executor] kind (default ``local``);
-    ``executor_options`` overrides its other keys (partition, time, ...). Returns the run dir.
+    ``executor_options`` overrides its other keys (partition, time, ...). A directory that
+    already holds results needs ``resume`` or ``overwrite``. Returns the run dir.
     """
     exp = load_experiment(config_path)
     if budget is not None and not budget > 0:
         raise ConfigError("budget", f"must be a number of seconds > 0, got {budget!r}")
     ex = resolve_executor(exp.executor, executor, executor_options or {})
     run_dir = Path(out_dir) if out_dir is not None else Path("results") / exp.name
+    _check_out(run_dir, resume, overwrite)
     cells = expand_cells(exp)
     limit_threads(exp.timing.threads)
     report = Progress(len(cells), exp.timing, enabled=progress)
     _prepare(run_dir, exp, resume, report)
     machine = current_environment()["machine"]
-    done = _existing(run_dir) if resume else {}
-    report.note(f"sweep {exp.name}: {len(cells)} cells ({len(done)} already done), executor "
-                f"{ex.kind} -> {run_dir}")
-    if ex.kind == "slurm":
-        _run_array(exp, cells, done, run_dir, budget, ex, report)
-    else:
-        runner = (local_runner if ex.kind == "local" else process_runner)(run_dir, exp.timing)
-        if ex.kind == "local":
-            _compile(cells, done, report)
-        stops = AxisStops(exp.timing.stop_axis_after_censored)
-        _run_in_order(cells, done, run_dir, budget, runner, stops, report, machine)
-    path, n = merge_run(run_dir)
+    try:
+        done = _existing(run_dir, report) if resume else {}
+        report.note(f"sweep {exp.name}: {len(cells)} cells ({len(done)} already done), "
+                    f"executor {ex.kind} -> {run_dir}")
+        if ex.kind == "slurm":
+            _run_array(exp, cells, done, run_dir, budget, ex, report)
+        else:
+            runner = (local_runner if ex.kind == "local" else process_runner)(run_dir, exp.timing)
+            if ex.kind == "local":
+                _compile(cells, done, report)
+            stops = AxisStops(exp.timing.stop_axis_after_censored)
+            _run_in_order(cells, done, run_dir, budget, runner, stops, report, machine)
+    except (KeyboardInterrupt, Terminated) as exc:
+        finished = len(_existing(run_dir))
+        how = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
+        command = shlex.join(["subquad", "sweep", str(config_path), "--out", str(run_dir),
+                              "--resume"])
+        raise Interrupted(f"sweep interrupted ({how}): {finished} of {len(cells)} cells "
+                          f"finished in {run_dir}; resume with: {command}",
+                          130 if isinstance(exc, KeyboardInterrupt) else 143) from None
+    path, n = _merge(run_dir, report)
     report.note(f"merged {n} cells into {path}")
     return run_dir
 
@@ -182,14 +274,19 @@ def _run_array(exp: Experiment, cells: list[Cell], done: dict, run_dir: Path,
         return
     report.note(f"submitting {len(todo)} cells as a Slurm job array (partition "
                 f"{ex.partition or 'default'}); waiting for them to finish")
-    for cell, status, _ in run_slurm_array(todo, run_dir, exp.timing, ex, budget, exp.name):
+    for cell, status, _ in run_slurm_array(todo, run_dir, exp.timing, ex, budget, exp.name,
+                                           report.note):
         report.line(cell, status, None, [])
 
 
-def merge_only(run_dir: str | Path) -> Path:
-    """``subquad sweep --merge DIR``: rebuild runs.csv from the cell files."""
+def merge_only(run_dir: str | Path) -> tuple[Path, list[str]]:
+    """``subquad sweep --merge DIR``: rebuild runs.csv from the sound cell files.
+
+    Returns the runs.csv path and one message per damaged cell file (left out of it).
+    """
     run_dir = Path(run_dir)
     if not cells_dir(run_dir).is_dir():
         raise ConfigError("merge", f"{run_dir} has no cells/ directory; is it a sweep output?")
-    path, _ = merge_run(run_dir)
-    return path
+    bad = bad_cells(run_dir)
+    path, _ = _merge(run_dir, Progress(0, Timing()))
+    return path, bad

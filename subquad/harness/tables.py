@@ -3,20 +3,26 @@
 A cell's rows go to ``DIR/cells/<cell_id>.csv`` (and its training rows to
 ``<cell_id>.training.csv``, written first) through a temporary file in the same directory,
 fsync and ``os.replace``; so a SIGKILL at any moment leaves either the complete file or none.
-``merge_run`` rebuilds ``runs.csv`` and ``training.csv`` from the cell files the same way,
+Each cell file starts with a checksum line (``# subquad-sha256 <hex of the rest>``), so a file
+truncated or modified afterwards (a copy cut short, a bad disk) is detected by ``read_cell``,
+reported by ``--merge`` and rerun by ``--resume``. Files without that line (written before it
+existed) are accepted only if they parse and every row has a known status.
+``merge_run`` rebuilds ``runs.csv`` and ``training.csv`` from the sound cell files,
 deduplicated by (cell, sample, phase) resp. (cell, iteration, layer).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from subquad.errors import CorruptFileError
 from subquad.files import atomic_write_text
 
 #: docs/DESIGN.md, "runs.csv"
@@ -24,7 +30,7 @@ RUNS_COLUMNS = [
     "experiment", "cell", "machine", "method", "backend", "dtype", "m", "n", "d", "L", "c",
     "threshold", "data", "solver", "update", "rank_max", "options", "seed", "sample", "iters",
     "phase", "seconds", "work", "bytes", "active_fraction", "loss", "cg_iters", "status",
-    "message",
+    "message", "started", "ended",
 ]
 #: docs/DESIGN.md, "training.csv"
 TRAINING_COLUMNS = [
@@ -39,7 +45,9 @@ PHASE_ORDER = ("init", "forward", "backward", "gram", "solve", "update", "fold",
                "kernel")
 CELL_FILE = re.compile(r"^[0-9a-f]{16}\.csv$")
 #: messages of outcomes that say nothing about the cell itself: ``--resume`` runs it again
-RETRY_PREFIXES = ("sweep budget", "worker lost")
+RETRY_PREFIXES = ("sweep budget", "worker lost", "corrupt cell file")
+#: first line of every cell file: this prefix, then the sha256 of the rest of the file
+CHECKSUM_PREFIX = "# subquad-sha256 "
 
 
 def cells_dir(run_dir: Path) -> Path:
@@ -54,10 +62,57 @@ def training_path(run_dir: Path, cell_id: str) -> Path:
     return cells_dir(run_dir) / f"{cell_id}.training.csv"
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def atomic_write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
-    """Rows as CSV with exactly ``columns`` (missing values empty), atomically."""
-    frame = pd.DataFrame(list(rows), columns=columns)
-    atomic_write_text(path, frame.to_csv(index=False))
+    """Rows as CSV with exactly ``columns`` (missing values empty) behind a checksum line."""
+    body = pd.DataFrame(list(rows), columns=columns).to_csv(index=False)
+    atomic_write_text(path, f"{CHECKSUM_PREFIX}{_sha256(body)}\n{body}")
+
+
+def read_cell(path: Path) -> pd.DataFrame:
+    """The rows of a cell (or cell training) file as strings; CorruptFileError if it is damaged.
+
+    Damaged means: unreadable, not UTF-8, checksum line present but not matching, or (files
+    without a checksum line) not a CSV whose every row has a status in ``STATUSES``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise CorruptFileError(f"{path}: unreadable ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise CorruptFileError(f"{path}: not text (overwritten?)") from None
+    first, _, body = text.partition("\n")
+    checked = first.startswith(CHECKSUM_PREFIX)
+    if checked and first[len(CHECKSUM_PREFIX):].strip() != _sha256(body):
+        raise CorruptFileError(f"{path}: checksum mismatch (truncated or modified)")
+    if first.startswith("#") and not checked:
+        raise CorruptFileError(f"{path}: damaged checksum line")
+    try:
+        frame = pd.read_csv(io.StringIO(body if checked else text), dtype=str,
+                            keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise CorruptFileError(f"{path}: not a readable CSV ({type(exc).__name__})") from None
+    if not checked and not path.name.endswith(".training.csv") and (
+            frame.empty or "status" not in frame or not frame["status"].isin(STATUSES).all()):
+        raise CorruptFileError(f"{path}: rows without a valid status (truncated?)")
+    return frame
+
+
+def bad_cells(run_dir: Path) -> list[str]:
+    """One message per damaged cell or cell-training file of a run directory."""
+    bad = []
+    for p in cell_files(run_dir):
+        for f in (p, p.with_name(p.stem + ".training.csv")):
+            if f.exists():
+                try:
+                    read_cell(f)
+                except CorruptFileError as exc:
+                    bad.append(str(exc))
+    return bad
 
 
 def cell_files(run_dir: Path) -> list[Path]:
@@ -69,10 +124,22 @@ def cell_files(run_dir: Path) -> list[Path]:
 
 
 def read_cell_status(path: Path) -> tuple[str, str]:
-    """(status, message) of a finished cell file (its first row; a cell has one status)."""
-    row = pd.read_csv(path, nrows=1, dtype=str, keep_default_na=False)
+    """(status, message) of a finished cell file (its first row; a cell has one status).
+
+    A damaged file reads as ("error", "corrupt cell file: ..."), an outcome ``--resume`` reruns.
+    """
+    try:
+        row = read_cell(path)
+    except CorruptFileError as exc:
+        return "error", f"corrupt cell file: {exc}"
+    training = Path(path).with_name(Path(path).stem + ".training.csv")
+    if training.exists():
+        try:
+            read_cell(training)
+        except CorruptFileError as exc:
+            return "error", f"corrupt cell file: {exc}"
     if row.empty:
-        return "error", "empty cell file"
+        return "error", "corrupt cell file: no rows"
     return str(row["status"].iloc[0]), str(row["message"].iloc[0])
 
 
@@ -95,12 +162,14 @@ def clear_cells(run_dir: Path) -> int:
 
 
 def _read_all(files: list[Path]) -> pd.DataFrame | None:
+    """The rows of the sound files among ``files``; damaged ones are left out (``bad_cells``
+    names them, and the sweep reports them)."""
     frames = []
     for p in files:
         try:
-            frames.append(pd.read_csv(p, dtype=str, keep_default_na=False))
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            warnings.warn(f"skipping unreadable cell file {p}: {exc}", stacklevel=2)
+            frames.append(read_cell(p))
+        except CorruptFileError:
+            continue
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else None
 
@@ -130,7 +199,8 @@ def merge_run(run_dir: Path) -> tuple[Path, int]:
     Returns the runs.csv path and how many cells it holds.
     """
     run_dir = Path(run_dir)
-    files = cell_files(run_dir)
+    files = [p for p in cell_files(run_dir)
+             if not read_cell_status(p)[1].startswith("corrupt cell file")]
     order = ["experiment", "method", "options", "m", "n", "d", "L", "c", "seed", "cell",
              "sample", "phase"]
     runs = _merge(files, RUNS_COLUMNS, ["cell", "sample", "phase"], order)

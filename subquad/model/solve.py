@@ -89,8 +89,9 @@ def singular_message(K_host: np.ndarray, mu: float, detail: str) -> str:
     zero = np.flatnonzero(np.abs(np.diag(K_host)) <= 0)
     who = (f"sample(s) {zero.tolist()} have a zero row (no active neuron, so no gradient)"
            if zero.size else detail)
+    advice = "" if mu > 0 else "; a damping --damping MU > 0 makes K + mu I invertible"
     return (f"the Gram matrix K + mu I (mu = {mu:g}) is singular: {who}. Gauss-Newton cannot "
-            "take a step; use --threshold adaptive (the default) or a damping --damping MU > 0")
+            f"take a step{advice}")
 
 
 @dataclass
@@ -158,9 +159,12 @@ class PCGSolver(Solver):
         c, iters, converged, resid = preconditioned_cg(lambda p: A @ p, r, precond, self.tol,
                                                        self.maxiter, xp=xp)
         if not converged:
+            better = (f"raise --sketch-size (now {k})" if precond is not None else
+                      "use a preconditioned solver (--solver pcg-tensorsketch)")
             raise ConvergenceError(
                 f"CG did not reach --cg-tol {self.tol:g} in {self.maxiter} iterations "
-                f"(relative residual {resid:.3g}); raise --sketch-size (now {k}) or --cg-tol")
+                f"(relative residual {resid:.3g}); {better}, raise --cg-maxiter or loosen "
+                "--cg-tol")
         work = cg_work(n, iters)
         if precond is not None:
             nnz_h = sum(h.nnz for h in H_list)

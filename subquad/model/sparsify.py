@@ -74,6 +74,15 @@ def shifted_relu(g, b, xp=np):
     return xp.maximum(g - b[:, None], 0)
 
 
+def activity_advice(mode: str, m: int, q: float) -> str:
+    """What to do about a drifting or dead layer, for the threshold actually in use."""
+    if mode == "fixed":
+        return "the fixed threshold is unstable in depth; use --threshold adaptive (the default)"
+    return (f"under the adaptive threshold only s = m Q(beta) = {m * q:.3g} neurons per sample "
+            "are expected active, so the fraction is noisy; raise --m or lower --c to make s "
+            "larger")
+
+
 def check_activity(counts: np.ndarray, m: int, q: float, layer: int, mode: str) -> None:
     """Warn when a layer's activity drifts (fixed threshold: depth instability) or a sample dies.
 
@@ -83,8 +92,7 @@ def check_activity(counts: np.ndarray, m: int, q: float, layer: int, mode: str) 
     if frac > ACTIVITY_WARN_RATIO * q:
         warnings.warn(
             f"layer {layer}: active fraction {frac:.4g} is {frac / q:.2f}x Q(beta) = {q:.4g} "
-            f"(threshold={mode}); the fixed threshold is unstable in depth, use "
-            "--threshold adaptive",
+            f"(threshold={mode}); {activity_advice(mode, m, q)}",
             DepthInstabilityWarning,
             stacklevel=3,
         )
@@ -92,7 +100,7 @@ def check_activity(counts: np.ndarray, m: int, q: float, layer: int, mode: str) 
     if silent:
         warnings.warn(
             f"layer {layer}: {silent} sample(s) have no active neuron (threshold={mode}); "
-            "their rows of K vanish and Gauss-Newton cannot step",
+            f"their rows of K vanish and Gauss-Newton cannot step; {activity_advice(mode, m, q)}",
             DepthInstabilityWarning,
             stacklevel=3,
         )

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from subquad.errors import ConfigError, check_choice
+from subquad.errors import ConfigError, SubquadError, check_choice
 from subquad.model.data import DATASETS, LABELS, check_dimension, load
 from subquad.model.network import DTYPES, Network, NetworkSpec, memory_estimate
 from subquad.model.solve import SOLVERS, IdentitySolver, make_solver
@@ -27,6 +27,11 @@ DEFAULT_CG_TOL = {"float64": 1e-10, "float32": 1e-5}
 #: 2.6 s at m = n = 4096: the QR of the L k x n sketch (k = 8 n) costs about 32 n^3 against
 #: Cholesky's n^3 / 3, so no crossover n* exists.
 AUTO_SOLVER = "cholesky"
+#: CG/PCG iteration limit when none is given
+DEFAULT_CG_MAXITER = 100
+#: solvers that iterate (take --cg-tol, --cg-maxiter) and that sketch (take --sketch-size)
+ITERATIVE_SOLVERS = ("cg", "pcg-tensorsketch", "pcg-tensorsrht")
+SKETCHING_SOLVERS = ("pcg-tensorsketch", "pcg-tensorsrht")
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class TrainConfig:
     rank_exponent: float | None = None
     sketch_size: int | None = None
     cg_tol: float | None = None
-    cg_maxiter: int = 100
+    cg_maxiter: int | None = None
     forward_kernel: str = "auto"
 
     @property
@@ -72,6 +77,11 @@ class TrainConfig:
         if self.cg_tol is not None:
             return float(self.cg_tol)
         return DEFAULT_CG_TOL[self.dtype] if self.dtype in DEFAULT_CG_TOL else 1e-10
+
+    @property
+    def maxiter(self) -> int:
+        """CG/PCG iteration limit: given, or DEFAULT_CG_MAXITER."""
+        return DEFAULT_CG_MAXITER if self.cg_maxiter is None else int(self.cg_maxiter)
 
     def resolved_solver(self) -> str:
         if self.method == "dense-gd":
@@ -107,13 +117,18 @@ class TrainConfig:
         if self.method != "subquad" and self.update not in ("auto", "dense"):
             raise ConfigError("update", f"--update applies to --method subquad only (got "
                               f"{self.update!r} with {self.method})")
+        self._check_iterative()
         from subquad.model.subquadratic import FORWARD_KERNELS_BY_BACKEND, choose_update  # noqa: PLC0415
 
         kernels = FORWARD_KERNELS_BY_BACKEND.get(self.backend, ("auto",))
         if self.forward_kernel not in kernels:
             raise ConfigError("forward-kernel", f"unknown kernel {self.forward_kernel!r} for "
                               f"backend {self.backend!r}; accepted: {', '.join(kernels)}")
+        if self.method != "subquad" and self.forward_kernel != "auto":
+            raise ConfigError("forward-kernel", f"{self.method} runs the dense forward pass and "
+                              "has no sparse kernel to choose; accepted: auto (or omit it)")
         rank = 0
+        mode = "dense"
         if self.method == "subquad":
             from subquad.model.sparsify import beta, check_c, tail  # noqa: PLC0415
 
@@ -121,13 +136,68 @@ class TrainConfig:
             check_choice("dtype", self.dtype, DTYPES)
             mode = choose_update(self.update, tail(beta(max(self.m, 2), self.c)), self.backend,
                                  float(self.m) * self.m * self.spec.itemsize)
-            if mode == "lazy":
-                from subquad.model.lowrank import parse_rank_max  # noqa: PLC0415
+        self._check_rank_options(mode)
+        if mode == "lazy":
+            from subquad.model.lowrank import parse_rank_max  # noqa: PLC0415
 
-                rank = parse_rank_max(self.rank_spec() if self.rank_spec() is not None
-                                      else "m^0.5", self.m, self.n)
+            rank = parse_rank_max(self.rank_spec() if self.rank_spec() is not None
+                                  else "m^0.5", self.m, self.n)
         self.spec.validate(extra_bytes=memory_estimate(self.spec, self.method, rank))
         return self
+
+    def _check_iterative(self) -> None:
+        """Solver options only where the resolved solver uses them; limits checked up front."""
+        solver = self.resolved_solver()
+        if self.method == "dense-gd":
+            if self.solver not in ("auto", "gradient"):
+                raise ConfigError("solver", f"dense-gd takes plain gradient steps and solves no "
+                                  f"system, so --solver {self.solver} does not apply; accepted: "
+                                  "auto (or omit it); for a solver use --method dense-gn or "
+                                  "subquad")
+            if self.damping:
+                raise ConfigError("damping", "dense-gd builds no Gram matrix, so --damping does "
+                                  "not apply; accepted: 0 (or omit it)")
+        why = (f"solver auto resolves to {solver} at n = {self.n}" if self.solver == "auto"
+               else f"--solver {solver}")
+        if self.sketch_size is not None:
+            if solver not in SKETCHING_SOLVERS:
+                raise ConfigError("sketch-size", f"only the PCG solvers sketch ({why}); accepted "
+                                  f"with --solver {' or '.join(SKETCHING_SOLVERS)}")
+            if isinstance(self.sketch_size, bool) or self.sketch_size < 1:
+                raise ConfigError("sketch-size", f"must be an integer >= 1, got "
+                                  f"{self.sketch_size!r}")
+        for param, value in (("cg-tol", self.cg_tol), ("cg-maxiter", self.cg_maxiter)):
+            if value is not None and solver not in ITERATIVE_SOLVERS:
+                raise ConfigError(param, f"only the iterative solvers use it ({why}); accepted "
+                                  f"with --solver {', '.join(ITERATIVE_SOLVERS)}")
+        if self.cg_tol is not None and not (math.isfinite(self.cg_tol) and 0 < self.cg_tol < 1):
+            raise ConfigError("cg-tol", f"relative residual target must lie in (0, 1), got "
+                              f"{self.cg_tol!r}")
+        if self.cg_maxiter is not None and (isinstance(self.cg_maxiter, bool)
+                                            or self.cg_maxiter < 1):
+            raise ConfigError("cg-maxiter", f"must be an integer >= 1 (iterations), got "
+                              f"{self.cg_maxiter!r}")
+
+    def _check_rank_options(self, mode: str) -> None:
+        """--rank-max / --rank-exponent only with the lazy update, and not both."""
+        for param, value in (("rank-max", self.rank_max), ("rank-exponent", self.rank_exponent)):
+            if value is not None and mode != "lazy":
+                used = f"update {mode}" if self.method == "subquad" else self.method
+                raise ConfigError(param, f"only the lazy low-rank update keeps a rank ({used} "
+                                  "does not); accepted with --method subquad --update lazy")
+        if self.rank_max is not None and self.rank_exponent is not None:
+            raise ConfigError("rank-max", "give either --rank-max R or --rank-exponent A, "
+                              "not both")
+        if self.rank_max is not None and (isinstance(self.rank_max, bool)
+                                          or not isinstance(self.rank_max, int)
+                                          or self.rank_max < self.n):
+            raise ConfigError("rank-max", f"must be an integer >= n (= {self.n}) so that one "
+                              f"update's n columns fit, got {self.rank_max!r}; or give "
+                              "--rank-exponent A in (0, 1] for rank max(round(m^A), n)")
+        if self.rank_exponent is not None and not (
+                math.isfinite(self.rank_exponent) and 0 < self.rank_exponent <= 1):
+            raise ConfigError("rank-exponent", f"must lie in (0, 1] (rank m^a), got "
+                              f"{self.rank_exponent!r}")
 
 
 def build_trainer(cfg: TrainConfig, X: Any = None, y: Any = None) -> Trainer:
@@ -137,7 +207,7 @@ def build_trainer(cfg: TrainConfig, X: Any = None, y: Any = None) -> Trainer:
         X, y = load(cfg.data, cfg.n, cfg.d, cfg.seed, cfg.labels)
     solver_name = cfg.resolved_solver()
     solver = (IdentitySolver() if solver_name == "gradient" else
-              make_solver(solver_name, cfg.damping, cfg.sketch_size, cfg.tol, cfg.cg_maxiter,
+              make_solver(solver_name, cfg.damping, cfg.sketch_size, cfg.tol, cfg.maxiter,
                           cfg.seed))
     net = Network.init(cfg.spec)
     if cfg.method == "subquad":
@@ -173,17 +243,28 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int, Step], None] | None =
         "init_seconds": tr.net.init_seconds,
         "init_work": tr.net.init_work,
     }
-    for t in range(1, cfg.iters + 1):
-        st = tr.step()
-        out["loss"].append(st.loss)
-        out["active_fraction"].append(st.active_fraction)
-        out["flips"].append(st.flips)
-        for p in PHASES:
-            out["seconds"][p].append(st.seconds[p])
-            out["work"][p].append(st.work[p])
-            out["bytes"][p].append(st.bytes[p])
-        out["solver_info"].append(st.info)
-        if on_step is not None:
-            on_step(t, st)
-    out["config"] = {**asdict(replace(cfg, lr=cfg.eta, cg_tol=cfg.tol)), **tr.describe()}
+    out["config"] = _config_record(cfg, tr)
+    try:
+        for t in range(1, cfg.iters + 1):
+            st = tr.step()
+            out["loss"].append(st.loss)
+            out["active_fraction"].append(st.active_fraction)
+            out["flips"].append(st.flips)
+            for p in PHASES:
+                out["seconds"][p].append(st.seconds[p])
+                out["work"][p].append(st.work[p])
+                out["bytes"][p].append(st.bytes[p])
+            out["solver_info"].append(st.info)
+            if on_step is not None:
+                on_step(t, st)
+    except SubquadError as exc:
+        exc.partial = out  # the trajectory so far, for ``train --json`` on a failure
+        raise
+    out["config"] = _config_record(cfg, tr)
     return out
+
+
+def _config_record(cfg: TrainConfig, tr: Trainer) -> dict:
+    """The resolved configuration (defaults filled in) plus what the trainer chose."""
+    return {**asdict(replace(cfg, lr=cfg.eta, cg_tol=cfg.tol, cg_maxiter=cfg.maxiter)),
+            **tr.describe()}

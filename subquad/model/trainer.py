@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from subquad.errors import DivergenceError
+from subquad.errors import DivergenceError, SingularGramError
 from subquad.model.network import Network
 from subquad.model.solve import Solver
-from subquad.model.sparsify import check_activity
+from subquad.model.sparsify import activity_advice, check_activity
 
 PHASES = ("forward", "backward", "gram", "solve", "update", "fold")
 
@@ -96,8 +96,9 @@ class Trainer:
     def _loss(self, state: Any) -> float:
         loss = self.net.loss(self.kernels.outputs(state), self._y)
         if not math.isfinite(loss):
+            advice = "lower --lr" + ("" if self.method == "dense-gd" else " or raise --damping")
             raise DivergenceError(f"non-finite loss ({loss}) at width m = {self.net.spec.m}; "
-                                  "lower --lr or raise --damping")
+                                  f"{advice}")
         return loss
 
     def _check_activity(self, state: Any) -> list[float]:
@@ -133,7 +134,12 @@ class Trainer:
         sketching = getattr(self.solver, "kind", "none") != "none"
         sk = k.sketch_inputs(st, V) if sketching else None
         with be.timer() as t:
-            c, madds, info = self.solver.solve(be.xp, K, r, sk)
+            try:
+                c, madds, info = self.solver.solve(be.xp, K, r, sk)
+            except SingularGramError as exc:
+                spec = self.net.spec
+                raise SingularGramError(
+                    f"{exc}; {activity_advice(spec.threshold, spec.m, spec.q)}") from None
         sec["solve"] = t[0]
         work["solve"] = Work(madds, 0.0)
         n = self.net.spec.n

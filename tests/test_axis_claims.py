@@ -2,8 +2,13 @@
 
 import pandas as pd
 
-from subquad.analysis.axis_claims import depth_claims, n_d_claims, solver_claims
-from subquad.analysis.report import REJECTED, SUPPORTED
+from subquad.analysis.axis_claims import (
+    REJECTED,
+    SUPPORTED,
+    depth_claims,
+    n_d_claims,
+    solver_claims,
+)
 
 
 def _runs(rows):

@@ -1,9 +1,10 @@
 """Claims on the axes beyond m: exponents in n and d per phase, depth L, the solver at
 growing n, and real data. Every claim has a prediction, the measurement and a verdict by the
-rules of ``report.py`` (``verdict_near``: the interval within the prediction +- 0.15).
+project's rules (``verdict_near``: the whole interval within the prediction +- 0.15).
 
-``axis_claims(run_dir)`` returns the claims a run directory can support (a claim whose axis the
-run does not vary is left out, not invented); ``python -m subquad.analysis.axis_claims DIR...``
+``axis_claims(run_dir)`` returns the claims a run directory can support (a claim whose axis
+the run does not vary is left out, not invented), as rows in the columns of claims.csv, so
+the verdicts module can append them; ``python -m subquad.analysis.axis_claims DIR...``
 writes ``DIR/axis_claims.csv`` and ``DIR/axis_claims.md``. Models (ALGORITHM.md section 5,
 s = m Q(beta) active neurons per layer and sample; d enters only h_0 = sigma(A x), computed
 once before the iterations):
@@ -20,24 +21,51 @@ once before the iterations):
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from subquad.analysis.fit import fit_slope
-from subquad.analysis.report import (
-    ACTIVITY_RATIO,
-    NOT_MEASURED,
-    REJECTED,
-    SAME_ITERATES_RTOL,
-    SUPPORTED,
-    TOLERANCE,
-    Claim,
-    verdict_near,
-)
 from subquad.files import atomic_write_frame, atomic_write_text, read_table
+
+# Verdict vocabulary and rules of the project's claims (claims.csv); kept here so that this
+# module does not depend on how the report or the verdicts module are organised.
+SUPPORTED, INCONCLUSIVE, REJECTED = "supported", "inconclusive", "not supported"
+NOT_MEASURED = "not measured"
+#: an exponent within this distance of its prediction counts as "~ x^k" (limits.toml [claims])
+TOLERANCE = 0.15
+#: the sparsifier's warning ratio of ALGORITHM.md section 1 (active fraction vs Q(beta))
+ACTIVITY_RATIO = 1.5
+#: relative loss difference under which two trainers "produce the same iterates"
+SAME_ITERATES_RTOL = 1e-4
+CLAIM_COLUMNS = ["claim", "predicted", "measured", "interval", "verdict", "reason"]
+
+
+@dataclass
+class Claim:
+    """One claim, in the columns of claims.csv (interval and reason optional)."""
+
+    claim: str
+    predicted: str
+    measured: str
+    verdict: str
+    interval: str = ""
+    reason: str = ""
+
+
+def verdict_near(lo: float, hi: float, target: float, tol: float = TOLERANCE) -> str:
+    """Exponent interval inside target +- tol: supported; wholly outside: not; else
+    inconclusive; NOT_MEASURED without a finite interval."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return NOT_MEASURED
+    if lo >= target - tol and hi <= target + tol:
+        return SUPPORTED
+    if hi < target - tol or lo > target + tol:
+        return REJECTED
+    return INCONCLUSIVE
+
 
 PHASES_N = {"forward": 1.0, "backward": 1.0, "update": 1.0, "gram": 2.0, "iteration": 1.0}
 QUANTITIES = ("work", "seconds")
@@ -261,7 +289,8 @@ def _preconditioner_claims(g: pd.DataFrame, training: pd.DataFrame | None, data:
 
 
 def data_claims(training: pd.DataFrame | None) -> list[Claim]:
-    """On each data set: subquad reproduces dense-gn's losses (report.py's rule, per set)."""
+    """On each data set: subquad reproduces dense-gn's losses (relative difference at most
+    SAME_ITERATES_RTOL while dense-gn's loss is above 1e-10 of its largest), and activity."""
     out: list[Claim] = []
     if training is None or training.empty or training["data"].nunique() < 2:
         return out
@@ -327,8 +356,7 @@ def write_axis_claims(run_dir: Path | str) -> list[Claim]:
     run_dir = Path(run_dir)
     claims = axis_claims(run_dir)
     atomic_write_frame(run_dir / "axis_claims.csv",
-                       pd.DataFrame([asdict(c) for c in claims],
-                                    columns=["claim", "predicted", "measured", "verdict"]))
+                       pd.DataFrame([asdict(c) for c in claims], columns=CLAIM_COLUMNS))
     atomic_write_text(run_dir / "axis_claims.md", claims_markdown(claims, run_dir))
     return claims
 

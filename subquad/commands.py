@@ -6,7 +6,6 @@ Each entry of ``REGISTER`` is a function ``register(subparsers)`` that adds one 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -159,14 +158,6 @@ def register_fit(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fit)
 
 
-def _num(x: Any, fmt: str = ".3f") -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if math.isnan(v) else format(v, fmt)
-
-
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
@@ -194,35 +185,50 @@ def _fit_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    import pandas as pd  # noqa: PLC0415
-
     from subquad.analysis.fit import fit_run  # noqa: PLC0415
+    from subquad.analysis.limits import load_limits  # noqa: PLC0415
+    from subquad.analysis.schema import fmt_number, load_table  # noqa: PLC0415
 
     target = Path(args.dir)
     if not (target.suffix.lower() == ".json" and target.is_file()):  # a benchmark JSON file
         target = _run_dir(args.dir)
     paths = fit_run(target, **_fit_options(args))
-    fits = pd.read_csv(paths["fits"])
+    if paths.migrated:
+        print(f"migrated {target}/runs.csv to the current results schema "
+              "(variant columns from its experiment.toml)")
+    fits = load_table(paths["fits"], "fits")
     main = fits[(fits["fit"] == "slope") & fits["phase"].isin(["iteration", "init", "kernel"])
                 & fits["quantity"].isin(["seconds", "work"])]
     print(f"{'method':<10} {'options':<44} {'phase':<9} {'quantity':<8} {'axis':<4} "
           f"{'exponent':>8}  {'95% interval':<17} context")
     for r in main.itertuples():
-        opts = "" if pd.isna(r.options) else str(r.options)
-        print(f"{r.method:<10} {opts:<44} {r.phase:<9} {r.quantity:<8} {r.axis:<4} "
-              f"{_num(r.exponent):>8}  [{_num(r.ci_low)}, {_num(r.ci_high)}]".ljust(112)
-              + f" {r.context}")
-    cross = pd.read_csv(paths["crossover"])
-    for r in cross.itertuples():
-        print(f"crossover ({r.quantity}, {r.context}, {r.options}): m* = {_num(r.m_star, '.0f')} "
-              f"[{_num(r.ci_low, '.0f')}, {_num(r.ci_high, '.0f')}] ({r.kind}); speed-up at "
-              f"m = {_num(r.max_m, '.0f')}: {_num(r.speedup_at_max_m, '.2f')}x")
-    trust = getattr(paths, "trustworthy", None)
+        name = r.method if r.label == r.method else f"{r.method}:{r.label}"
+        print(f"{name:<10} {r.options:<44} {r.phase:<9} {r.quantity:<8} {r.axis:<4} "
+              f"{fmt_number(r.exponent, '.3f', '-'):>8}  [{fmt_number(r.ci_low, '.3f', '-')}, "
+              f"{fmt_number(r.ci_high, '.3f', '-')}]".ljust(112) + f" {r.context}")
+    for r in load_table(paths["crossover"], "crossover").itertuples():
+        print(f"crossover ({r.quantity}, {r.context}, {r.options} vs {r.baseline_options}): "
+              f"m* = {fmt_number(r.m_star, '.0f', '-')} [{fmt_number(r.ci_low, '.0f', '-')}, "
+              f"{fmt_number(r.ci_high, '.0f', '-')}] ({r.kind}); speed-up at m = "
+              f"{fmt_number(r.max_m, '.0f', '-')}: {fmt_number(r.speedup_at_max_m, '.2f', '-')}x")
+    trust = paths.trustworthy
+    tol = load_limits().calibration_tolerance
     if trust is not None:
         print("self-check: " + ("calibration kernels ok" if trust else
-                                "calibration exponents off by more than 0.15: UNTRUSTWORTHY"))
-    for name, path in paths.items():
-        print(f"wrote {path}" if name else path)
+                                f"calibration exponents off by more than {tol:g}: "
+                                "UNTRUSTWORTHY"))
+    elif Path(paths["selfcheck"]).is_file() and load_table(
+            paths["selfcheck"], "selfcheck")["kernel"].ne("not run").any():
+        print("self-check: could not be decided (a calibration kernel has fewer than 3 "
+              "usable widths)")
+    if paths.dropped:
+        total = sum(int(line.split()[0]) for line in paths.dropped)
+        print(f"dropped {total} row(s) of runs.csv that cannot be fitted (listed in "
+              f"{paths['dropped']}):")
+        for line in paths.dropped:
+            print(f"  {line}")
+    for path in paths.values():
+        print(f"wrote {path}")
     return 0
 
 
@@ -271,11 +277,14 @@ def register_check(sub: argparse._SubParsersAction) -> None:
                    help="fitted baseline run directory to compare against")
     p.add_argument("--limits", default=None, metavar="FILE",
                    help="limits TOML (default: the packaged subquad/analysis/limits.toml)")
+    p.add_argument("--strict", action="store_true",
+                   help="also fail (exit 1) when a check could not be decided (UNDECIDED: too "
+                   "few samples, or a baseline from another machine)")
     p.set_defaults(func=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Run the checks, print the table, return 1 if any failed."""
+    """Run the checks, print the table, return 1 if any failed (or, --strict, is undecided)."""
     from subquad.analysis.check import run_check  # noqa: PLC0415
     from subquad.analysis.gates import format_gates  # noqa: PLC0415
 
@@ -286,7 +295,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     _run_dir(args.baseline, "--baseline", fitted=True)
     results = run_check(args.dir, args.baseline, args.limits)
     print(format_gates(results))
-    failed = [r for r in results if not r.passed]
-    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed"
-          + (f" (limits: {args.limits})" if args.limits else ""))
-    return 1 if failed else 0
+    failed = [r for r in results if r.decided and not r.passed]
+    undecided = [r for r in results if not r.decided]
+    print(f"\n{len(results) - len(failed) - len(undecided)} passed, {len(failed)} failed, "
+          f"{len(undecided)} undecided" + (f" (limits: {args.limits})" if args.limits else "")
+          + (" (--strict: undecided checks fail)" if args.strict and undecided else ""))
+    return 1 if failed or (args.strict and undecided) else 0

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from subquad.analysis.fit import (
-    CROSSOVER_COLUMNS,
-    FITS_COLUMNS,
-    LOCAL_SLOPE_COLUMNS,
-    SELFCHECK_COLUMNS,
     FitOptions,
     crossover,
     fit_exponents,
@@ -23,7 +18,12 @@ from subquad.analysis.fit import (
     read_benchmark_json,
     selfcheck,
 )
+from subquad.analysis.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
 from subquad.errors import ConfigError
+
+FITS_COLUMNS, LOCAL_SLOPE_COLUMNS, CROSSOVER_COLUMNS, SELFCHECK_COLUMNS = (
+    [*TABLES[n].columns, VERSION_COLUMN] for n in ("fits", "local_slopes", "crossover",
+                                                   "selfcheck"))
 
 GRID = np.round(1000 * 10 ** (np.arange(7) * 0.2))  # 7 geometric points over 1.2 decades
 SIGMA = 0.05  # lognormal timing noise per sample
@@ -54,6 +54,8 @@ def synth(
             "sample": np.tile(np.arange(samples), len(ms)),
             "seconds": (t0 + C * m**k) * np.exp(rng.normal(0.0, sigma, m.size)),
             "work": 3.0 * m**k, "bytes": 8.0 * m**k, "status": "ok",
+            "cell": [f"{method}-{machine}-{n}-{d}-{v:g}" for v in m],
+            VERSION_COLUMN: SCHEMA_VERSION,
         }
     )  # fmt: skip
 
@@ -292,7 +294,7 @@ def test_selfcheck_trustworthy_when_kernels_match():
     check = selfcheck(calibration(2.0))
     assert list(check.columns) == SELFCHECK_COLUMNS
     assert sorted(check["kernel"]) == ["calib-axpy", "calib-gemv"]
-    assert check["ok"].all() and check["trustworthy"].all()
+    assert check["ok"].all() and (check["trustworthy"] == "True").all()
     assert one(check, kernel="calib-gemv")["expected"] == 2.0
 
 
@@ -300,7 +302,7 @@ def test_selfcheck_trustworthy_when_kernels_match():
 def test_selfcheck_flags_an_exponent_off_by_more_than_tolerance(k_gemv):
     check = selfcheck(calibration(k_gemv))
     assert not one(check, kernel="calib-gemv")["ok"] and one(check, kernel="calib-axpy")["ok"]
-    assert not check["trustworthy"].any()
+    assert (check["trustworthy"] == "False").all()
 
 
 def test_selfcheck_not_run():
@@ -316,7 +318,8 @@ def test_fit_run_writes_tables_and_prints_nothing(tmp_path, capsys):
     runs.to_csv(tmp_path / "runs.csv", index=False)
     paths = fit_run(tmp_path, n_boot=200)
     assert capsys.readouterr() == ("", "")
-    assert set(paths) == {"fits", "local_slopes", "crossover", "selfcheck"}
+    assert set(paths) == {"fits", "local_slopes", "crossover", "selfcheck", "dropped"}
+    assert paths.dropped == []
     assert paths["fits"] == tmp_path / "fits.csv" and paths.trustworthy is True
     fits = pd.read_csv(paths["fits"], keep_default_na=False)
     assert list(fits.columns) == FITS_COLUMNS
@@ -364,7 +367,7 @@ def benchmark_doc(rng: np.random.Generator) -> dict:
 def test_read_benchmark_json(tmp_path):
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(benchmark_doc(np.random.default_rng(0))))
-    runs = read_benchmark_json(path)
+    runs = read_benchmark_json(path).frame
     assert len(runs) == 4 * 4 + 4
     assert (runs["phase"] == "kernel").all() and (runs["status"] == "ok").all()
     assert runs["machine"].nunique() == 1 and runs["machine"].iloc[0].startswith("bench-")
@@ -392,13 +395,11 @@ def test_fit_run_on_benchmark_json(tmp_path):
 # --------------------------------------------------------------------------------- helpers
 
 
-def test_fit_slope_validates_and_is_fast():
+def test_fit_slope_validates_and_recovers_a_long_series():
     rng = np.random.default_rng(3)
     x = np.geomspace(100, 1e5, 300)
     samples = [1e-9 * v**1.5 * np.exp(rng.normal(0, SIGMA, 5)) for v in x]
-    start = time.perf_counter()
     fit = fit_slope(x, samples, n_boot=1000)
-    assert time.perf_counter() - start < 1.0
     assert fit.ci_low <= 1.5 <= fit.ci_high and fit.ci_high - fit.ci_low < 0.02
     with pytest.raises(ConfigError, match="samples"):
         fit_slope([1, 2, 3], [[1.0], [], [3.0]])
@@ -418,7 +419,8 @@ def test_single_sample_points_get_a_residual_interval():
                          "dtype": "float32", "threshold": "adaptive", "data": "synthetic",
                          "m": m, "n": 16, "d": 16, "L": 2, "c": 0.2, "seed": 0, "sample": 0,
                          "phase": "init", "seconds": t, "work": m * m, "bytes": m * m,
-                         "status": "ok", "cell": [f"c{i}" for i in range(m.size)]})
+                         "status": "ok", "cell": [f"c{i}" for i in range(m.size)],
+                         "label": "dense-gn"})
     fits = fit_exponents(runs)
     sec = fits[(fits["quantity"] == "seconds") & (fits["fit"] == "slope")].iloc[0]
     assert sec["ci_low"] < sec["exponent"] < sec["ci_high"]  # one sample per cell: not a point

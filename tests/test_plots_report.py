@@ -2,8 +2,7 @@
 
 The synthetic run has dense-gn ~ m^2 and subquad ~ m^1.76 per iteration, init ~ m^2 for both,
 calibration kernels, n and d sweeps, a c sweep, an ablation of subquad's options and training
-curves. Fits come from ``analysis.fit.fit_run`` when that module is importable; otherwise the test
-writes minimal ``fits.csv`` / ``crossover.csv`` frames of the DESIGN.md contract itself.
+curves, written in the current results schema; fits come from ``analysis.fit.fit_run``.
 """
 
 from __future__ import annotations
@@ -17,19 +16,20 @@ import pandas as pd
 import pytest
 from scipy.special import ndtr
 
+from subquad.analysis.fit import fit_run
 from subquad.analysis.plots import FIGURES, plot_run
 from subquad.analysis.report import write_report
-
-try:
-    from subquad.analysis.fit import fit_run
-except (ImportError, SyntaxError):  # fit.py absent or broken: the test writes its own fits
-    fit_run = None
+from subquad.analysis.schema import SCHEMA_VERSION, VERSION_COLUMN
+from subquad.errors import ConfigError
 
 MACHINE = "synthetic-box"
-DEFAULT = "solver=cholesky;update=scatter;rank_max=0"
-ABLATION = ("solver=cholesky;update=rowdense;rank_max=0",
-            "solver=cholesky;update=lazy;rank_max=32",
-            "solver=pcg-tensorsketch;update=scatter;rank_max=0")
+SUB = ";forward_kernel=auto;lr=1;damping=0"
+DEFAULT = "solver=cholesky;update=scatter;rank_max=0" + SUB
+ABLATION = ("solver=cholesky;update=rowdense;rank_max=0" + SUB,
+            "solver=cholesky;update=lazy;rank_max=32" + SUB,
+            "solver=pcg-tensorsketch;update=scatter;rank_max=0" + SUB)
+DENSE = {"dense-gn": "solver=cholesky;lr=1;damping=0",
+         "dense-gd": "solver=gradient;lr=0.001;damping=0"}
 M_GRID = tuple(2**k for k in range(10, 16))
 SAMPLES = 6
 #: seconds per counted multiply-add relative to BLAS: sparse gathers are far slower per flop
@@ -67,7 +67,9 @@ def _rows(method: str, options: str, m: int, n: int, d: int, c: float, rng, scal
             "m": m, "n": n, "d": d, "L": L, "c": c, "threshold": "adaptive",
             "data": "synthetic", "solver": opts.get("solver", ""),
             "update": opts.get("update", ""), "rank_max": opts.get("rank_max", ""),
-            "options": options, "seed": 0, "iters": 3, "status": "ok", "message": ""}
+            "update_resolved": opts.get("update", "dense"), "label": method,
+            "options": options, "seed": 0, "iters": 3, "status": "ok", "message": "",
+            VERSION_COLUMN: SCHEMA_VERSION}
     work = _phase_work(method, options, m, n, L, c, sub_power)
     init_work = L * m**2 + m * d
     rows = [base | {"sample": 0, "phase": "init", "seconds": 4e-9 * init_work + 1e-4,
@@ -99,14 +101,15 @@ def _calibration(rng, experiment: str) -> list[dict]:
                              "seed": 0, "sample": sample, "iters": 10, "phase": "kernel",
                              "seconds": 1e-9 * m**power * rng.lognormal(0, 0.03),
                              "work": m**power, "bytes": 8 * m**power, "status": "ok",
-                             "message": ""})
+                             "message": "", "label": method,
+                             VERSION_COLUMN: SCHEMA_VERSION})
     return rows
 
 
 def _training(sub_power: float | None) -> pd.DataFrame:
     """Geometric loss decay, active fraction near Q(beta), a few flips (section 6)."""
     rows = []
-    cells = [("dense-gn", "", 4096, 0.2), ("subquad", DEFAULT, 4096, 0.2)]
+    cells = [("dense-gn", DENSE["dense-gn"], 4096, 0.2), ("subquad", DEFAULT, 4096, 0.2)]
     cells += [("subquad", DEFAULT, 4096, c) for c in (0.1, 0.3, 0.4)]
     for method, options, m, c in cells:
         q = _active(m, c) / m
@@ -121,7 +124,8 @@ def _training(sub_power: float | None) -> pd.DataFrame:
                              "loss": loss, "layer": layer,
                              "active_fraction": q * (1 + 0.02 * layer * np.sin(it)),
                              "expected_active_fraction": q,
-                             "flips": 0 if it == 0 else int(40 / it) + layer})
+                             "flips": 0 if it == 0 else int(40 / it) + layer,
+                             "label": method, VERSION_COLUMN: SCHEMA_VERSION})
     return pd.DataFrame(rows)
 
 
@@ -131,7 +135,8 @@ def make_run(run_dir: Path, sub_power: float | None = None, seed: int = 0) -> Pa
     exp = "default"
     rows = _calibration(rng, exp)
     for m in M_GRID:
-        for method, options in (("dense-gn", ""), ("dense-gd", ""), ("subquad", DEFAULT)):
+        for method, options in (("dense-gn", DENSE["dense-gn"]),
+                                ("dense-gd", DENSE["dense-gd"]), ("subquad", DEFAULT)):
             rows += _rows(method, options, m, 16, 16, 0.2, rng, SLOWER[method], sub_power, exp)
         if m >= 2**12:
             for options in ABLATION:
@@ -139,7 +144,7 @@ def make_run(run_dir: Path, sub_power: float | None = None, seed: int = 0) -> Pa
         for c in (0.1,):
             rows += _rows("subquad", DEFAULT, m, 16, 16, c, rng, 80.0, sub_power, exp)
     for k in (4, 8, 16, 32, 64):
-        for method, options in (("dense-gn", ""), ("subquad", DEFAULT)):
+        for method, options in (("dense-gn", DENSE["dense-gn"]), ("subquad", DEFAULT)):
             rows += _rows(method, options, 2048, k, 16, 0.2, rng, SLOWER[method], sub_power, exp)
             rows += _rows(method, options, 2048, 16, k, 0.2, rng, SLOWER[method], sub_power, exp)
     runs = pd.DataFrame(rows).drop_duplicates(["cell", "sample", "phase"])
@@ -155,57 +160,8 @@ def make_run(run_dir: Path, sub_power: float | None = None, seed: int = 0) -> Pa
            "git": {"commit": "abc1234", "dirty": False}, "date_utc": "2024-01-01T00:00:00+00:00",
            "machine": MACHINE}
     (run_dir / "environment.json").write_text(json.dumps(env))
-    if fit_run is not None:
-        fit_run(run_dir, n_boot=200)
-    else:
-        _minimal_fits(runs, run_dir)
+    fit_run(run_dir, n_boot=200)
     return run_dir
-
-
-def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope in log-log and its standard error."""
-    lx, ly = np.log(x), np.log(y)
-    coef, res, *_ = np.polyfit(lx, ly, 1, full=True)
-    dof = max(len(lx) - 2, 1)
-    se = np.sqrt((res[0] if len(res) else 0.0) / dof / np.sum((lx - lx.mean()) ** 2))
-    return float(coef[0]), float(se)
-
-
-def _minimal_fits(runs: pd.DataFrame, run_dir: Path) -> None:
-    """fits.csv and crossover.csv with the DESIGN.md columns (a stand-in for analysis.fit)."""
-    rows = []
-    keys = ["machine", "method", "options", "backend", "dtype", "phase"]
-    axes = {"m": ("n", "d", "L", "c"), "n": ("m", "d", "L", "c"), "d": ("m", "n", "L", "c")}
-    for axis, fixed in axes.items():
-        for key, g in runs.groupby([*keys, *fixed]):
-            med = g.groupby(axis)[["seconds", "work", "bytes"]].median()
-            if len(med) < 3:
-                continue
-            ctx = ";".join(f"{k}={v:g}" for k, v in zip(fixed, key[len(keys):], strict=True))
-            for quantity in ("seconds", "work", "bytes"):
-                y = med[quantity].to_numpy(float)
-                if np.any(y <= 0):
-                    continue
-                k, se = _slope(med.index.to_numpy(float), y)
-                rows.append(dict(zip(keys, key[:len(keys)], strict=True))
-                            | {"quantity": quantity, "axis": axis, "fit": "slope",
-                               "exponent": k, "ci_low": k - 2 * se - 0.01,
-                               "ci_high": k + 2 * se + 0.01, "n_points": len(med),
-                               "fit_range": f"{med.index.min()}-{med.index.max()}",
-                               "context": ctx})
-    pd.DataFrame(rows).to_csv(run_dir / "fits.csv", index=False)
-    it = runs[(runs["phase"] == "iteration") & (runs["c"] == 0.2) & (runs["n"] == 16)
-              & (runs["d"] == 16)]
-    med = it.groupby(["method", "options", "m"])["seconds"].median()
-    dense, sub = med.loc[("dense-gn", "")], med.loc[("subquad", DEFAULT)]
-    ratio = (dense / sub).dropna()
-    above = ratio[ratio > 1]
-    m_star = float(above.index.min()) if len(above) and len(above) < len(ratio) else np.nan
-    pd.DataFrame([{"machine": MACHINE, "method": "subquad", "options": DEFAULT,
-                   "baseline": "dense-gn", "backend": "numpy", "dtype": "float64",
-                   "quantity": "seconds", "context": "n=16;d=16;L=2;c=0.2", "m_star": m_star,
-                   "ci_low": m_star / 1.5, "ci_high": m_star * 1.3}]
-                 ).to_csv(run_dir / "crossover.csv", index=False)
 
 
 def _claims(report: str) -> dict[str, str]:
@@ -213,8 +169,8 @@ def _claims(report: str) -> dict[str, str]:
     out = {}
     for line in report.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) == 4 and cells[0] not in ("claim", "---"):
-            out[cells[0]] = re.sub(r"[*_]", "", cells[3])
+        if line.startswith("|") and len(cells) == 6 and cells[0] not in ("claim", "---"):
+            out[cells[0]] = re.sub(r"[*_]", "", cells[4])
     return out
 
 
@@ -236,8 +192,6 @@ def test_plot_run_writes_every_figure(subquadratic_run: Path) -> None:
     written = plot_run(subquadratic_run)
     names = {p.stem for p in written}
     expected = set(FIGURES)
-    if not (subquadratic_run / "local_slopes.csv").is_file():  # the stand-in fit writes none
-        expected.discard("local_slopes")
     assert names == expected, f"missing figures: {expected - names}"
     for path in written:
         assert path.suffix in (".png", ".pdf") and path.stat().st_size > 1000
@@ -268,17 +222,21 @@ def test_report_rejects_quadratic_subquad(tmp_path: Path) -> None:
 
 
 def test_missing_inputs_do_not_crash(tmp_path: Path) -> None:
-    """An empty run directory gives no figures and a report of unmeasured claims."""
-    (tmp_path / "runs.csv").write_text("")
+    """An empty run directory gives no figures and a report of unmeasured claims; an empty
+    runs.csv is a ConfigError naming it."""
     assert plot_run(tmp_path) == []
     report = write_report(tmp_path).read_text()
     assert "not measured in this run" in report
+    assert _verdict(_claims(report), "per-iteration time") == "not measured"
+    (tmp_path / "runs.csv").write_text("")
+    with pytest.raises(ConfigError, match="runs.csv"):
+        write_report(tmp_path)
 
 
 def test_report_without_fits_says_not_measured(subquadratic_run: Path, tmp_path: Path) -> None:
     """Timings without fits.csv or environment.json: claims are not measured, no crash."""
     (tmp_path / "runs.csv").write_bytes((subquadratic_run / "runs.csv").read_bytes())
     report = write_report(tmp_path).read_text()
-    assert _verdict(_claims(report), "per-iteration time") == "not measured in this run"
+    assert _verdict(_claims(report), "per-iteration time") == "not measured"
     assert "No exponent fitted in this run" in report
     assert "Environment not measured in this run" in report

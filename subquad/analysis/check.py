@@ -5,10 +5,17 @@ Rules of docs MEASUREMENT.md, "Gating regressions", with every number from ``lim
 - limit: a fitted exponent fails when its interval leaves its declared bounds (ci_high > max);
 - baseline: it fails when it rose beyond the intervals (new ci_low > base ci_high + slack);
   series are matched by machine-independent keys, so exponents compare across machines;
-- factor: a cell is slower when median(new) / median(base) > ratio AND a one-sided
-  Mann-Whitney U test gives p < p_value; seconds are compared only on the same machine.
+- factor: a cell is slower when median(new) / median(base) > ratio AND the difference is
+  significant. Which rule decides significance depends on the sample sizes, and the detail
+  says which one did: a one-sided Mann-Whitney U test (p < p_value) when the sizes can reach
+  p_value at all (exactly: 1 / C(n1 + n2, n1) < p_value, i.e. >= 6 samples per side for
+  0.002), otherwise non-overlap of the two medians' order-statistic intervals (with their true
+  coverage, ``stats.median_ci``). A cell with fewer than 2 samples on a side, or timed on
+  another machine than its baseline, cannot be decided: it is reported as UNDECIDED, which
+  fails under ``--strict``. Too few samples never make a check pass by default.
 
-Prints one table row per check; exit status 1 when any check fails, 0 otherwise.
+Prints one table row per check; exit status 1 when any check fails (or, with ``--strict``, is
+undecided), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -21,44 +28,38 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from subquad.analysis.fit import normalize_runs
 from subquad.analysis.gates import GateResult
 from subquad.analysis.limits import Limits, load_limits
+from subquad.analysis.schema import load_runs, load_table
+from subquad.analysis.stats import median_ci
 from subquad.errors import ConfigError
-from subquad.files import read_table
 
 #: what identifies a fitted series independently of the machine it ran on
-FIT_KEYS = ["method", "options", "backend", "dtype", "threshold", "data", "phase", "quantity",
-            "axis", "fit", "context"]
+FIT_KEYS = ["method", "label", "options", "backend", "dtype", "threshold", "data", "phase",
+            "quantity", "axis", "fit", "context"]
 #: what identifies a timed cell (seconds are compared only where machine also agrees)
-CELL_KEYS = ["method", "options", "backend", "dtype", "threshold", "data", "m", "n", "d", "L",
-             "c", "seed"]
+CELL_KEYS = ["method", "label", "options", "backend", "dtype", "threshold", "data", "m", "n",
+             "d", "L", "c", "seed"]
 
 
 # ----------------------------------------------------------------------------- loading
 
 
 def load_fits(run_dir: Path, arg: str) -> pd.DataFrame:
-    """The slope rows of ``run_dir/fits.csv`` with string keys; ConfigError naming ``arg``."""
+    """The slope rows of ``run_dir/fits.csv`` (schema-checked); ConfigError naming ``arg``."""
     path = Path(run_dir) / "fits.csv"
-    if not path.is_file():
+    df = load_table(path, "fits")
+    if df is None:
         raise ConfigError(arg, f"no fits table at {path}; run `subquad fit {run_dir}` first")
-    df = read_table(path, str(path), keep_default_na=False, dtype=str)
-    for col in FIT_KEYS + ["machine", "exponent", "ci_low", "ci_high"]:
-        if col not in df.columns:
-            df[col] = ""
-    df = df[df["fit"].isin(["slope", ""])].copy()
-    for col in ("exponent", "ci_low", "ci_high"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df.drop_duplicates(FIT_KEYS, keep="first")
+    return df[df["fit"] == "slope"].drop_duplicates(FIT_KEYS, keep="first")
 
 
 def load_samples(run_dir: Path, arg: str, phase: str) -> pd.DataFrame:
-    """The timing rows of one phase from ``run_dir/runs.csv`` (all statuses, normalized)."""
+    """The timing rows of one phase from ``run_dir/runs.csv`` (all statuses, validated)."""
     path = Path(run_dir) / "runs.csv"
     if not path.is_file():
         raise ConfigError(arg, f"no runs table at {path}; run `subquad sweep` into it first")
-    runs = normalize_runs(read_table(path, str(path), keep_default_na=True))
+    runs = load_runs(path).frame
     return runs[runs["phase"] == phase]
 
 
@@ -115,12 +116,27 @@ def _compared(row: pd.Series, limits: Limits) -> bool:
 
 
 def factor_gate(new: Sequence[float], base: Sequence[float], ratio: float = 1.10,
-                p_value: float = 0.002) -> tuple[bool, float, float]:
-    """(slower, median ratio, one-sided Mann-Whitney p) of new samples against base samples."""
+                p_value: float = 0.002) -> tuple[bool | None, float, str]:
+    """(slower, median ratio, how it was decided) of new samples against base samples.
+
+    ``slower`` is None when the samples cannot decide (fewer than 2 on a side).
+    """
     a, b = np.asarray(new, dtype=float), np.asarray(base, dtype=float)
     r = float(np.median(a) / np.median(b))
-    p = float(mannwhitneyu(a, b, alternative="greater").pvalue)
-    return (r > ratio and p < p_value), r, p
+    sizes = f"{a.size} vs {b.size} samples"
+    if a.size < 2 or b.size < 2:
+        return None, r, f"ratio {r:.3f}; undecided: {sizes}, at least 2 per side are needed"
+    if _min_p(a.size, b.size) < p_value:
+        p = float(mannwhitneyu(a, b, alternative="greater").pvalue)
+        return (r > ratio and p < p_value), r, (f"ratio {r:.3f}, rule Mann-Whitney: p {p:.2g} "
+                                                f"({sizes})")
+    ca, cb = median_ci(a), median_ci(b)
+    apart = ca.lo > cb.hi
+    return (r > ratio and apart), r, (
+        f"ratio {r:.3f}, rule interval overlap (Mann-Whitney cannot reach p < {p_value:g} with "
+        f"{sizes}): new [{ca.lo:.3g}, {ca.hi:.3g}] vs base [{cb.lo:.3g}, {cb.hi:.3g}] "
+        f"({'disjoint' if apart else 'overlapping'}; coverage {ca.coverage:.1%} and "
+        f"{cb.coverage:.1%})")
 
 
 def _min_p(n1: int, n2: int) -> float:
@@ -131,7 +147,8 @@ def _min_p(n1: int, n2: int) -> float:
 def _cell_name(key: tuple) -> str:
     k = dict(zip(CELL_KEYS, key))
     opts = f" [{k['options']}]" if k["options"] else ""
-    return (f"{k['method']}{opts} m={k['m']:g} n={k['n']:g} d={k['d']:g} L={k['L']:g} "
+    label = f" ({k['label']})" if k["label"] and k["label"] != k["method"] else ""
+    return (f"{k['method']}{label}{opts} m={k['m']:g} n={k['n']:g} d={k['d']:g} L={k['L']:g} "
             f"c={k['c']:g} {k['dtype']}")
 
 
@@ -167,7 +184,7 @@ def factor_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits,
         if b_ok.size == 0:
             continue
         name = f"factor: {_cell_name(key)}"
-        limit = f"ratio <= {limits.factor_ratio:g} or p >= {limits.factor_p:g}"
+        limit = f"ratio <= {limits.factor_ratio:g} or not significant"
         n = new_cells.get(key)
         n_ok = (n[n["status"] == "ok"]["seconds"].dropna().to_numpy() if n is not None
                 else np.zeros(0))
@@ -177,17 +194,16 @@ def factor_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits,
             continue
         if set(n["machine"]) != set(b["machine"]):
             out.append(GateResult(name, float(np.median(n_ok)), "same machine", True,
-                                  "skipped: baseline from another machine",
-                                  float(np.median(b_ok))))
+                                  "undecided: baseline from another machine (seconds are "
+                                  "compared only on one machine)", float(np.median(b_ok)),
+                                  decided=False))
             continue
-        slower, r, p = factor_gate(n_ok / scale, b_ok, limits.factor_ratio, limits.factor_p)
-        detail = f"ratio {r:.3f}, p {p:.2g} ({n_ok.size} vs {b_ok.size} samples)"
+        slower, r, detail = factor_gate(n_ok / scale, b_ok, limits.factor_ratio,
+                                        limits.factor_p)
         if drift:
             detail += f"; raw ratio {r * scale:.3f} / machine drift {scale:.3f}"
-        if _min_p(n_ok.size, b_ok.size) >= limits.factor_p:
-            detail += "; too few samples to ever reach the p limit"
-        out.append(GateResult(name, float(np.median(n_ok)), limit, not slower, detail,
-                              float(np.median(b_ok))))
+        out.append(GateResult(name, float(np.median(n_ok)), limit, slower is not True, detail,
+                              float(np.median(b_ok)), decided=slower is not None))
     return out
 
 

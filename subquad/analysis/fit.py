@@ -5,11 +5,14 @@ those of docs MEASUREMENT.md, "Fitting". ``fit_run`` reads a run directory (or a
 pytest-benchmark JSON file) and writes ``fits.csv``, ``local_slopes.csv``, ``crossover.csv`` and
 ``selfcheck.csv`` beside it.
 
-Series. Only rows with status ``ok`` are used. A series is one (machine, method, options, backend,
-dtype, threshold, data, phase) and, for a swept axis in {m, n, d}, one set of fixed values of the
-other cell parameters (n, d, L, c minus the axis); those fixed values form ``context``, e.g.
-``n=16;d=16;L=2;c=0.2`` (missing parameters are left out). Different ``machine`` values are never
-pooled: timings of two machines are different series, compared by exponent, never by seconds.
+Series. Only rows with status ``ok`` are used, as validated by ``schema.load_runs`` (which
+reports every row it drops, written to ``dropped.csv``). A series is one (machine, method,
+label, options, backend, dtype, threshold, data, phase) -- ``options`` holds every option that
+changes the computation, so two variants are never pooled -- and, for a swept axis in {m, n,
+d}, one set of fixed values of the other cell parameters (n, d, L, c minus the axis); those
+fixed values form ``context``, e.g. ``n=16;d=16;L=2;c=0.2`` (missing parameters left out).
+Different ``machine`` values are never pooled: timings of two machines are different series,
+compared by exponent, never by seconds.
 Seeds (and any other non-key columns) are pooled: every ok sample at one axis value belongs to
 the same point. A series is fitted only if it has at least 3 distinct axis values.
 
@@ -48,7 +51,8 @@ the same per-point bootstrap of both series (replicates that never cross count a
 The speed-up at the largest common m is the ratio of medians dense / subquad, with its interval.
 
 Self-check. Methods ``calib-axpy`` (expected exponent 1 in m) and ``calib-gemv`` (expected 2),
-phase ``kernel``, quantity seconds: ``ok`` when |exponent - expected| <= 0.15; the run is
+phase ``kernel``, quantity seconds: ``ok`` when |exponent - expected| <= the tolerance of
+``[calibration]`` in limits.toml (0.15); the run is
 ``trustworthy`` when every calibration series is ok, and unknown (empty) when none was run.
 """
 
@@ -63,46 +67,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from subquad.analysis.limits import load_limits
+from subquad.analysis.schema import (
+    CALIBRATION,
+    FIT_AXES,
+    QUANTITIES,
+    SIZES,
+    TABLES,
+    Runs,
+    context_string,
+    fmt_number,
+    load_runs,
+    load_training,
+    parse_context,
+    validate_runs,
+    write_runs,
+    write_table,
+)
 from subquad.errors import ConfigError
-from subquad.files import atomic_write_frame, read_table
-from subquad.harness.tables import RUNS_COLUMNS
 
-SERIES_KEYS = ["machine", "method", "options", "backend", "dtype", "threshold", "data", "phase"]
-AXES = ("m", "n", "d")
-PARAMS = ["m", "n", "d", "L", "c"]
-QUANTITIES = ("seconds", "work", "bytes")
+#: what a series is never pooled across (besides the other sizes, see ``series_columns``)
+SERIES_KEYS = ["machine", "method", "label", "options", "backend", "dtype", "threshold", "data",
+               "phase"]
 CROSSOVER_QUANTITIES = ("seconds", "work")
-CALIBRATION = {"calib-axpy": 1.0, "calib-gemv": 2.0}
-CALIBRATION_TOLERANCE = 0.15
 WINDOWS = ("all", "auto")
-
-FITS_COLUMNS = [
-    "machine", "method", "options", "backend", "dtype", "phase", "quantity", "axis", "fit",
-    "exponent", "ci_low", "ci_high", "n_points", "fit_range", "context",
-    "intercept", "window", "threshold", "data",
-]
-LOCAL_SLOPE_COLUMNS = [
-    "machine", "method", "options", "phase", "quantity", "axis", "context", "x_lo", "x_hi",
-    "slope", "ci_low", "ci_high", "backend", "dtype", "threshold", "data",
-]
-CROSSOVER_COLUMNS = [
-    "machine", "backend", "dtype", "options", "context", "quantity", "m_star", "ci_low",
-    "ci_high", "kind", "speedup_at_max_m", "speedup_ci_low", "speedup_ci_high", "max_m",
-    "threshold", "data",
-]
-SELFCHECK_COLUMNS = [
-    "kernel", "expected", "exponent", "ci_low", "ci_high", "ok", "trustworthy",
-    "machine", "backend", "dtype", "context", "n_points",
-]
-
-_STRING_DEFAULTS = {
-    "experiment": "", "cell": "", "machine": "", "options": "", "backend": "numpy",
-    "dtype": "float64", "threshold": "", "data": "", "solver": "", "update": "",
-    "status": "ok", "message": "",
-}
-_REQUIRED = ("method", "phase", "m", "seconds")
-_NUMERIC = ["m", "n", "d", "L", "c", "rank_max", "seed", "sample", "iters", "seconds", "work",
-            "bytes", "active_fraction", "loss", "cg_iters"]
 _MAX_DRAWS_PER_CHUNK = 4_000_000
 
 
@@ -124,8 +112,8 @@ class FitOptions:
         if self.window not in WINDOWS:
             raise ConfigError("window", f"must be one of {WINDOWS}, got {self.window!r}")
         for axis in self.min_axis or {}:
-            if axis not in AXES:
-                raise ConfigError("min_axis", f"keys must be axes {AXES}, got {axis!r}")
+            if axis not in FIT_AXES:
+                raise ConfigError("min_axis", f"keys must be axes {FIT_AXES}, got {axis!r}")
 
 
 @dataclass(frozen=True)
@@ -151,57 +139,27 @@ class _Series:
     Y: np.ndarray
     counts: np.ndarray
     context: str
+    #: per point: the update mode(s) that ran there (``update=auto`` resolves by m)
+    modes: tuple[str, ...] = ()
 
 
 class FitPaths(dict):
-    """The written tables by name (fits, local_slopes, crossover, selfcheck) plus the run's flag.
+    """The written tables by name (fits, local_slopes, crossover, selfcheck, dropped), the
+    run's flag and what the loader dropped.
 
-    ``trustworthy`` is True/False from the calibration self-check, None when none was run.
+    ``trustworthy`` is True/False from the calibration self-check, None when none was run;
+    ``dropped`` lists one line per reason a runs.csv row could not be used.
     """
 
     trustworthy: bool | None = None
+    dropped: list[str]
+    migrated: bool = False
 
 
 # ----------------------------------------------------------------------------- input tables
 
 
-def normalize_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """A copy of a runs table with every contract column present and typed (strings, floats)."""
-    missing = [c for c in _REQUIRED if c not in runs.columns]
-    if missing:
-        raise ConfigError("runs.csv", f"missing required columns {missing}")
-    df = runs.copy()
-    for col in RUNS_COLUMNS:
-        if col not in df.columns:
-            df[col] = _STRING_DEFAULTS.get(col, np.nan)
-    if df["options"].isna().all() or (df["options"].astype(str) == "").all():
-        df["options"] = _options_string(df)
-    for col in [c for c in RUNS_COLUMNS if c not in _NUMERIC]:
-        text = df[col].astype(object)
-        df[col] = text.where(text.notna(), _STRING_DEFAULTS.get(col, "")).astype(str)
-    for col in _NUMERIC:
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    return df
-
-
-def _options_string(df: pd.DataFrame) -> pd.Series:
-    """The canonical ``solver=...;update=...;rank_max=...`` string, empty when no option is set."""
-    vals = {col: df[col].map(_fmt_value) for col in ("solver", "update", "rank_max")}
-    joined = "solver=" + vals["solver"] + ";update=" + vals["update"]
-    joined = joined + ";rank_max=" + vals["rank_max"]
-    unset = (vals["solver"] == "") & (vals["update"] == "") & (vals["rank_max"] == "")
-    return joined.where(~unset, "")
-
-
-def load_runs(path: Path | str) -> pd.DataFrame:
-    """Read a ``runs.csv`` file into the normalized form (missing columns filled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("run_dir", f"no runs table at {path}; run `subquad sweep` first")
-    return normalize_runs(read_table(path, str(path), keep_default_na=True))
-
-
-def read_benchmark_json(path: Path | str) -> pd.DataFrame:
+def read_benchmark_json(path: Path | str) -> Runs:
     """A pytest-benchmark JSON file as a runs table (one row per round; phase ``kernel``).
 
     Each benchmark's ``extra_info`` gives ``kernel`` (the method; the benchmark name if absent),
@@ -218,7 +176,7 @@ def read_benchmark_json(path: Path | str) -> pd.DataFrame:
         raise ConfigError("benchmark_json", f"{path} has no 'benchmarks' list")
     machine = _benchmark_machine(doc.get("machine_info") or {})
     rows = [row for bench in doc["benchmarks"] for row in _benchmark_rows(bench, machine)]
-    return normalize_runs(pd.DataFrame(rows, columns=RUNS_COLUMNS))
+    return validate_runs(pd.DataFrame(rows, columns=TABLES["runs"].columns))
 
 
 def _benchmark_machine(info: Mapping) -> str:
@@ -245,41 +203,12 @@ def _benchmark_rows(bench: Mapping, machine: str) -> list[dict]:
     return [{**base, "sample": i, "seconds": float(t)} for i, t in enumerate(data)]
 
 
-# ------------------------------------------------------------------------------- formatting
-
-
-def _fmt_value(v: object) -> str:
-    """A compact text form of one parameter value: integers without '.0', NaN as empty."""
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return ""
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        f = float(v)
-        return str(int(f)) if f.is_integer() and abs(f) < 1e15 else f"{f:.6g}"
-    return str(v)
-
-
-def _context(values: Mapping[str, object]) -> str:
-    """``k=v;...`` of the given fixed parameters, leaving out missing ones."""
-    return ";".join(f"{k}={_fmt_value(v)}" for k, v in values.items() if _fmt_value(v) != "")
-
-
-def _parse_context(text: str) -> dict[str, str]:
-    """The inverse of ``_context``."""
-    return dict(item.split("=", 1) for item in text.split(";") if item)
+# ---------------------------------------------------------------------------------- series
 
 
 def _fit_range(axis: str, x: np.ndarray) -> str:
     """``axis=lo..hi`` of the axis values used."""
-    return f"{axis}={_fmt_value(x.min())}..{_fmt_value(x.max())}"
-
-
-# ---------------------------------------------------------------------------------- series
-
-
-def _ok_rows(runs: pd.DataFrame) -> pd.DataFrame:
-    """Rows with status ok, normalized."""
-    df = normalize_runs(runs)
-    return df[df["status"] == "ok"]
+    return f"{axis}={fmt_number(x.min())}..{fmt_number(x.max())}"
 
 
 def _pad(point: np.ndarray, values: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -321,24 +250,41 @@ def _points(
     return pts, Y, counts
 
 
+def series_columns(axis: str) -> tuple[list[str], list[str]]:
+    """The columns a series on ``axis`` is keyed by, and which of them form its context.
+
+    The one place that decides what is pooled: a series lives inside one value of every
+    SERIES_KEYS column (machine, variant: label and options, backend, dtype, ...) and of every
+    other size; only seeds and samples are pooled. Extend here to split series further.
+    """
+    fixed = [p for p in SIZES if p != axis]
+    return SERIES_KEYS + fixed, fixed
+
+
+def _modes(g: pd.DataFrame, axis: str, x: np.ndarray) -> tuple[str, ...]:
+    """The resolved update mode(s) at each axis value of a series ('' when not recorded)."""
+    by = g.groupby(axis)["update_resolved"].agg(lambda v: "+".join(sorted(set(v) - {""})))
+    return tuple(str(by.get(v, "")) for v in x)
+
+
 def _iter_series(
     ok: pd.DataFrame, axis: str, quantities: Sequence[str], min_points: int = 3
 ) -> Iterator[_Series]:
     """Every series (per quantity) with at least ``min_points`` distinct values of ``axis``."""
-    fixed = [p for p in PARAMS if p != axis]
-    keys = SERIES_KEYS + fixed
+    keys, fixed = series_columns(axis)
     for key, g in _positive_axes(ok, [axis]).groupby(keys, dropna=False, sort=True):
         kd = dict(zip(keys, key))
-        context = _context({p: kd[p] for p in fixed})
+        context = context_string({p: kd[p] for p in fixed})
         for quantity in quantities:
             x, Y, counts = _points(g, [axis], quantity)
             if len(x) >= min_points:
-                yield _Series(kd, axis, quantity, x, Y, counts, context)
+                yield _Series(kd, axis, quantity, x, Y, counts, context, _modes(g, axis, x))
 
 
 def _series_key(s: _Series, purpose: str) -> str:
     """A stable text key of a series, used to seed its bootstrap."""
-    keys = ";".join(f"{k}={_fmt_value(v)}" for k, v in s.keys.items())
+    keys = ";".join(f"{k}={fmt_number(v)}" for k, v in s.keys.items()
+                    if k != "label" or v != s.keys["method"])
     return f"{purpose}|{s.axis}|{s.quantity}|{keys}"
 
 
@@ -480,15 +426,23 @@ def fit_slope(
 # ------------------------------------------------------------------------- slopes and fits
 
 
-def _series_columns(s: _Series) -> dict:
+def _mode_text(modes: Sequence[str]) -> str:
+    """'scatter', or 'rowdense->scatter' where the resolved update changes along the series."""
+    seq = [m for i, m in enumerate(modes) if m and (i == 0 or m != modes[i - 1])]
+    return "->".join(dict.fromkeys(seq)) if len(set(seq)) > 1 else (seq[0] if seq else "")
+
+
+def _series_ids(s: _Series, modes: Sequence[str] | None = None) -> dict:
     """The identifying columns of a series' output rows."""
     ids = {c: s.keys[c] for c in SERIES_KEYS}
-    return ids | {"quantity": s.quantity, "axis": s.axis, "context": s.context}
+    return ids | {"quantity": s.quantity, "axis": s.axis, "context": s.context,
+                  "update_resolved": _mode_text(s.modes if modes is None else modes)}
 
 
 def _slope_row(s: _Series, fit: SlopeFit) -> dict:
     """A ``fits.csv`` row of a one-axis slope."""
-    return _series_columns(s) | {
+    used = [m for m, x in zip(s.modes, s.x) if x in fit.x] if s.modes else None
+    return _series_ids(s, used) | {
         "fit": "slope", "exponent": fit.exponent, "ci_low": fit.ci_low, "ci_high": fit.ci_high,
         "n_points": len(fit.x), "fit_range": _fit_range(s.axis, fit.x),
         "intercept": fit.intercept, "window": fit.window,
@@ -499,10 +453,11 @@ def _local_rows(s: _Series, meds: np.ndarray, opts: FitOptions) -> list[dict]:
     """``local_slopes.csv`` rows: slopes between neighbouring points with bootstrap intervals."""
     slopes = np.diff(np.log(meds), axis=1) / np.diff(np.log(s.x))
     lo, hi = _interval(slopes[1:], opts.confidence)
-    base = _series_columns(s)
+    modes = s.modes or ("",) * len(s.x)
     return [
-        base | {"x_lo": s.x[i], "x_hi": s.x[i + 1], "slope": slopes[0, i], "ci_low": lo[i],
-                "ci_high": hi[i]}
+        _series_ids(s, modes[i:i + 2]) | {"x_lo": s.x[i], "x_hi": s.x[i + 1],
+                                          "slope": slopes[0, i], "ci_low": lo[i],
+                                          "ci_high": hi[i]}
         for i in range(len(s.x) - 1)
     ]
 
@@ -510,7 +465,7 @@ def _local_rows(s: _Series, meds: np.ndarray, opts: FitOptions) -> list[dict]:
 def _slopes_and_locals(ok: pd.DataFrame, opts: FitOptions) -> tuple[list[dict], list[dict]]:
     """Slope fit rows and local-slope rows of every series, sharing one bootstrap per series."""
     fits, locals_ = [], []
-    for axis in AXES:
+    for axis in FIT_AXES:
         min_x = (opts.min_axis or {}).get(axis)
         for s in _iter_series(ok, axis, QUANTITIES):
             rng = _rng(opts.seed, _series_key(s, ""))
@@ -527,7 +482,7 @@ def _joint_rows(ok: pd.DataFrame, opts: FitOptions) -> list[dict]:
     """``fits.csv`` rows (fit = joint) of log q = log C + a log m + b log n + e log d."""
     rows = []
     keys = SERIES_KEYS + ["L", "c"]
-    for key, g in _positive_axes(ok, AXES).groupby(keys, dropna=False, sort=True):
+    for key, g in _positive_axes(ok, FIT_AXES).groupby(keys, dropna=False, sort=True):
         for quantity in QUANTITIES:
             rows.extend(_joint_group(dict(zip(keys, key)), g, quantity, opts))
     return rows
@@ -535,48 +490,50 @@ def _joint_rows(ok: pd.DataFrame, opts: FitOptions) -> list[dict]:
 
 def _joint_group(kd: dict, g: pd.DataFrame, quantity: str, opts: FitOptions) -> list[dict]:
     """Joint-fit rows of one group, or none if fewer than two axes vary or the fit is singular."""
-    pts, Y, counts = _points(g, AXES, quantity)
-    varying = [i for i in range(len(AXES)) if len(np.unique(pts[:, i])) > 1] if len(pts) else []
+    pts, Y, counts = _points(g, FIT_AXES, quantity)
+    varying = [i for i in range(len(FIT_AXES)) if len(np.unique(pts[:, i])) > 1] if len(pts) else []
     X = np.column_stack([np.ones(len(pts))] + [np.log(pts[:, i]) for i in varying])
     if len(varying) < 2 or len(pts) <= X.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]:
         return []
-    seed_key = f"joint|{quantity}|" + ";".join(f"{k}={_fmt_value(v)}" for k, v in kd.items())
+    seed_key = f"joint|{quantity}|" + ";".join(f"{k}={fmt_number(v)}" for k, v in kd.items()
+                                                if k != "label" or v != kd["method"])
     lmeds = np.log(_medians(Y, counts, opts.n_boot, _rng(opts.seed, seed_key)))
     coef = (lmeds[:, None, :] * np.linalg.pinv(X)[None, :, :]).sum(axis=-1)
     lo, hi = _interval(coef[1:], opts.confidence)
-    fixed = {AXES[i]: pts[0, i] for i in range(len(AXES)) if i not in varying}
-    context = _context(fixed | {"L": kd["L"], "c": kd["c"]})
-    fit_range = ";".join(_fit_range(AXES[i], pts[:, i]) for i in varying)
+    fixed = {FIT_AXES[i]: pts[0, i] for i in range(len(FIT_AXES)) if i not in varying}
+    context = context_string(fixed | {"L": kd["L"], "c": kd["c"]})
+    fit_range = ";".join(_fit_range(FIT_AXES[i], pts[:, i]) for i in varying)
     base = {c: kd[c] for c in SERIES_KEYS} | {
         "quantity": quantity, "fit": "joint", "n_points": len(pts), "fit_range": fit_range,
         "context": context, "intercept": coef[0, 0], "window": "all",
+        "update_resolved": "+".join(sorted(set(g["update_resolved"]) - {""})),
     }
     return [
-        base | {"axis": AXES[i], "exponent": coef[0, j + 1], "ci_low": lo[j + 1],
+        base | {"axis": FIT_AXES[i], "exponent": coef[0, j + 1], "ci_low": lo[j + 1],
                 "ci_high": hi[j + 1]}
         for j, i in enumerate(varying)
     ]
 
 
-def _frame(rows: list[dict], columns: Sequence[str]) -> pd.DataFrame:
-    """Rows as a frame with exactly the given columns (empty frame with headers if no rows)."""
-    return pd.DataFrame(rows, columns=list(columns))
+def _ok_rows(runs: pd.DataFrame | Runs) -> pd.DataFrame:
+    """The usable rows with status ok (a raw frame is validated first)."""
+    return (runs if isinstance(runs, Runs) else validate_runs(runs)).ok
 
 
-def fit_exponents(runs: pd.DataFrame, **options) -> pd.DataFrame:
+def fit_exponents(runs: pd.DataFrame | Runs, **options) -> pd.DataFrame:
     """The ``fits.csv`` table: one-axis slopes (fit = slope) and joint fits (fit = joint).
 
     ``options`` are those of ``FitOptions`` (confidence, n_boot, seed, window, min_axis).
     """
     opts = FitOptions(**options)
     ok = _ok_rows(runs)
-    return _frame(_slopes_and_locals(ok, opts)[0] + _joint_rows(ok, opts), FITS_COLUMNS)
+    return TABLES["fits"].frame(_slopes_and_locals(ok, opts)[0] + _joint_rows(ok, opts))
 
 
-def local_slopes(runs: pd.DataFrame, **options) -> pd.DataFrame:
+def local_slopes(runs: pd.DataFrame | Runs, **options) -> pd.DataFrame:
     """The ``local_slopes.csv`` table: slope between each pair of neighbouring axis points."""
     opts = FitOptions(**options)
-    return _frame(_slopes_and_locals(_ok_rows(runs), opts)[1], LOCAL_SLOPE_COLUMNS)
+    return TABLES["local_slopes"].frame(_slopes_and_locals(_ok_rows(runs), opts)[1])
 
 
 # ------------------------------------------------------------------------------- crossover
@@ -589,14 +546,16 @@ def _compatible(a: _Series, b: _Series) -> bool:
     for k in ("threshold", "data"):
         if a.keys[k] and b.keys[k] and a.keys[k] != b.keys[k]:
             return False
-    ca, cb = _parse_context(a.context), _parse_context(b.context)
+    ca, cb = parse_context(a.context), parse_context(b.context)
     return all(ca[k] == cb[k] for k in ca.keys() & cb.keys())
 
 
 def _restrict(s: _Series, x: np.ndarray) -> _Series:
     """The series limited to the given axis values (all present in it)."""
     keep = np.isin(s.x, x)
-    return _Series(s.keys, s.axis, s.quantity, s.x[keep], s.Y[keep], s.counts[keep], s.context)
+    modes = tuple(np.asarray(s.modes, dtype=object)[keep]) if s.modes else ()
+    return _Series(s.keys, s.axis, s.quantity, s.x[keep], s.Y[keep], s.counts[keep], s.context,
+                   modes)
 
 
 def _crossing(lr: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -646,15 +605,17 @@ def _crossover_row(sub: _Series, dense: _Series, opts: FitOptions) -> dict | Non
     m_star, lo, hi = _m_star_interval(value, opts.confidence)
     speed = np.exp(lr[:, -1])
     s_lo, s_hi = _interval(speed[1:], opts.confidence)
-    return {c: sub.keys[c] for c in ("machine", "backend", "dtype", "options", "threshold",
-                                     "data")} | {
+    return {c: sub.keys[c] for c in ("machine", "backend", "dtype", "label", "options",
+                                     "threshold", "data")} | {
+        "baseline_label": dense.keys["label"], "baseline_options": dense.keys["options"],
+        "min_m": common[0],
         "context": sub.context, "quantity": sub.quantity, "m_star": m_star, "ci_low": lo,
         "ci_high": hi, "kind": _KINDS[kind[0]], "speedup_at_max_m": speed[0],
         "speedup_ci_low": s_lo, "speedup_ci_high": s_hi, "max_m": common[-1],
     }
 
 
-def crossover(runs: pd.DataFrame, **options) -> pd.DataFrame:
+def crossover(runs: pd.DataFrame | Runs, **options) -> pd.DataFrame:
     """The ``crossover.csv`` table: width m* where subquad overtakes dense-gn, and the speed-up."""
     opts = FitOptions(**options)
     ok = _ok_rows(runs)
@@ -669,92 +630,127 @@ def crossover(runs: pd.DataFrame, **options) -> pd.DataFrame:
                 row = _crossover_row(s, b, opts) if _compatible(s, b) else None
                 if row is not None:
                     rows.append(row)
-    return _frame(rows, CROSSOVER_COLUMNS)
+    return TABLES["crossover"].frame(rows)
 
 
 # ------------------------------------------------------------------------------ self-check
 
 
-def selfcheck(runs: pd.DataFrame, **options) -> pd.DataFrame:
-    """The ``selfcheck.csv`` table: exponents of the calibration kernels against 1 and 2."""
+def selfcheck(runs: pd.DataFrame | Runs, tolerance: float | None = None, **options
+              ) -> pd.DataFrame:
+    """The ``selfcheck.csv`` table: exponents of the calibration kernels against 1 and 2.
+
+    ``tolerance`` defaults to ``[calibration] tolerance`` of limits.toml.
+    """
+    if tolerance is None:
+        tolerance = load_limits().calibration_tolerance
     opts = FitOptions(**options)
     ok = _ok_rows(runs)
     calib = ok[ok["method"].isin(list(CALIBRATION)) & (ok["phase"] == "kernel")]
-    rows = []
-    for s in _iter_series(calib, "m", ["seconds"], min_points=1):
-        rows.append(_selfcheck_row(s, opts))
+    rows = [_selfcheck_row(s, opts, tolerance)
+            for s in _iter_series(calib, "m", ["seconds"], min_points=1)]
     for kernel in sorted(set(calib["method"]) - {r["kernel"] for r in rows}):
-        rows.append({"kernel": kernel, "expected": CALIBRATION[kernel], "ok": False})
+        rows.append({"kernel": kernel, "expected": CALIBRATION[kernel], "ok": False,
+                     "tolerance": tolerance})
     if not rows:
-        rows.append({"kernel": "not run"})
-        return _frame(rows, SELFCHECK_COLUMNS)
-    out = _frame(rows, SELFCHECK_COLUMNS)
+        return TABLES["selfcheck"].frame([{"kernel": "not run"}])
+    out = TABLES["selfcheck"].frame(rows)
     out["ok"] = out["ok"].astype(bool)
-    out["trustworthy"] = bool(out["ok"].all())
+    out["trustworthy"] = str(bool(out["ok"].all()))
     return out
 
 
-def _selfcheck_row(s: _Series, opts: FitOptions) -> dict:
+def _selfcheck_row(s: _Series, opts: FitOptions, tolerance: float) -> dict:
     """One self-check row; a series with fewer than 3 widths cannot be fitted and is not ok."""
     expected = CALIBRATION[s.keys["method"]]
-    row = {"kernel": s.keys["method"], "expected": expected, "machine": s.keys["machine"],
-           "backend": s.keys["backend"], "dtype": s.keys["dtype"], "context": s.context,
-           "n_points": len(s.x), "ok": False}
+    row = {"kernel": s.keys["method"], "expected": expected, "tolerance": tolerance,
+           "machine": s.keys["machine"], "backend": s.keys["backend"],
+           "dtype": s.keys["dtype"], "context": s.context, "n_points": len(s.x), "ok": False}
     if len(s.x) < 3:
         return row
     meds = _medians(s.Y, s.counts, opts.n_boot, _rng(opts.seed, _series_key(s, "")))
     fit = _slope_fit(s.x, meds, opts, (opts.min_axis or {}).get("m"))
     if fit is None:
         return row
-    ok = abs(fit.exponent - expected) <= CALIBRATION_TOLERANCE
+    ok = abs(fit.exponent - expected) <= tolerance
     return row | {"exponent": fit.exponent, "ci_low": fit.ci_low, "ci_high": fit.ci_high,
                   "n_points": len(fit.x), "ok": ok}
 
 
-def trustworthy(check: pd.DataFrame) -> bool | None:
+def trustworthy(check: pd.DataFrame | None) -> bool | None:
     """The run's flag from a self-check table: None when no calibration kernel was run."""
-    if check.empty or (check["kernel"] == "not run").all():
+    if check is None or check.empty or (check["kernel"] == "not run").all():
         return None
-    return bool(check["ok"].astype(bool).all())
+    ran = check[check["kernel"] != "not run"]
+    fitted = pd.to_numeric(ran["exponent"], errors="coerce").notna()
+    ok = ran["ok"].astype(str).str.lower().isin(["true", "1"])
+    if (fitted & ~ok).any():
+        return False
+    return True if fitted.all() else None  # a kernel with < 3 widths: could not check
 
 
 # ------------------------------------------------------------------------------------- run
 
 
+NAMES = ("fits", "local_slopes", "crossover", "selfcheck", "dropped")
+
+
 def _output_paths(path: Path) -> tuple[Path, dict[str, Path]]:
-    """The runs source and the four output paths of a run directory or benchmark JSON file."""
-    names = ("fits", "local_slopes", "crossover", "selfcheck")
+    """The runs source and the output paths of a run directory or benchmark JSON file."""
     if path.is_dir():
-        return path / "runs.csv", {n: path / f"{n}.csv" for n in names}
+        return path / "runs.csv", {n: path / f"{n}.csv" for n in NAMES}
     if path.suffix.lower() == ".json" and path.is_file():
-        return path, {n: path.with_name(f"{path.stem}-{n}.csv") for n in names}
+        return path, {n: path.with_name(f"{path.stem}-{n}.csv") for n in NAMES}
     raise ConfigError("run_dir", f"{path} is neither a run directory nor a benchmark JSON file")
+
+
+def _check_window(runs: Runs, slopes: list[dict], opts: FitOptions) -> None:
+    """An explicit window (``--min-m``) that leaves no series to fit is a user error."""
+    if slopes or not opts.min_axis or runs.ok.empty:
+        return
+    axis, value = next(iter(opts.min_axis.items()))
+    top = runs.ok[axis].max()
+    raise ConfigError(f"min-{axis}", f"no series has 3 or more {axis} values >= "
+                      f"{fmt_number(value)} (the run's largest {axis} is {fmt_number(top)}); "
+                      f"lower it or drop the option")
 
 
 def fit_run(path: Path | str, **options) -> FitPaths:
     """Fit a run directory (its ``runs.csv``) or a pytest-benchmark JSON file; write the tables.
 
-    Writes ``fits.csv``, ``local_slopes.csv``, ``crossover.csv``, ``selfcheck.csv`` in the
-    directory (``<stem>-fits.csv`` etc. beside a JSON file) and returns their paths by name,
-    with the self-check flag as ``.trustworthy``. Prints nothing. ``options`` as ``FitOptions``.
+    Writes ``fits.csv``, ``local_slopes.csv``, ``crossover.csv``, ``selfcheck.csv`` and
+    ``dropped.csv`` (rows of runs.csv that could not be used, with the reason) in the directory
+    (``<stem>-fits.csv`` etc. beside a JSON file) and returns their paths by name, with the
+    self-check flag as ``.trustworthy`` and the drop summary as ``.dropped``. A runs.csv of
+    results schema 1 is migrated and rewritten first (``.migrated``). Prints nothing.
     """
     opts = FitOptions(**options)
     source, outputs = _output_paths(Path(path))
-    runs = read_benchmark_json(source) if source.suffix.lower() == ".json" else load_runs(source)
-    ok = _ok_rows(runs)
+    is_json = source.suffix.lower() == ".json"
+    runs = read_benchmark_json(source) if is_json else load_runs(source)
+    if runs.migrated:
+        write_runs(source.parent, runs)
+        training = load_training(source.parent)
+        if training is not None:
+            write_table(source.parent / "training.csv", "training", training)
+    ok = runs.ok
     slopes, locals_ = _slopes_and_locals(ok, opts)
+    _check_window(runs, slopes, opts)
     kw = dict(confidence=opts.confidence, n_boot=opts.n_boot, seed=opts.seed,
               window=opts.window, min_axis=opts.min_axis)
-    check = selfcheck(ok, **kw)
+    check = selfcheck(runs, **kw)
     tables = {
-        "fits": _frame(slopes + _joint_rows(ok, opts), FITS_COLUMNS),
-        "local_slopes": _frame(locals_, LOCAL_SLOPE_COLUMNS),
-        "crossover": crossover(ok, **kw),
+        "fits": slopes + _joint_rows(ok, opts),
+        "local_slopes": locals_,
+        "crossover": crossover(runs, **kw),
         "selfcheck": check,
+        "dropped": runs.dropped,
     }
     result = FitPaths()
     for name, table in tables.items():
-        atomic_write_frame(outputs[name], table)
+        write_table(outputs[name], name, table)
         result[name] = outputs[name]
     result.trustworthy = trustworthy(check)
+    result.dropped = runs.drop_summary()
+    result.migrated = runs.migrated
     return result

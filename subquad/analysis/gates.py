@@ -15,6 +15,7 @@ import numpy as np
 
 from subquad.analysis.fit import fit_slope
 from subquad.analysis.limits import ExponentLimit, Limits, load_limits
+from subquad.analysis.schema import fmt_number
 from subquad.model.train import TrainConfig, run_training
 from subquad.model.trainer import PHASES
 
@@ -32,6 +33,12 @@ class GateResult:
     passed: bool
     detail: str = ""
     baseline: float = math.nan
+    #: False when the data could not decide the check (reported UNDECIDED; fails --strict)
+    decided: bool = True
+
+    @property
+    def verdict(self) -> str:
+        return "UNDECIDED" if not self.decided else ("PASS" if self.passed else "FAIL")
 
 
 @dataclass(frozen=True)
@@ -79,12 +86,6 @@ def scan_work(method: str, ms: Sequence[int], n: int, L: int, c: float, iters: i
         modes.append(str(out["config"].get("update", "")))
     return WorkScan(method, tuple(int(m) for m in ms), float(c), int(L),
                     {p: np.array(v) for p, v in work.items()}, tuple(modes))
-
-
-def work_exponents(method: str, ms: Sequence[int], n: int, L: int, c: float, iters: int,
-                   **options: object) -> dict[str, float]:
-    """Per-phase exponents in m of counted work (NaN: the phase did no work at any m)."""
-    return scan_work(method, ms, n, L, c, iters, **options).exponents
 
 
 def _bound(name: str, value: float, lim: ExponentLimit, detail: str) -> GateResult:
@@ -135,26 +136,13 @@ def _model_gate(scan: WorkScan, phase: str, value: float, lim: Limits) -> GateRe
                       f"model m^{model.m_power:g} s^{model.s_power:g}, s = m Q(sqrt(2c ln m))")
 
 
-def check_work_gates(ms: Sequence[int], n: int, L: int, c: float, iters: int, *,
-                     methods: Sequence[str] = ("subquad", "dense-gn"),
-                     limits: Limits | None = None, **options: object) -> list[GateResult]:
-    """Scan each method over the grid and apply every counted-work gate."""
-    return [g for method in methods
-            for g in gate_scan(scan_work(method, ms, n, L, c, iters, **options), limits)]
-
-
 def format_gates(results: Sequence[GateResult]) -> str:
     """A plain-text table of gate results (check, value, baseline, limit, verdict, detail)."""
-    rows = [(r.name, _fmt(r.value), _fmt(r.baseline), r.limit,
-             "PASS" if r.passed else "FAIL", r.detail) for r in results]
+    rows = [(r.name, fmt_number(r.value, ".4g", "-"), fmt_number(r.baseline, ".4g", "-"),
+             r.limit,
+             r.verdict, r.detail) for r in results]
     head = ("check", "value", "baseline", "limit", "verdict", "detail")
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()
              for row in (head, *rows)]
     return "\n".join(lines)
-
-
-def _fmt(v: float) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.4g}"

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from subquad.analysis.schema import parse_context
 from subquad.errors import ConfigError
 from subquad.model.sparsify import expected_active
 
@@ -20,11 +21,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-
-def context_values(context: str) -> dict[str, str]:
-    """``{"n": "16", "c": "0.2"}`` from a fits.csv context such as ``n=16;c=0.2``."""
-    return dict(item.split("=", 1) for item in str(context).split(";") if "=" in item)
 
 
 @dataclass(frozen=True)
@@ -49,7 +45,7 @@ class ExponentLimit:
             return False
         if self.c is None:
             return True
-        c = context_values(context).get("c")
+        c = parse_context(context).get("c")
         return c is not None and math.isclose(float(c), self.c, rel_tol=1e-9)
 
     def violated(self, ci_low: float, ci_high: float) -> bool:
@@ -98,6 +94,13 @@ class Limits:
     factor_p: float
     factor_phase: str = "iteration"
     factor_normalize_by: str = ""
+    #: self-check: a calibration kernel's exponent must lie within this of its known value
+    calibration_tolerance: float = 0.15
+    #: claim verdicts of the report ([claims] in limits.toml)
+    claim_tolerance: float = 0.15
+    claim_min_saving: float = 0.05
+    claim_min_points: int = 6
+    claim_min_decades: float = 1.0
     source: str = field(default="", compare=False)
 
     def exponent_limit(self, method: str, phase: str, quantity: str, axis: str = "m",
@@ -170,7 +173,14 @@ def parse_limits(doc: dict, source: str = "limits.toml") -> Limits:
                          for q, ps in base.get("phases", {"seconds": ["iteration"]}).items()},
         factor_ratio=_num(factor, "ratio", "factor"), factor_p=_num(factor, "p_value", "factor"),
         factor_phase=str(factor.get("phase", "iteration")),
-        factor_normalize_by=str(factor.get("normalize_by", "")), source=source)
+        factor_normalize_by=str(factor.get("normalize_by", "")),
+        calibration_tolerance=_num(doc.get("calibration", {}), "tolerance", "calibration",
+                                   0.15),
+        claim_tolerance=_num(doc.get("claims", {}), "tolerance", "claims", 0.15),
+        claim_min_saving=_num(doc.get("claims", {}), "min_saving", "claims", 0.05),
+        claim_min_points=int(_num(doc.get("claims", {}), "min_fit_points", "claims", 6)),
+        claim_min_decades=_num(doc.get("claims", {}), "min_decades", "claims", 1.0),
+        source=source)
 
 
 def load_limits(path: str | Path | None = None) -> Limits:

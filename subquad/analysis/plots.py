@@ -8,11 +8,8 @@ global pyplot state or interactive backend is involved.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +19,37 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
-from scipy.stats import binom
 
-from subquad import files
+from subquad.analysis.rundata import (
+    RunData,
+    context_matches,
+    context_title,
+    context_values,
+    default_options,
+    exponent_text,
+    find_fit,
+    load_run,
+    main_context,
+    parse_range,
+    same_context,
+    select_rows,
+    summarise,
+    sweeps,
+)
+from subquad.analysis.schema import (
+    ITERATION_PHASES,
+    TRAINED_METHODS,
+    fmt_number,
+    fmt_seconds,
+    options_label,
+    series_label,
+)
+from subquad.analysis.stats import coverage_text, median_ci
 from subquad.files import atomic_savefig
 
 # -- constants ---------------------------------------------------------------------------------
 
-AXES = ("m", "n", "d", "L", "c")
-#: columns that never pool: a fit or a curve lives inside one value of each
-CONTEXT_COLS = ("machine", "backend", "dtype", "threshold", "data")
-STRING_COLS = ("experiment", "cell", "machine", "method", "backend", "dtype", "threshold",
-               "data", "solver", "update", "options", "phase", "status", "message", "context",
-               "quantity", "axis", "fit", "fit_range", "window", "kind", "kernel")
-TRAINED_METHODS = ("dense-gn", "dense-gd", "subquad")
-ITER_PHASES = ("forward", "backward", "gram", "solve", "update", "fold")
-MIN_POINTS = 3
-LEVEL = 0.95
+ITER_PHASES = ITERATION_PHASES
 DPI = 150
 
 #: Okabe-Ito colours (colour-blind safe), one per method, identical in every figure
@@ -55,68 +66,7 @@ PHASE_MARKERS = {"forward": "o", "backward": "s", "gram": "^", "solve": "D", "up
                  "fold": "P", "iteration": "x"}
 HATCHES = (None, "//", "..", "xx", "\\\\", "++", "oo", "--")
 
-# -- loading -----------------------------------------------------------------------------------
-
-
-@dataclass
-class RunData:
-    """The tables of one run directory; a table that is absent is ``None``."""
-
-    run_dir: Path
-    runs: pd.DataFrame | None = None
-    training: pd.DataFrame | None = None
-    fits: pd.DataFrame | None = None
-    local_slopes: pd.DataFrame | None = None
-    crossover: pd.DataFrame | None = None
-    selfcheck: pd.DataFrame | None = None
-    environment: dict = field(default_factory=dict)
-    styles: dict[tuple[str, str], dict] = field(default_factory=dict)
-
-
-def read_table(path: Path) -> pd.DataFrame | None:
-    """Read a CSV with string columns kept as strings ('' for empty); None if absent/empty."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return None
-    df = files.read_table(path, str(path), keep_default_na=True, low_memory=False)
-    if df.empty:
-        return None
-    for col in df.columns:
-        if col in STRING_COLS:
-            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
-    return df
-
-
-def load_run(run_dir: Path) -> RunData:
-    """Load every table of ``run_dir`` that exists, and assign each series its style."""
-    run_dir = Path(run_dir)
-    data = RunData(run_dir=run_dir)
-    data.runs = _usable_runs(read_table(run_dir / "runs.csv"))
-    data.training = read_table(run_dir / "training.csv")
-    data.fits = read_table(run_dir / "fits.csv")
-    data.local_slopes = read_table(run_dir / "local_slopes.csv")
-    data.crossover = read_table(run_dir / "crossover.csv")
-    data.selfcheck = read_table(run_dir / "selfcheck.csv")
-    env = run_dir / "environment.json"
-    if env.is_file():
-        try:
-            data.environment = json.loads(env.read_text())
-        except (OSError, ValueError):
-            data.environment = {}
-    data.styles = _assign_styles(data)
-    return data
-
-
-def _usable_runs(runs: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Rows with status ok and the columns every figure needs (None when unusable)."""
-    if runs is None or not {"method", "phase", "m", "seconds"} <= set(runs.columns):
-        return None
-    if "status" in runs:
-        runs = runs[runs["status"].isin(["ok", ""])]
-    runs = runs.copy()
-    if "options" not in runs:
-        parts = [c for c in ("solver", "update", "rank_max") if c in runs]
-        runs["options"] = (runs[parts].astype(str).agg(";".join, axis=1) if parts else "")
-    return runs if not runs.empty else None
+# -- styles ------------------------------------------------------------------------------------
 
 
 def _assign_styles(data: RunData) -> dict[tuple[str, str], dict]:
@@ -146,187 +96,6 @@ def style(data: RunData, method: str, options: str) -> dict:
     return dict(data.styles.get((method, options),
                                 {"color": METHOD_COLOURS.get(method, "#666666"), "marker": "o",
                                  "linestyle": "-"}))
-
-
-# -- small statistics ------------------------------------------------------------------------
-
-
-def median_ci(values: Iterable[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """Median and its distribution-free confidence interval from order statistics."""
-    x = np.sort(np.asarray(list(values), dtype=float))
-    x = x[np.isfinite(x)]
-    s = x.size
-    if s == 0:
-        return math.nan, math.nan, math.nan
-    k = max(int(binom.ppf((1.0 - level) / 2.0, s, 0.5)), 1)
-    return float(np.median(x)), float(x[k - 1]), float(x[s - k])
-
-
-def summarise(runs: pd.DataFrame, phase: str, quantity: str = "seconds") -> pd.DataFrame:
-    """Median and CI of ``quantity`` per (series, context, sizes) for one phase (seeds pooled)."""
-    cols = [c for c in ("method", "options", *CONTEXT_COLS, *AXES) if c in runs.columns]
-    sub = runs[(runs["phase"] == phase) & runs[quantity].notna()] if quantity in runs else None
-    if sub is None or sub.empty:
-        return pd.DataFrame(columns=[*cols, "median", "lo", "hi", "samples"])
-    rows = []
-    for key, grp in sub.groupby(cols, sort=True, dropna=False):
-        med, lo, hi = median_ci(grp[quantity])
-        rows.append((*key, med, lo, hi, len(grp)))
-    return pd.DataFrame(rows, columns=[*cols, "median", "lo", "hi", "samples"])
-
-
-def parse_context(text: str) -> dict[str, object]:
-    """'n=16;d=16;L=2;c=0.2' -> {'n': 16.0, ...} (numbers as floats, the rest as strings)."""
-    out: dict[str, object] = {}
-    for part in str(text or "").split(";"):
-        if "=" not in part:
-            continue
-        key, val = (s.strip() for s in part.split("=", 1))
-        try:
-            out[key] = float(val)
-        except ValueError:
-            out[key] = val
-    return out
-
-
-def _same(a: object, b: object) -> bool:
-    """Equality that treats 16 and 16.0 (and '16') alike."""
-    try:
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    except (TypeError, ValueError):
-        return str(a) == str(b)
-
-
-def context_matches(context: str, fixed: dict[str, object]) -> bool:
-    """True when every key the context string and ``fixed`` share has the same value."""
-    ctx = parse_context(context)
-    return all(_same(v, fixed[k]) for k, v in ctx.items() if k in fixed)
-
-
-def parse_range(text: str) -> tuple[float, float] | None:
-    """'1024-32768', '[1024, 32768]' or '1024..32768' -> (1024.0, 32768.0); None if unparseable."""
-    nums = re.findall(r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?", str(text or ""))
-    if len(nums) < 2:
-        return None
-    lo, hi = float(nums[0]), float(nums[-1])
-    return (min(lo, hi), max(lo, hi))
-
-
-def options_label(options: str) -> str:
-    """Short human label of a canonical options string ('' for dense methods)."""
-    opts = parse_context(options)
-    parts = [str(opts[k]) for k in ("solver", "update") if opts.get(k) not in (None, "")]
-    rank = opts.get("rank_max")
-    if opts.get("update") == "lazy" and rank not in (None, "", 0.0):
-        # an integer r_max, or a rule such as 'm^0.5'
-        parts[-1] = f"lazy r={int(rank)}" if isinstance(rank, float) else f"lazy r={rank}"
-    if opts.get("damping") not in (None, "", 0.0):
-        parts.append(f"mu={opts['damping']}")
-    return ", ".join(parts)
-
-
-def series_label(method: str, options: str) -> str:
-    """'subquad (cholesky, scatter)' or 'dense-gn'."""
-    short = options_label(options)
-    return f"{method} ({short})" if short else method
-
-
-def find_fit(fits: pd.DataFrame | None, method: str, options: str | None, phase: str,
-             quantity: str, axis: str, fixed: dict[str, object]) -> pd.Series | None:
-    """The fitted row of one series (slope fit preferred) whose context matches ``fixed``."""
-    if fits is None:
-        return None
-    sel = fits[(fits["method"] == method) & (fits["phase"] == phase)
-               & (fits["quantity"] == quantity) & (fits["axis"] == axis)]
-    if options is not None and "options" in sel:
-        sel = sel[sel["options"] == options]
-    sel = same_context(sel, fixed)
-    if sel.empty:
-        return None
-    if "fit" in sel and (sel["fit"] == "slope").any():
-        sel = sel[sel["fit"] == "slope"]
-    return sel.iloc[0]
-
-
-def same_context(table: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:
-    """Rows of a fits-like table whose machine, backend, dtype, threshold, data and context
-    agree with ``fixed`` (an empty value on either side matches anything)."""
-    for col in CONTEXT_COLS:
-        if col in table and str(fixed.get(col, "") or ""):
-            table = table[(table[col] == str(fixed[col])) | (table[col] == "")]
-    if "context" in table:
-        table = table[[context_matches(c, fixed) for c in table["context"]]]
-    return table
-
-
-def exponent_text(row: pd.Series | None) -> str:
-    """'1.76 [1.70, 1.82]': exponent and interval of a fitted row ('' when absent)."""
-    if row is None or not np.isfinite(row.get("exponent", np.nan)):
-        return ""
-    return f"{row['exponent']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
-
-
-def sweeps(summary: pd.DataFrame, axis: str, min_points: int = MIN_POINTS
-           ) -> list[tuple[dict[str, object], pd.DataFrame]]:
-    """Groups where ``axis`` varies and everything else is fixed, most points first."""
-    keys = [c for c in (*CONTEXT_COLS, *AXES) if c in summary.columns and c != axis]
-    out = []
-    if summary.empty:
-        return out
-    for key, grp in summary.groupby(keys, sort=True, dropna=False):
-        if grp[axis].nunique() >= min_points:
-            out.append((dict(zip(keys, key, strict=True)), grp))
-    out.sort(key=lambda kv: (-kv[1][axis].nunique(), -len(kv[1])))
-    return out
-
-
-def main_context(runs: pd.DataFrame | None, axis: str = "m") -> dict[str, object] | None:
-    """The fixed values of the longest ``axis`` sweep of the trained methods (None if none)."""
-    if runs is None:
-        return None
-    summ = summarise(runs[runs["method"].isin(TRAINED_METHODS)], "iteration")
-    found = sweeps(summ, axis)
-    return found[0][0] if found else None
-
-
-def context_title(fixed: dict[str, object], skip: Iterable[str] = ()) -> str:
-    """'n=16, d=16, L=2, c=0.2; numpy float64' for a panel title."""
-    sizes = [f"{k}={_fmt_num(fixed[k])}" for k in AXES if k in fixed and k not in skip]
-    extra = [str(fixed[k]) for k in ("backend", "dtype", "threshold") if fixed.get(k)]
-    return ", ".join(sizes) + ("; " + " ".join(extra) if extra else "")
-
-
-def fmt_seconds(seconds: float) -> str:
-    """'1.23 s', '45.6 ms' or '789 us'."""
-    if not np.isfinite(seconds):
-        return "-"
-    if seconds >= 1:
-        return f"{seconds:.3g} s"
-    return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} us"
-
-
-def _fmt_num(v: object) -> str:
-    """16.0 -> '16', 0.2 -> '0.2'."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return str(int(f)) if f.is_integer() else f"{f:g}"
-
-
-def select_rows(df: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:
-    """Rows of ``df`` whose columns equal the values of ``fixed`` (columns it lacks ignored)."""
-    mask = np.ones(len(df), dtype=bool)
-    for k, v in fixed.items():
-        if k not in df.columns:
-            continue
-        col = df[k]
-        number = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
-        if pd.api.types.is_numeric_dtype(col) and pd.notna(number):
-            mask &= np.isclose(col.to_numpy(float), float(number), rtol=1e-9, atol=1e-12)
-        else:
-            mask &= (col.astype(str) == str(v)).to_numpy()
-    return df[mask]
 
 
 # -- drawing helpers -------------------------------------------------------------------------
@@ -479,12 +248,37 @@ def _series(df: pd.DataFrame, x: str | None = None, min_points: int = 1
 
 
 def _default_options(df: pd.DataFrame, method: str, x: str = "m") -> str | None:
-    """The options of ``method`` measured at the most widths (its default configuration)."""
-    sub = df[df["method"] == method]
-    if sub.empty:
-        return None
-    counts = sub.groupby("options")[x].nunique()
-    return str(counts.sort_values(ascending=False, kind="stable").index[0])
+    """The options of ``method`` measured at the most ``x`` values (its main variant)."""
+    return default_options(df, method, x=x)
+
+
+def _switches(data: RunData, fixed: dict[str, object], method: str, options: str
+              ) -> list[tuple[float, float, str, str]]:
+    """Where a series' resolved update mode changes along m: (m before, m after, from, to).
+
+    ``update=auto`` picks rowdense or scatter by Q(beta) at each width; runs.csv records what
+    ran (``update_resolved``), so the figure can say why the curve bends there.
+    """
+    if data.runs is None or "update_resolved" not in data.runs:
+        return []
+    sel = select_rows(data.runs[(data.runs["method"] == method)
+                                & (data.runs["options"] == options)
+                                & (data.runs["phase"] == "iteration")], fixed)
+    by_m = sel.groupby("m")["update_resolved"].agg(lambda v: "+".join(sorted(set(v) - {""})))
+    by_m = by_m[by_m != ""].sort_index()
+    return [(float(a), float(b), str(ma), str(mb))
+            for (a, ma), (b, mb) in zip(by_m.items(), list(by_m.items())[1:]) if ma != mb]
+
+
+def _mark_switches(ax: Axes, data: RunData, fixed: dict[str, object],
+                   series: Iterable[tuple[str, str]], x_of: Callable[[float, float], float]
+                   ) -> None:
+    """A dotted vertical line where ``update=auto`` switches mode, named in the legend."""
+    for method, options in series:
+        for lo, hi, a, b in _switches(data, fixed, method, options):
+            ax.axvline(x_of(lo, hi), color="#555555", linestyle=":", linewidth=1.2,
+                       label=f"update=auto switches {a} -> {b}\n  between m = "
+                             f"{fmt_number(lo)} and {fmt_number(hi)} (Q(beta) = 0.05)")
 
 
 def _crossover_rows(data: RunData, fixed: dict[str, object], options: str | None
@@ -503,16 +297,7 @@ def _crossover_rows(data: RunData, fixed: dict[str, object], options: str | None
 
 def crossover_value(row: pd.Series) -> tuple[float, float, float]:
     """(m*, low, high) of a crossover row (NaN where absent; an open interval end is inf)."""
-    def get(*names: str) -> float:
-        for n in names:
-            if n in row and pd.notna(row[n]) and str(row[n]) != "":
-                try:
-                    return float(row[n])
-                except (TypeError, ValueError):
-                    continue
-        return math.nan
-    return (get("m_star", "m_cross", "crossover"), get("ci_low", "m_star_low"),
-            get("ci_high", "m_star_high"))
+    return float(row["m_star"]), float(row["ci_low"]), float(row["ci_high"])
 
 
 def _mark_crossover(ax: Axes, data: RunData, fixed: dict[str, object], options: str | None,
@@ -526,11 +311,15 @@ def _mark_crossover(ax: Axes, data: RunData, fixed: dict[str, object], options: 
         m_star, lo, hi = crossover_value(row)
         if not np.isfinite(m_star):
             continue
-        kind = f", {row['kind']}" if str(row.get("kind", "")) else ""
-        who = options_label(str(row.get("options", ""))) or "subquad"
+        who = options_label(str(row["options"]), "subquad") or "subquad"
+        if row["kind"] == "below range":
+            ax.plot([], [], color="#009E73", linewidth=1.3,
+                    label=f"crossover m* below the measured range:\n  subquad {who} is "
+                          f"cheaper from the smallest width m = {fmt_number(row['min_m'])}")
+            continue
         label = (f"crossover m* = {_tick_label(round(m_star))} [{_tick_label(round(lo))}, "
-                 f"{_tick_label(round(hi)) if np.isfinite(hi) else 'beyond range'}]{kind}\n"
-                 f"  (subquad {who} overtakes dense-gn)")
+                 f"{_tick_label(round(hi)) if np.isfinite(hi) else 'beyond range'}], "
+                 f"{row['kind']}\n  (subquad {who} overtakes dense-gn)")
         if not xmin / 2 <= m_star <= 2 * xmax:
             ax.plot([], [], color="#009E73", linewidth=1.3, label=label + ", off the plot")
             continue
@@ -561,7 +350,9 @@ def fig_time_vs_m(data: RunData) -> Figure | None:
         _references(ax, groups, "m", fixed)
         _mark_crossover(ax, data, fixed, _default_options(grp, "subquad"),
                         (float(grp["m"].min()), float(grp["m"].max())))
-        _loglog(ax, "width m (neurons per layer)", "seconds per iteration (median, 95% CI)",
+        _mark_switches(ax, data, fixed, groups, lambda a, b: math.sqrt(a * b))
+        _loglog(ax, "width m (neurons per layer)",
+                f"seconds per iteration (median, {coverage_text(grp['coverage'])})",
                 f"Per-iteration time vs width ({context_title(fixed, skip=('m',))})")
         _legend_right(ax)
     return fig
@@ -581,17 +372,35 @@ def fig_phases_vs_m(data: RunData) -> Figure | None:
     for col, (method, options) in enumerate(chosen):
         sel = runs[(runs["method"] == method) & (runs["options"] == options)]
         phases = {p: summarise(sel, p).set_index("m")["median"] for p in
-                  (*ITER_PHASES, "iteration")}
-        _phase_lines(axes[col], phases, series_label(method, options))
+                  (*working_phases(sel), "iteration")}
+        title = series_label(method, options)
+        for lo, hi, a, b in _switches(data, fixed, method, options):
+            for ax in (axes[col], axes[len(chosen) + col]):
+                ax.axvline(math.sqrt(lo * hi), color="#555555", linestyle=":", linewidth=1.2)
+            title += f"\n(dotted: auto update {a} -> {b}, m {fmt_number(lo)}-{fmt_number(hi)})"
+        _phase_lines(axes[col], phases, title)
         _phase_shares(axes[len(chosen) + col], phases)
+    drawn = set(working_phases(runs))
     handles = [Line2D([], [], color=PHASE_COLOURS[p], marker=PHASE_MARKERS[p], markersize=5,
                       linestyle="--" if p == "iteration" else "-",
                       label="whole iteration" if p == "iteration" else p)
-               for p in (*ITER_PHASES, "iteration")]
+               for p in (*ITER_PHASES, "iteration") if p in drawn or p == "iteration"]
+    idle = [p for p in ITER_PHASES if p not in drawn]
+    if idle:
+        handles.append(Line2D([], [], linestyle="none",
+                              label=f"not drawn (no counted work):\n{', '.join(idle)}"))
     fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False,
                title="phase")
     fig.suptitle(f"Where the iteration's time goes, per phase ({context_title(fixed, ('m',))})")
     return fig
+
+
+def working_phases(runs: pd.DataFrame) -> list[str]:
+    """The iteration phases that did counted work somewhere in ``runs``: a phase with zero
+    work everywhere (e.g. the fold of a non-lazy update) only times the timer, so it is not
+    drawn."""
+    work = runs.groupby("phase")["work"].max()
+    return [p for p in ITER_PHASES if p in work and work[p] > 0]
 
 
 def _phase_lines(ax: Axes, phases: dict[str, pd.Series], title: str) -> None:
@@ -610,7 +419,8 @@ def _phase_lines(ax: Axes, phases: dict[str, pd.Series], title: str) -> None:
 
 def _phase_shares(ax: Axes, phases: dict[str, pd.Series]) -> None:
     """Stacked share of each phase in the sum of the phase medians, vs m."""
-    frame = pd.DataFrame({p: phases[p] for p in ITER_PHASES}).fillna(0.0).sort_index()
+    frame = pd.DataFrame({p: phases[p] for p in ITER_PHASES if p in phases}).fillna(0.0)
+    frame = frame.sort_index()
     total = frame.sum(axis=1).replace(0.0, np.nan)
     shares = frame.div(total, axis=0).fillna(0.0)
     shares = shares.loc[:, shares.max() > 0]
@@ -715,7 +525,7 @@ def fig_time_vs_n_d(data: RunData) -> Figure | None:
                       series_label(method, options) + (f": {axis}^{fit}" if fit else ""))
             _fit_line(ax, g, axis, row, style(data, method, options)["color"])
         name = "training samples n" if axis == "n" else "input dimension d"
-        _loglog(ax, name, "seconds per iteration (median, 95% CI)",
+        _loglog(ax, name, f"seconds per iteration (median, {coverage_text(summ['coverage'])})",
                 f"Time vs {axis} ({context_title(fixed, (axis,))})")
         _legend_below(ax)
     return fig
@@ -733,7 +543,7 @@ def _training_contexts(training: pd.DataFrame, rows: int = 6, limit: int = 6
         key = key if isinstance(key, tuple) else (key,)
         g = g.sort_values("m", ascending=False).drop_duplicates(["method", "options"])
         order = sorted(g.itertuples(), key=lambda r: (_method_rank(r.method), r.options))
-        title = ", ".join(f"{k}={_fmt_num(v) if isinstance(v, float) else v}"
+        title = ", ".join(f"{k}={fmt_number(v) if isinstance(v, float) else v}"
                           for k, v in zip(varying, key, strict=True))
         out.append((title, [training[training["cell"] == r.cell] for r in order[:limit]]))
     return out[:rows]
@@ -777,7 +587,7 @@ def _draw_training_cell(axes: list[Axes], data: RunData, cell: pd.DataFrame, wid
     per_iter = cell.groupby("iteration").agg(loss=("loss", "first"), flips=("flips", "sum"))
     ax_loss.plot(per_iter.index, per_iter["loss"].clip(lower=1e-300), marker=st["marker"],
                  markersize=4, label=f"{series_label(method, options)}, "
-                 f"m={_fmt_num(first['m'])}", **line)
+                 f"m={fmt_number(first['m'])}", **line)
     steps = per_iter[per_iter.index > 0]
     ax_flip.plot(steps.index, steps["flips"], marker=st["marker"], markersize=4, **line)
     expected: set[float] = set()
@@ -812,7 +622,7 @@ def _finish_training_axes(axes: list[Axes], expected: list[float], layers: list,
 def _activity_legend(ax: Axes, layers: list) -> None:
     """Legend of the activity panel: one line style per layer, plus the expected level."""
     handles = [Line2D([], [], color="#555555", linestyle=LINESTYLES[i % len(LINESTYLES)],
-                      label=f"layer {_fmt_num(lay)}") for i, lay in enumerate(layers)]
+                      label=f"layer {fmt_number(lay)}") for i, lay in enumerate(layers)]
     handles.append(Line2D([], [], color="black", linestyle=(0, (5, 3)),
                           label="expected Q(beta)"))
     ax.legend(handles=handles, fontsize="small", loc="upper right", ncol=2, framealpha=0.85)
@@ -829,7 +639,7 @@ def fig_exponent_vs_c(data: RunData) -> Figure | None:
     main = main_context(data.runs)
     if main is not None:  # the same machine, sizes and settings as the main sweep, except c
         f = same_context(f, {k: v for k, v in main.items() if k != "c"})
-    f = f.assign(c=[float(parse_context(x).get("c", math.nan)) for x in f["context"]])
+    f = f.assign(c=[float(context_values(x).get("c", math.nan)) for x in f["context"]])
     f = f[np.isfinite(f["c"])]
     if f["c"].nunique() < 2:
         return None
@@ -905,7 +715,7 @@ def _draw_convergence(ax: Axes, data: RunData, conv: pd.DataFrame) -> None:
         ax.plot(g["c"], g["ratio"], color=st["color"], marker=st["marker"],
                 linestyle=st["linestyle"], markersize=11 if single else 6,
                 markerfacecolor="none" if single else st["color"], markeredgewidth=1.6,
-                label=f"{series_label(method, options)}, m={_fmt_num(m)}")
+                label=f"{series_label(method, options)}, m={fmt_number(m)}")
     ax.set_yscale("log")
     ax.set(xlabel="sparsity exponent c",
            ylabel=f"loss after T = {int(conv['T'].max())} iterations / initial loss "
@@ -948,9 +758,11 @@ def _ablation_bars(ax: Axes, data: RunData, groups: dict[tuple[str, str], pd.Dat
                hatch=HATCHES[i % len(HATCHES)], label=series_label(method, options),
                yerr=np.vstack([g["median"] - g["lo"], g["hi"] - g["median"]]).clip(min=0),
                capsize=2, error_kw={"linewidth": 0.8})
-    ax.set_xticks(range(len(ms)), [_fmt_num(m) for m in ms])
+    ax.set_xticks(range(len(ms)), [fmt_number(m) for m in ms])
     ax.set_yscale("log")
-    ax.set(xlabel="width m", ylabel="seconds per iteration (median, 95% CI)",
+    ax.set(xlabel="width m",
+           ylabel="seconds per iteration (median, "
+                  f"{coverage_text(pd.concat(list(groups.values()))['coverage'])})",
            title="Per-iteration time vs dense Gauss-Newton")
     ax.title.set_fontsize("medium")
     ax.grid(True, axis="y", alpha=0.3)
@@ -968,7 +780,7 @@ def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.
         labels.append(series_label(method, options))
         for p in ITER_PHASES:
             vals = sel.loc[sel["phase"] == p, "seconds"]
-            per_phase[p][i] = median_ci(vals)[0] if len(vals) else 0.0
+            per_phase[p][i] = median_ci(vals).median if len(vals) else 0.0
     totals = sum(np.nan_to_num(v) for v in per_phase.values())
     y = np.arange(len(groups))
     for p in ITER_PHASES:
@@ -983,7 +795,7 @@ def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.
     ax.invert_yaxis()
     ax.set_xlim(0, 118)
     ax.set(xlabel="share of the iteration's time (%), total per iteration at right",
-           title=f"Phase split at m = {_fmt_num(m)}")
+           title=f"Phase split at m = {fmt_number(m)}")
     ax.title.set_fontsize("medium")
     ax.grid(True, axis="x", alpha=0.3)
     _legend_right(ax, title="phase")
@@ -1001,9 +813,7 @@ def fig_local_slopes(data: RunData) -> Figure | None:
     if ls.empty:  # no m sweep in this run (e.g. only n or d was swept)
         return None
     x, label = _slope_x(ls)
-    y_col = next((c for c in ("slope", "local_slope", "exponent") if c in ls), None)
-    if x is None or y_col is None or ls.empty:
-        return None
+    y_col = "slope"
     ls, fixed = _main_slope_context(data, ls.assign(_x=x, _label=label))
     quantities = [q for q in ("seconds", "work") if (ls.get("quantity") == q).any()] or [""]
     fig, axes = _new_figure(len(quantities), 1, 11.0, 3.9 * len(quantities))
@@ -1016,6 +826,9 @@ def fig_local_slopes(data: RunData) -> Figure | None:
             ax.axhline(2 - c, color="#999999", linestyle=(0, (5, 3)), linewidth=1.0,
                        label=f"reference 2 - c = {2 - c:g}", zorder=0)
         _slope_ticks(ax, ls)
+        shown = ls[ls["quantity"] == quantity] if quantity else ls
+        _mark_switches(ax, data, fixed, set(zip(shown["method"], shown["options"])),
+                       lambda a, b: math.sqrt(a * b))
         name = {"seconds": "seconds", "work": "multiply-adds"}.get(quantity, "cost")
         ax.set(xlabel="pair of neighbouring widths m (placed at their geometric midpoint)",
                ylabel=f"local slope of {name} (95% CI)",
@@ -1040,7 +853,7 @@ def _main_slope_context(data: RunData, ls: pd.DataFrame
     for col in ("machine", "backend", "dtype"):
         if col in matching and fixed and col in fixed:
             matching = matching[matching[col] == str(fixed[col])]
-    ctx = parse_context(matching["context"].iloc[0]) if not matching.empty else {}
+    ctx = context_values(matching["context"].iloc[0]) if not matching.empty else {}
     return matching, ctx
 
 
@@ -1058,17 +871,10 @@ def _draw_local_slopes(ax: Axes, data: RunData, ls: pd.DataFrame, y_col: str) ->
                     **st)
 
 
-def _slope_x(ls: pd.DataFrame) -> tuple[pd.Series | None, pd.Series | None]:
+def _slope_x(ls: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Position (geometric midpoint of the two widths) and tick text ('1024-2048') of slopes."""
-    for lo, hi in (("x_lo", "x_hi"), ("m_lo", "m_hi"), ("m_low", "m_high"),
-                   ("x_low", "x_high")):
-        if {lo, hi} <= set(ls.columns):
-            a, b = ls[lo].astype(float), ls[hi].astype(float)
-            return np.sqrt(a * b), a.map(_tick_label) + "-" + b.map(_tick_label)
-    for col in ("m_mid", "x_mid", "m", "x"):
-        if col in ls:
-            return ls[col].astype(float), ls[col].astype(float).map(_tick_label)
-    return None, None
+    a, b = ls["x_lo"].astype(float), ls["x_hi"].astype(float)
+    return np.sqrt(a * b), a.map(_tick_label) + "-" + b.map(_tick_label)
 
 
 def _slope_ticks(ax: Axes, ls: pd.DataFrame) -> None:
@@ -1098,6 +904,7 @@ FIGURES: dict[str, Callable[[RunData], Figure | None]] = {
 def plot_run(run_dir: Path) -> list[Path]:
     """Write ``run_dir/figures/<name>.png`` and ``.pdf`` for every figure whose data exists."""
     data = load_run(Path(run_dir))
+    data.styles = _assign_styles(data)
     out_dir = Path(run_dir) / "figures"
     written: list[Path] = []
     for name, make in FIGURES.items():

@@ -1,433 +1,66 @@
-"""The Markdown report of a run: environment, how to reproduce it, the paper's claims with
-verdicts computed from the fitted exponents, the crossover and speed-up, the self-check, figures.
+"""The Markdown report of a run: environment, how to reproduce it, the paper's claims (from
+``claims.csv``, written by ``verdicts``), crossover and speed-up, the self-check, the run's
+completeness (planned, measured, censored, failed, missing cells; every dropped row) and the
+figures. It renders tables; it decides nothing itself and draws nothing (no matplotlib).
 
-Every verdict is derived from the numbers of this run (``fits.csv``, ``runs.csv``,
-``training.csv``, ``crossover.csv``, ``selfcheck.csv``); an input that is absent turns its
-section or row into "not measured in this run" instead of an error.
+An input that is absent turns its section into "not measured in this run" instead of an error.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from subquad.analysis.plots import (
-    FIGURES,
+from subquad.analysis.fit import trustworthy
+from subquad.analysis.limits import load_limits
+from subquad.analysis.rundata import (
     RunData,
     context_matches,
-    context_title,
-    crossover_value,
     exponent_text,
     find_fit,
-    fmt_seconds,
     load_run,
-    main_context,
-    median_ci,
-    options_label,
-    parse_range,
-    read_table,
     select_rows,
+)
+from subquad.analysis.schema import (
+    CROSSOVER_KINDS,
+    fmt_number,
+    fmt_seconds,
+    options_label,
     series_label,
+)
+from subquad.analysis.stats import coverage_text, median_ci
+from subquad.analysis.verdicts import (
+    REJECTED,
+    SUPPORTED,
+    Scope,
+    largest_common_m,
+    scope_text,
+    write_claims,
 )
 from subquad.files import atomic_write_text
 from subquad.memory import fmt_bytes
 
 NOT_MEASURED = "not measured in this run"
-SUPPORTED, INCONCLUSIVE, REJECTED = "supported", "inconclusive", "not supported"
-#: an exponent within this distance of its prediction counts as "~ m^k" (the self-check's 0.15)
-TOLERANCE = 0.15
-#: m^(2 - Omega(1)) needs a real saving: a lower bound above 2 - MIN_SAVING shows none
-MIN_SAVING = 0.05
-#: the sparsifier's warning ratio of ALGORITHM.md section 1 (active fraction vs Q(beta))
-ACTIVITY_RATIO = 1.5
-#: MEASUREMENT.md: a scaling exponent needs at least 6 points over at least one decade
-MIN_FIT_POINTS = 6
-MIN_DECADES = 1.0
-#: relative loss difference under which two trainers "produce the same iterates"
-SAME_ITERATES_RTOL = 1e-4
+#: cells listed individually in the completeness section before the rest is counted
+LIST_LIMIT = 200
 
 FIGURE_CAPTIONS = {
     "time_vs_m": "Per-iteration time vs width, with fitted power laws, references and m*",
-    "phases_vs_m": "Per-phase time vs width",
+    "phases_vs_m": "Per-phase time vs width (phases that do no work are not drawn)",
     "init_vs_iteration": "Initialisation vs one iteration",
     "work_vs_m": "Counted multiply-adds and bytes vs width",
     "time_vs_n_d": "Per-iteration time vs n and d",
     "training": "Loss, active fraction per layer and flips over training",
     "exponent_vs_c": "Per-iteration exponent and convergence vs c",
     "ablation": "Update modes and solvers vs dense Gauss-Newton",
-    "local_slopes": "Local slopes between neighbouring widths",
+    "local_slopes": "Local slopes between neighbouring widths (update-mode switches marked)",
 }
 
 
-@dataclass
-class Claim:
-    """One row of the claims table."""
-
-    claim: str
-    predicted: str
-    measured: str
-    verdict: str
-
-
-# -- verdict rules -----------------------------------------------------------------------------
-
-
 def _finite(*xs: float | None) -> bool:
-    """True when every value is a finite number."""
     return all(x is not None and np.isfinite(x) for x in xs)
-
-
-def verdict_below(lo: float, hi: float, limit: float = 2.0,
-                  baseline_lo: float | None = None) -> str:
-    """Exponent strictly below ``limit`` (and below the baseline's lower bound) by its CI."""
-    if not _finite(lo, hi):
-        return NOT_MEASURED
-    has_base = _finite(baseline_lo)
-    if hi < limit and (not has_base or hi < baseline_lo):
-        return SUPPORTED
-    if lo >= limit - MIN_SAVING or (has_base and lo >= baseline_lo):
-        return REJECTED
-    return INCONCLUSIVE
-
-
-def verdict_near(lo: float, hi: float, target: float, tol: float = TOLERANCE) -> str:
-    """Exponent CI inside target +- tol: supported; wholly outside: not; else inconclusive."""
-    if not _finite(lo, hi):
-        return NOT_MEASURED
-    if lo >= target - tol and hi <= target + tol:
-        return SUPPORTED
-    if hi < target - tol or lo > target + tol:
-        return REJECTED
-    return INCONCLUSIVE
-
-
-def _ci(row: pd.Series | None) -> tuple[float, float]:
-    """(ci_low, ci_high) of a fitted row, NaN when absent."""
-    if row is None:
-        return math.nan, math.nan
-    return float(row["ci_low"]), float(row["ci_high"])
-
-
-def _measured(row: pd.Series | None, axis: str = "m", extra: str = "") -> str:
-    """'1.76 [1.70, 1.82] (7 points, m 512-32768)' or NOT_MEASURED."""
-    text = exponent_text(row)
-    if not text:
-        return NOT_MEASURED
-    info = []
-    if "n_points" in row and pd.notna(row["n_points"]):
-        info.append(f"{int(row['n_points'])} points")
-    rng = str(row.get("fit_range", "") or "")
-    if rng:
-        info.append(rng if "=" in rng else f"{axis} {rng}")
-    out = f"{axis}^{text}" + (f" ({', '.join(info)})" if info else "")
-    return out + (f"; {extra}" if extra else "")
-
-
-# -- claims ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Scope:
-    """What the claims are measured on: the main m sweep and subquad's default options."""
-
-    fixed: dict
-    sub_options: str
-    lazy_options: str | None
-    scatter_options: str | None
-    #: the calibration self-check failed: wall-clock verdicts are downgraded to inconclusive
-    flagged: bool = False
-
-
-def _scope(data: RunData) -> Scope | None:
-    """The main m sweep's context and the subquad configurations the claims refer to."""
-    fixed = main_context(data.runs)
-    if fixed is None:
-        return None
-    sub = select_rows(data.runs[data.runs["method"] == "subquad"], fixed)
-    flagged = trustworthy(data) is False
-    if sub.empty:
-        return Scope(fixed, "", None, None, flagged)
-    counts = sub.groupby("options")["m"].nunique().sort_values(ascending=False, kind="stable")
-    default = str(counts.index[0])
-
-    def pick(update: str) -> str | None:
-        opts = [o for o in counts.index if f"update={update}" in o]
-        return str(opts[0]) if opts else None
-
-    return Scope(fixed, default, pick("lazy"), pick("scatter"), flagged)
-
-
-def _fit(data: RunData, scope: Scope, method: str, options: str | None, phase: str,
-         quantity: str) -> pd.Series | None:
-    """The m-exponent row of one series in the claims' context."""
-    if options is None:
-        return None
-    return find_fit(data.fits, method, options, phase, quantity, "m", scope.fixed)
-
-
-def _grid_note(row: pd.Series | None) -> str:
-    """Why a fit's grid is too small to judge scaling ('' when it is large enough)."""
-    if row is None:
-        return ""
-    n = int(row["n_points"]) if pd.notna(row.get("n_points", np.nan)) else 0
-    rng = parse_range(str(row.get("fit_range", "")))
-    decades = math.log10(rng[1] / rng[0]) if rng and rng[0] > 0 else math.nan
-    if n >= MIN_FIT_POINTS and decades >= MIN_DECADES:
-        return ""
-    return (f"grid too small to judge ({n} points over {decades:.2g} decades; needs >= "
-            f"{MIN_FIT_POINTS} over >= {MIN_DECADES:g})")
-
-
-def _gated(claim: Claim, rows: list[pd.Series | None], quantity: str, scope: Scope) -> Claim:
-    """Downgrade a verdict to inconclusive when the grid is too small or timing is untrusted."""
-    notes = [n for n in (_grid_note(r) for r in rows) if n][:1]
-    if quantity == "seconds" and scope.flagged:
-        notes.append("the self-check flagged this run's timings")
-    if notes and claim.verdict in (SUPPORTED, REJECTED):
-        claim.verdict = INCONCLUSIVE
-    if notes and claim.measured != NOT_MEASURED:
-        claim.measured += "; " + "; ".join(notes)
-    return claim
-
-
-def _below_claim(scope: Scope, name: str, predicted: str, row: pd.Series | None,
-                 baseline: pd.Series | None, quantity: str, extra: str = "") -> Claim:
-    """A claim 'exponent < 2 (and below the dense baseline)', gated."""
-    base_lo = _ci(baseline)[0] if baseline is not None else None
-    if baseline is not None:
-        extra = "; ".join(x for x in (f"dense-gn {exponent_text(baseline)}", extra) if x)
-    claim = Claim(name, predicted, _measured(row, extra=extra),
-                  verdict_below(*_ci(row), 2.0, base_lo))
-    return _gated(claim, [row, baseline], quantity, scope)
-
-
-def _near_claim(scope: Scope, name: str, row: pd.Series | None, quantity: str,
-                target: float = 2.0) -> Claim:
-    """A claim 'exponent ~ target', gated."""
-    claim = Claim(name, f"{target:g}", _measured(row), verdict_near(*_ci(row), target))
-    return _gated(claim, [row], quantity, scope)
-
-
-def _scaling_claims(data: RunData, scope: Scope) -> list[Claim]:
-    """Init ~ m^2, per-iteration m^(2 - Omega(1)) in seconds and work, dense-gn ~ m^2."""
-    c = float(scope.fixed.get("c", math.nan))
-    pred_sub = f"< 2, about 2 - c = {2 - c:g} up to a log factor" if np.isfinite(c) else "< 2"
-    out = []
-    for quantity, name in (("seconds", "seconds"), ("work", "counted work, weights drawn")):
-        who, init = "subquad", _fit(data, scope, "subquad", scope.sub_options, "init", quantity)
-        if init is None:
-            who, init = "dense-gn", _fit(data, scope, "dense-gn", "", "init", quantity)
-        out.append(_near_claim(scope, f"initialisation costs ~ m^2 ({who}, {name})", init,
-                               quantity))
-    for quantity, name in (("seconds", "time"), ("work", "counted work")):
-        sub = _fit(data, scope, "subquad", scope.sub_options, "iteration", quantity)
-        dense = _fit(data, scope, "dense-gn", "", "iteration", quantity)
-        out.append(_below_claim(scope, f"per-iteration {name} is m^(2 - Omega(1)) "
-                                f"({series_label('subquad', scope.sub_options)})", pred_sub,
-                                sub, dense, quantity))
-    for quantity, name in (("seconds", "time"), ("work", "counted work")):
-        dense = _fit(data, scope, "dense-gn", "", "iteration", quantity)
-        out.append(_near_claim(scope, f"dense-gn per-iteration {name} ~ m^2 (baseline sanity)",
-                               dense, quantity))
-    return out
-
-
-def _sparsifier_claims(data: RunData, scope: Scope) -> list[Claim]:
-    """Shifted-ReLU sparsifier: forward m s and backward s^2 work exponents."""
-    c = float(scope.fixed.get("c", math.nan))
-    out = []
-    for phase, pred in (("forward", 2 - c), ("backward", 2 - 2 * c)):
-        sub = _fit(data, scope, "subquad", scope.sub_options, phase, "work")
-        dense = _fit(data, scope, "dense-gn", "", phase, "work")
-        what = "m s" if phase == "forward" else "s^2"
-        out.append(_below_claim(scope, f"sparsifier: {phase} counted work ~ {what}",
-                                f"about {pred:g} (< 2)" if np.isfinite(pred) else "< 2",
-                                sub, dense, "work"))
-    return out
-
-
-def _phase_median(runs: pd.DataFrame, fixed: dict, method: str, options: str,
-                  phases: tuple[str, ...], m: float) -> float:
-    """Sum over ``phases`` of the median seconds of one series at width m (NaN if absent)."""
-    sel = select_rows(runs[(runs["method"] == method) & (runs["options"] == options)], fixed)
-    sel = sel[np.isclose(sel["m"].astype(float), m)]
-    total = 0.0
-    for p in phases:
-        vals = sel.loc[sel["phase"] == p, "seconds"]
-        if vals.empty:
-            return math.nan
-        total += median_ci(vals)[0]
-    return total
-
-
-def _largest_common_m(runs: pd.DataFrame, fixed: dict, series: list[tuple[str, str]]
-                      ) -> float | None:
-    """The largest width measured (iteration phase) by every one of ``series``."""
-    widths = None
-    for method, options in series:
-        sel = select_rows(runs[(runs["method"] == method) & (runs["options"] == options)
-                           & (runs["phase"] == "iteration")], fixed)
-        ms = set(sel["m"].astype(float))
-        widths = ms if widths is None else widths & ms
-    return max(widths) if widths else None
-
-
-def _lazy_claims(data: RunData, scope: Scope) -> list[Claim]:
-    """Lazy low-rank maintenance: the fold's exponent and its cost next to the scatter update."""
-    fold = _fit(data, scope, "subquad", scope.lazy_options, "fold", "work")
-    extra = ""
-    if scope.lazy_options and scope.scatter_options:
-        m = _largest_common_m(data.runs, scope.fixed, [("subquad", scope.lazy_options),
-                                                         ("subquad", scope.scatter_options)])
-        if m is not None:
-            lazy = _phase_median(data.runs, scope.fixed, "subquad", scope.lazy_options,
-                                 ("update", "fold"), m)
-            scat = _phase_median(data.runs, scope.fixed, "subquad", scope.scatter_options,
-                                 ("update",), m)
-            if _finite(lazy, scat):
-                extra = (f"at m={m:.0f}: lazy update+fold {fmt_seconds(lazy)} vs scatter "
-                         f"update {fmt_seconds(scat)} per iteration")
-    name = options_label(scope.lazy_options) if scope.lazy_options else "lazy"
-    scatter = _fit(data, scope, "subquad", scope.scatter_options, "update", "work")
-    return [_below_claim(scope, f"lazy low-rank ({name}): amortised fold work per iteration "
-                         "< m^2", "< 2 only with fast rectangular multiplication; 2 with a "
-                         "BLAS fold", fold, None, "work", extra),
-            _below_claim(scope, "sparse scatter update (alternative to the fold) ~ n s^2",
-                         "about 2 - 2c (< 2)", scatter, None, "work")]
-
-
-def _cg_iterations(data: RunData, scope: Scope) -> tuple[str, str]:
-    """Measured text and verdict of 'sketch-preconditioned CG needs few iterations at any m'."""
-    runs = select_rows(data.runs[(data.runs["method"] == "subquad")
-                             & data.runs["options"].str.contains("solver=pcg")], scope.fixed)
-    raw = read_table(data.run_dir / "runs.csv")
-    failed = 0
-    if raw is not None and "status" in raw:
-        failed = int((raw["status"] == "cg-not-converged").sum())
-    it = runs[runs["phase"] == "iteration"]
-    if "cg_iters" not in it or it["cg_iters"].dropna().empty:
-        return NOT_MEASURED, NOT_MEASURED
-    med = it.dropna(subset=["cg_iters"]).groupby("m")["cg_iters"].median().sort_index()
-    growth = float(med.iloc[-1] / max(med.iloc[0], 1.0))
-    text = (f"median CG iterations {med.iloc[0]:.3g} at m={med.index[0]:.0f} -> "
-            f"{med.iloc[-1]:.3g} at m={med.index[-1]:.0f}; {failed} non-converged samples")
-    chol = [o for o in set(data.runs["options"]) if "solver=cholesky" in o]
-    pcg = sorted(set(runs["options"]))
-    if chol and pcg:
-        m = _largest_common_m(data.runs, scope.fixed, [("subquad", chol[0]), ("subquad", pcg[0])])
-        if m is not None:
-            t_p = _phase_median(data.runs, scope.fixed, "subquad", pcg[0], ("solve",), m)
-            t_c = _phase_median(data.runs, scope.fixed, "subquad", chol[0], ("solve",), m)
-            if _finite(t_p, t_c) and t_c > 0:
-                text += (f"; solve at m={m:.0f}: {options_label(pcg[0]).split(',')[0]} "
-                         f"{fmt_seconds(t_p)} vs cholesky {fmt_seconds(t_c)}")
-    if failed or growth > 3.0:
-        return text, REJECTED
-    return text, SUPPORTED if growth <= 1.5 else INCONCLUSIVE
-
-
-def _solver_claims(data: RunData, scope: Scope) -> list[Claim]:
-    """Tensor sketching + preconditioning, and the (absent) fast rectangular multiplication."""
-    text, verdict = _cg_iterations(data, scope)
-    out = [Claim("sketching + preconditioning: CG converges in a few iterations, flat in m",
-                 "O(1) iterations (k a few times n)", text, verdict)]
-    fold = _fit(data, scope, "subquad", scope.lazy_options, "fold", "work")
-    measured = ("not implemented with fast matrix multiplication: the fold is an ordinary BLAS "
-                "GEMM, 2 m^2 r per fold, amortised 2 n m^2 per iteration")
-    if fold is not None:
-        measured += f"; measured fold exponent m^{exponent_text(fold)}"
-    out.append(Claim("fast rectangular multiplication: fold m x m^a x m in m^(2+o(1))",
-                     "amortised n m^(2-a) per iteration", measured, "not implemented"))
-    return out
-
-
-LOSS_CLAIM = "training: loss falls geometrically (Gauss-Newton)"
-ACTIVITY_CLAIM = "training: active fraction stays near Q(beta)"
-
-
-def _training_claims(data: RunData) -> list[Claim]:
-    """Section 6: geometric loss decay, activity near Q(beta), same iterates as dense-gn."""
-    tr = data.training
-    if tr is None or not {"cell", "iteration", "loss", "method", "options"} <= set(tr.columns):
-        return [Claim(name, pred, NOT_MEASURED, NOT_MEASURED) for name, pred in (
-            (LOSS_CLAIM, "contraction < 1 per step"),
-            (ACTIVITY_CLAIM, f"within x{ACTIVITY_RATIO}"),
-            ("training: subquad (exact solve) reproduces dense-gn's iterates", "same losses"))]
-    per = tr.groupby(["cell", "iteration"], as_index=False).first().sort_values("iteration")
-    return [_loss_claim(per), _activity_claim(tr), _same_iterates(per)]
-
-
-def _loss_claim(per: pd.DataFrame) -> Claim:
-    """Per-step contraction of the Gauss-Newton losses (one row per cell and iteration)."""
-    rhos, monotone = [], True
-    for _, g in per[per["method"].isin(["dense-gn", "subquad"])].groupby("cell"):
-        loss = g["loss"].to_numpy(float)
-        if len(loss) < 2 or not loss[0] > 0:
-            continue
-        rhos.append((max(loss[-1], 1e-300) / loss[0]) ** (1.0 / (len(loss) - 1)))
-        above = loss[loss > 1e-12 * loss[0]]  # round-off at the floor is not a rise
-        monotone &= bool(np.all(np.diff(above) <= 0.01 * above[:-1]))
-    if not rhos:
-        return Claim(LOSS_CLAIM, "contraction < 1 per step", NOT_MEASURED, NOT_MEASURED)
-    worst = max(rhos)
-    verdict = REJECTED if worst >= 1 else (SUPPORTED if monotone else INCONCLUSIVE)
-    return Claim(LOSS_CLAIM, "contraction < 1 per step",
-                 f"per-step contraction {min(rhos):.3g} to {worst:.3g} over {len(rhos)} cells; "
-                 f"monotone: {'yes' if monotone else 'no'}", verdict)
-
-
-def _activity_claim(tr: pd.DataFrame) -> Claim:
-    """Active fraction / Q(beta) over every layer, iteration and cell."""
-    predicted = f"ratio within [{1 / ACTIVITY_RATIO:.2g}, {ACTIVITY_RATIO:g}]"
-    if not {"active_fraction", "expected_active_fraction"} <= set(tr.columns):
-        return Claim(ACTIVITY_CLAIM, predicted, NOT_MEASURED, NOT_MEASURED)
-    ratio = tr["active_fraction"] / tr["expected_active_fraction"]
-    ratio = ratio.replace([np.inf, -np.inf], np.nan).dropna()
-    if ratio.empty:
-        return Claim(ACTIVITY_CLAIM, predicted, NOT_MEASURED, NOT_MEASURED)
-    lo, hi = float(ratio.min()), float(ratio.max())
-    ok = lo >= 1 / ACTIVITY_RATIO and hi <= ACTIVITY_RATIO
-    return Claim(ACTIVITY_CLAIM, predicted, f"active fraction / Q(beta) in [{lo:.3g}, "
-                 f"{hi:.3g}] over all layers, iterations and cells", SUPPORTED if ok else REJECTED)
-
-
-def _same_iterates(per: pd.DataFrame) -> Claim:
-    """Max relative loss difference between dense-gn and subquad (cholesky) on one network."""
-    name = "training: subquad (exact solve) reproduces dense-gn's iterates"
-    keys = [k for k in ("m", "n", "d", "L", "c", "seed", "threshold", "data") if k in per]
-    dense = per[per["method"] == "dense-gn"]
-    sub = per[(per["method"] == "subquad") & per["options"].str.contains("solver=cholesky")]
-    both = dense.merge(sub, on=[*keys, "iteration"], suffixes=("_d", "_s"))
-    if both.empty:
-        return Claim(name, "same losses", NOT_MEASURED, NOT_MEASURED)
-    l0 = both.groupby(keys)["loss_d"].transform("max")
-    both = both[both["loss_d"] > 1e-10 * l0]
-    rel = (both["loss_s"] - both["loss_d"]).abs() / both["loss_d"].abs().clip(lower=1e-300)
-    worst = float(rel.max()) if len(rel) else math.nan
-    v = (SUPPORTED if worst <= SAME_ITERATES_RTOL else REJECTED) if _finite(worst) \
-        else NOT_MEASURED
-    return Claim(name, f"relative loss difference <= {SAME_ITERATES_RTOL:g}",
-                 f"max relative difference {worst:.2g} over {len(rel)} iterations", v)
-
-
-def claims(data: RunData) -> list[Claim]:
-    """Every claim of the paper with its prediction, measurement and verdict."""
-    scope = _scope(data) if data.runs is not None else None
-    if scope is None:
-        rows = [Claim(name, pred, NOT_MEASURED, NOT_MEASURED) for name, pred in (
-            ("initialisation costs ~ m^2", "2"),
-            ("per-iteration time is m^(2 - Omega(1))", "< 2"),
-            ("per-iteration counted work is m^(2 - Omega(1))", "< 2"),
-            ("dense-gn per-iteration time ~ m^2 (baseline sanity)", "2"),
-            ("fast rectangular multiplication", "n m^(2-a)"))]
-        rows[-1].verdict = "not implemented"
-        return rows + _training_claims(data)
-    return (_scaling_claims(data, scope) + _sparsifier_claims(data, scope)
-            + _lazy_claims(data, scope) + _solver_claims(data, scope) + _training_claims(data))
 
 
 # -- sections --------------------------------------------------------------------------------
@@ -541,96 +174,106 @@ def reproduce_section(data: RunData) -> str:
             f"subquad report {out}\n```\n")
 
 
-def claims_section(data: RunData) -> str:
-    """The table claim | predicted | measured | verdict, and how verdicts are decided."""
-    scope = _scope(data) if data.runs is not None else None
-    where = (f"Measured on the longest width sweep ({context_title(scope.fixed, ('m',))}"
-             f"{'; machine ' + str(scope.fixed['machine']) if scope.fixed.get('machine') else ''})"
-             f", subquad configuration `{scope.sub_options or 'default'}`. "
-             if scope else "")
+def claims_section(data: RunData, scope: Scope | None, claims: pd.DataFrame) -> str:
+    """The table claim | predicted | measured | interval | verdict | reason, from claims.csv."""
+    lim = load_limits()
     lines = ["## Claims of the paper", "",
-             where + "Exponents are of m with 95% confidence intervals from `fits.csv`."
+             scope_text(scope) + "Exponents are of m with 95% bootstrap intervals from "
+             "`fits.csv`; every row is `claims.csv`."
              + ("" if data.fits is not None else
                 " **No exponent fitted in this run** (no series with 3 or more widths, or "
                 f"`subquad fit {data.run_dir}` not run yet)."), "",
-             "| claim | predicted | measured | verdict |", "|---|---|---|---|"]
-    for c in claims(data):
+             "| claim | predicted | measured | interval | verdict | reason |",
+             "|---|---|---|---|---|---|"]
+    for c in claims.itertuples():
         verdict = f"**{c.verdict}**" if c.verdict in (SUPPORTED, REJECTED) else c.verdict
-        lines.append(f"| {c.claim} | {c.predicted} | {c.measured} | {verdict} |")
+        cells = [c.claim, c.predicted, c.measured or "-", c.interval or "-", verdict,
+                 c.reason or "-"]
+        lines.append("| " + " | ".join(_md(x) for x in cells) + " |")
     lines += ["", "Verdicts: *m^(2 - Omega(1))* is **supported** when the upper bound of the "
               "interval is below 2 and below dense-gn's lower bound, **not supported** when the "
-              f"lower bound is above 2 - {MIN_SAVING:g} (no real saving) or above dense-gn's "
-              "lower bound, and inconclusive otherwise; *~ m^k* is supported when the whole "
-              f"interval lies within k +- {TOLERANCE:g}, not supported when it lies wholly "
-              "outside, inconclusive otherwise. Either becomes inconclusive when the fit has "
-              f"fewer than {MIN_FIT_POINTS} widths or spans less than {MIN_DECADES:g} decade, "
-              "and wall-clock verdicts also when the calibration self-check flagged the run."]
+              f"lower bound is above 2 - {lim.claim_min_saving:g} (no real saving) or above "
+              "dense-gn's lower bound, and inconclusive otherwise; *~ m^k* is supported when "
+              f"the whole interval lies within k +- {lim.claim_tolerance:g}, not supported when "
+              "it lies wholly outside, inconclusive otherwise. Either is downgraded to "
+              f"inconclusive when the fit has fewer than {lim.claim_min_points} widths or spans "
+              f"less than {lim.claim_min_decades:g} decade, and wall-clock verdicts also when "
+              "the calibration self-check flagged the run (limits.toml, `[claims]`)."]
     return "\n".join(lines) + "\n" + _variants_table(data, scope)
 
 
-def _variants_table(data: RunData, scope) -> str:
-    """Per-iteration exponents of every method and option variant in the claims' context."""
+def _md(text: object) -> str:
+    return str(text).replace("|", "/").replace("\n", " ")
+
+
+def _variants_table(data: RunData, scope: Scope | None) -> str:
+    """Per-iteration exponents of every method and variant in the claims' context."""
     if scope is None or data.fits is None:
         return ""
     f = data.fits[(data.fits["phase"] == "iteration") & (data.fits["axis"] == "m")]
-    pairs = sorted(set(zip(f["method"], f["options"], strict=True)))
+    keys = sorted(set(zip(f["method"], f["label"], f["options"], strict=True)))
     rows = []
-    for method, options in pairs:
+    for method, label, options in keys:
         if method.startswith("calib"):
             continue
-        sec = find_fit(data.fits, method, options, "iteration", "seconds", "m", scope.fixed)
-        work = find_fit(data.fits, method, options, "iteration", "work", "m", scope.fixed)
+        fl = f[f["label"] == label]
+        sec = find_fit(fl, method, options, "iteration", "seconds", "m", scope.fixed)
+        work = find_fit(fl, method, options, "iteration", "work", "m", scope.fixed)
+        modes = "" if sec is None else str(sec.get("update_resolved", ""))
         if sec is not None or work is not None:
-            rows.append(f"| {series_label(method, options)} | {exponent_text(sec) or '-'} | "
-                        f"{exponent_text(work) or '-'} |")
+            rows.append(f"| {_md(series_label(method, options, label))} | "
+                        f"{exponent_text(sec) or '-'} | {exponent_text(work) or '-'} | "
+                        f"{modes or '-'} |")
     if not rows:
         return ""
     return ("\n### Per-iteration exponent of every variant\n\n"
-            "| method (options) | seconds | counted work |\n|---|---|---|\n"
+            "| variant | seconds | counted work | update that ran |\n|---|---|---|---|\n"
             + "\n".join(rows) + "\n")
 
 
 def _speedup_from_fit(data: RunData, scope: Scope) -> str | None:
     """The speed-up at the largest common m from crossover.csv (bootstrap interval), if there."""
     cx = data.crossover
-    if cx is None or "speedup_at_max_m" not in cx:
+    if cx is None:
         return None
-    wanted = {"quantity": "seconds", "options": scope.sub_options,
-              "machine": str(scope.fixed.get("machine", ""))}
-    sel = cx
-    for col, value in wanted.items():
-        if col in sel and value:
-            sel = sel[sel[col] == value]
-    if "context" in sel:
-        sel = sel[[context_matches(c, scope.fixed) for c in sel["context"]]]
+    sel = cx[(cx["quantity"] == "seconds") & (cx["options"] == scope.options.get("subquad"))
+             & (cx["baseline_options"] == scope.options.get("dense-gn"))]
+    machine = str(scope.fixed.get("machine", ""))
+    if machine:
+        sel = sel[sel["machine"] == machine]
+    sel = sel[[context_matches(c, scope.fixed) for c in sel["context"]]]
     if sel.empty or not _finite(float(sel["speedup_at_max_m"].iloc[0])):
         return None
     r = sel.iloc[0]
-    return (f"Speed-up at the largest width both were measured at, m = {float(r['max_m']):.0f}: "
-            f"dense-gn / subquad = **{float(r['speedup_at_max_m']):.3g}x** (95% interval "
-            f"[{float(r['speedup_ci_low']):.3g}, {float(r['speedup_ci_high']):.3g}])")
+    return (f"Speed-up at the largest width both were measured at, m = {r['max_m']:.0f}: "
+            f"dense-gn / subquad = **{r['speedup_at_max_m']:.3g}x** (95% bootstrap interval "
+            f"[{r['speedup_ci_low']:.3g}, {r['speedup_ci_high']:.3g}])")
 
 
 def _speedup_from_runs(data: RunData, scope: Scope) -> str | None:
-    """The speed-up at the largest common m from the medians of runs.csv (order-statistic CI)."""
-    series = [("dense-gn", ""), ("subquad", scope.sub_options)]
-    m = _largest_common_m(data.runs, scope.fixed, series)
+    """The speed-up at the largest common m from the medians of runs.csv (order statistics)."""
+    series = [("dense-gn", scope.options.get("dense-gn")),
+              ("subquad", scope.options.get("subquad"))]
+    if any(o is None for _, o in series):
+        return None
+    m = largest_common_m(data.runs, scope.fixed, series)
     if m is None:
         return None
     stats = []
     for method, options in series:
         sel = select_rows(data.runs[(data.runs["method"] == method)
-                                & (data.runs["options"] == options)
-                                & (data.runs["phase"] == "iteration")], scope.fixed)
+                                    & (data.runs["options"] == options)
+                                    & (data.runs["phase"] == "iteration")], scope.fixed)
         stats.append(median_ci(sel.loc[np.isclose(sel["m"].astype(float), m), "seconds"]))
-    (d_med, d_lo, d_hi), (s_med, s_lo, s_hi) = stats
-    if not (_finite(d_med, s_med) and s_med > 0):
+    d, s = stats
+    if not (_finite(d.median, s.median) and s.median > 0):
         return None
     return (f"Speed-up at the largest width both were measured at, m = {m:.0f}: dense-gn "
-            f"{fmt_seconds(d_med)} [{fmt_seconds(d_lo)}, {fmt_seconds(d_hi)}] vs subquad "
-            f"{fmt_seconds(s_med)} [{fmt_seconds(s_lo)}, {fmt_seconds(s_hi)}] per iteration: "
-            f"dense-gn / subquad = **{d_med / s_med:.3g}x** (conservative 95% interval "
-            f"[{d_lo / s_hi:.3g}, {d_hi / s_lo:.3g}])")
+            f"{fmt_seconds(d.median)} [{fmt_seconds(d.lo)}, {fmt_seconds(d.hi)}] vs subquad "
+            f"{fmt_seconds(s.median)} [{fmt_seconds(s.lo)}, {fmt_seconds(s.hi)}] per "
+            f"iteration ({coverage_text([d.coverage, s.coverage])} of each median): dense-gn "
+            f"/ subquad = **{d.median / s.median:.3g}x** (conservative interval "
+            f"[{d.lo / s.hi:.3g}, {d.hi / s.lo:.3g}])")
 
 
 def _speedup(data: RunData, scope: Scope | None) -> str:
@@ -641,9 +284,9 @@ def _speedup(data: RunData, scope: Scope | None) -> str:
     if text is None:
         return (f"Speed-up dense-gn / subquad: {NOT_MEASURED} (no width where both were "
                 "measured in the same context).")
-    text += (f". Baseline: **dense-gn** (dense Gauss-Newton on BLAS GEMM), measured in this run "
-             f"on the same machine and context as subquad "
-             f"({options_label(scope.sub_options) or 'default options'}).")
+    sub = options_label(scope.options.get("subquad") or "", "subquad") or "default options"
+    text += (". Baseline: **dense-gn** (dense Gauss-Newton on BLAS GEMM), measured in this run "
+             f"on the same machine and context as subquad ({sub}).")
     sub_max = select_rows(data.runs[data.runs["method"] == "subquad"], scope.fixed)["m"].max()
     dense_max = select_rows(data.runs[data.runs["method"] == "dense-gn"], scope.fixed)["m"].max()
     if _finite(float(sub_max), float(dense_max)) and float(sub_max) > float(dense_max):
@@ -651,167 +294,184 @@ def _speedup(data: RunData, scope: Scope | None) -> str:
     return text
 
 
-CROSSOVER_KINDS = {
-    "interpolated": "interpolated between measured widths",
-    "below range": "subquad is already cheaper at the smallest measured width",
-    "extrapolated": "extrapolated from the fitted power laws, outside the measured range",
-    "none in range": "no crossing in the measured range",
-}
-
-
-def _crossover_line(row: pd.Series) -> str:
-    """One bullet of the crossover section."""
-    m_star, lo, hi = crossover_value(row)
-    who = series_label(str(row.get("method", "") or "subquad"), str(row.get("options", "")))
-    base = str(row.get("baseline", "") or "dense-gn")
-    head = (f"- {who} vs {base}, {row.get('quantity', '') or 'seconds'} "
-            f"({row.get('context', '')})")
-    kind = str(row.get("kind", "") or "")
-    kind = CROSSOVER_KINDS.get(kind, kind)
-    if not np.isfinite(m_star):
-        return f"{head}: no crossover in or near the measured range" + (
-            f" ({kind})" if kind else "")
-    hi_text = _fmt_width(hi) if np.isfinite(hi) else "beyond the measured range"
-    interval = f" (95% interval [{_fmt_width(lo)}, {hi_text}])" if np.isfinite(lo) else ""
-    return f"{head}: m* = **{_fmt_width(m_star)}**{interval}" + (f", {kind}" if kind else "")
+def crossover_line(row: pd.Series) -> str:
+    """One bullet of the crossover section: m* and how it was found (below range, ...)."""
+    who = series_label("subquad", str(row["options"]), str(row["label"]))
+    base = series_label("dense-gn", str(row["baseline_options"]), str(row["baseline_label"]))
+    head = f"- {who} vs {base}, {row['quantity']} ({row['context']})"
+    kind = str(row["kind"])
+    text = CROSSOVER_KINDS.get(kind, kind)
+    if kind == "below range":
+        return (f"{head}: m* **below the measured range** (subquad is already cheaper at the "
+                f"smallest common width m = {fmt_number(row['min_m'])})")
+    if not np.isfinite(row["m_star"]):
+        return f"{head}: no crossover in or near the measured range ({text})"
+    hi = _fmt_width(row["ci_high"]) if np.isfinite(row["ci_high"]) else \
+        "beyond the measured range"
+    interval = f" (95% interval [{_fmt_width(row['ci_low'])}, {hi}])" \
+        if np.isfinite(row["ci_low"]) else ""
+    return f"{head}: m* = **{_fmt_width(row['m_star'])}**{interval}, {text}"
 
 
 def _fmt_width(m: float) -> str:
     """A width in full up to a million, in scientific notation beyond (extrapolations)."""
-    return f"{m:.0f}" if m < 1e6 else f"{m:.2e}"
+    return fmt_number(m, ".0f" if m < 1e6 else ".2e")
 
 
-def crossover_section(data: RunData) -> str:
+def crossover_section(data: RunData, scope: Scope | None) -> str:
     """Crossover widths m* with intervals, and the measured speed-up."""
-    scope = _scope(data) if data.runs is not None else None
     lines = ["## Crossover and speed-up", ""]
     cx = data.crossover
-    if cx is None or cx.empty:
-        lines.append(f"Crossover m*: {NOT_MEASURED} (no crossover.csv).")
+    if cx is None:
+        lines.append(f"Crossover m*: {NOT_MEASURED} (no crossover.csv rows).")
     else:
-        if "quantity" in cx:
-            cx = cx.sort_values("quantity", key=lambda q: q != "seconds", kind="stable")
-        lines += [_crossover_line(row) for _, row in cx.iterrows()]
+        cx = cx.sort_values("quantity", key=lambda q: q != "seconds", kind="stable")
+        lines += [crossover_line(row) for _, row in cx.iterrows()]
     lines += ["", _speedup(data, scope)]
     return "\n".join(lines) + "\n"
 
 
-def _selfcheck_frame(data: RunData) -> pd.DataFrame | None:
-    """selfcheck.csv, or the calibration fits of fits.csv when it is absent."""
-    if data.selfcheck is not None:
-        return data.selfcheck
-    if data.fits is None:
-        return None
-    rows = []
-    for method, expected in (("calib-axpy", 1.0), ("calib-gemv", 2.0)):
-        f = data.fits[(data.fits["method"] == method) & (data.fits["axis"] == "m")
-                      & (data.fits["quantity"] == "seconds")]
-        for _, r in f.iterrows():
-            rows.append({"kernel": method, "expected": expected, "exponent": r["exponent"],
-                         "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
-    return pd.DataFrame(rows) if rows else None
-
-
-def _selfcheck_ok(row: pd.Series) -> bool | None:
-    """Whether one self-check row passed (from its own verdict column, else recomputed)."""
-    for col in ("ok", "pass", "passed", "trustworthy"):
-        if col in row and pd.notna(row[col]) and str(row[col]) != "":
-            return str(row[col]).strip().lower() in ("true", "1", "yes", "ok", "pass")
-    for col in ("flagged", "untrustworthy"):
-        if col in row and pd.notna(row[col]) and str(row[col]) != "":
-            return str(row[col]).strip().lower() not in ("true", "1", "yes")
-    exp = next((row[c] for c in ("expected", "expected_exponent", "target") if c in row), None)
-    if exp is None or not _finite(float(row.get("exponent", math.nan)), float(exp)):
-        return None
-    return abs(float(row["exponent"]) - float(exp)) <= TOLERANCE
-
-
-def _calibration_rows(data: RunData) -> pd.DataFrame | None:
-    """The self-check rows of kernels that were actually run (None when there are none)."""
-    frame = _selfcheck_frame(data)
-    if frame is not None and "kernel" in frame:
-        frame = frame[frame["kernel"] != "not run"]
-    return frame if frame is not None and not frame.empty else None
-
-
-def trustworthy(data: RunData) -> bool | None:
-    """False when a calibration kernel failed, True when all passed, None when unknown."""
-    frame = _calibration_rows(data)
-    oks = [] if frame is None else [_selfcheck_ok(r) for _, r in frame.iterrows()]
-    if any(o is False for o in oks):
-        return False
-    return True if oks and all(o is True for o in oks) else None
-
-
 def selfcheck_section(data: RunData) -> str:
     """Calibration kernels on the same grid: is the timing of this run trustworthy?"""
-    frame = _calibration_rows(data)
+    frame = data.selfcheck
     head = "## Self-check\n\n"
-    if frame is None:
-        return head + (f"Self-check {NOT_MEASURED} (no selfcheck.csv and no fitted calibration "
-                       f"kernels; `subquad fit {data.run_dir}` writes them).\n")
-    trust = trustworthy(data)
+    if frame is None or (frame["kernel"] == "not run").all():
+        return head + (f"Self-check {NOT_MEASURED} (no calibration kernels; add "
+                       "`[calibration]` to the experiment, then `subquad fit "
+                       f"{data.run_dir}`).\n")
+    frame = frame[frame["kernel"] != "not run"]
+    tol = load_limits().calibration_tolerance
+    trust = trustworthy(frame)
     if trust is False:
-        verdict = (f"**flagged**: a known kernel's exponent is off by more than {TOLERANCE:g}, "
+        verdict = (f"**flagged**: a known kernel's exponent is off by more than {tol:g}, "
                    "so this run's wall-clock exponents are untrustworthy (the wall-clock "
                    "verdicts above are inconclusive for that reason).")
     elif trust:
-        verdict = (f"**trustworthy**: every calibration kernel's exponent is within "
-                   f"{TOLERANCE:g} of its known value.")
+        verdict = (f"**trustworthy**: every calibration kernel's exponent is within {tol:g} "
+                   "of its known value.")
     else:
-        verdict = "inconclusive: the self-check rows carry no pass/fail information."
-    cols = [c for c in frame.columns if c not in ("message",)]
+        verdict = ("**could not be decided**: a calibration kernel has fewer than 3 usable "
+                   "widths, so no exponent was fitted (this is not a failed check).")
+    cols = ["kernel", "expected", "exponent", "ci_low", "ci_high", "tolerance", "ok",
+            "n_points", "machine", "dtype", "context"]
     table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in frame.iterrows():
-        table.append("| " + " | ".join(_fmt_cell(r[c]) for c in cols) + " |")
+        table.append("| " + " | ".join(_md(fmt_number(r[c], ".4g" if isinstance(r[c], float)
+                                                      and not float(r[c]).is_integer() else "",
+                                                      "-")) for c in cols) + " |")
     return head + verdict + "\n\n" + "\n".join(table) + "\n"
 
 
-def _fmt_cell(v: object) -> str:
-    """A table cell: floats to 4 significant digits, NaN as '-'."""
-    if isinstance(v, float | np.floating):
-        return "-" if not np.isfinite(v) else f"{v:.4g}"
-    return str(v).replace("|", "/")
+def planned_cells(run_dir: Path) -> pd.DataFrame | None:
+    """The cells the run's experiment.toml expands to (one per cell id), None without it."""
+    toml = Path(run_dir) / "experiment.toml"
+    if not toml.is_file():
+        return None
+    from subquad.harness.config import expand_cells, load_experiment  # noqa: PLC0415
+
+    cells = {c.base_id: c for c in expand_cells(load_experiment(toml))}
+    return pd.DataFrame([{"cell": cid, "method": c.method, "label": c.label or c.method,
+                          "m": c.m, "n": c.n, "d": c.d, "L": c.L, "c": c.c, "seed": c.seed}
+                         for cid, c in cells.items()])
 
 
-def status_section(run_dir: Path) -> str:
-    """Counts of cells that did not finish ok (censored, nan, oom, ...)."""
-    raw = read_table(run_dir / "runs.csv")
-    if raw is None or "status" not in raw:
-        return ""
-    bad = raw[~raw["status"].isin(["ok", ""])].drop_duplicates("cell")
-    if bad.empty:
-        return "## Cells not measured\n\nEvery cell finished with status ok.\n"
-    lines = ["## Cells not measured", "", "| method | options | m | status | cells |",
-             "|---|---|---|---|---|"]
-    for (method, options, status), g in bad.groupby(["method", "options", "status"]):
-        ms = ", ".join(f"{m:.0f}" for m in sorted(g["m"].astype(float).unique()))
-        lines.append(f"| {method} | {options_label(options) or '-'} | {ms} | {status} | "
-                     f"{len(g)} |")
+def completeness_section(data: RunData) -> str:
+    """Cells planned / measured / censored / failed by status / missing, every cell that did
+    not finish ok (status ``nan`` included), and every row the loader dropped."""
+    head = "## Completeness\n\n"
+    runs = data.all_runs
+    planned = planned_cells(data.run_dir)
+    if runs is None:
+        return head + f"No runs.csv: every cell {NOT_MEASURED}.\n"
+    status = runs.drop_duplicates("cell").set_index("cell")["status"]
+    # a cell is measured ok only if every one of its rows is ok
+    bad_cells = set(runs.loc[runs["status"] != "ok", "cell"])
+    per = runs[runs["cell"].isin(bad_cells) & (runs["status"] != "ok")].drop_duplicates("cell")
+    n_ok = len(set(status.index) - bad_cells)
+    counts = per["status"].value_counts().sort_index()
+    censored = int(counts.get("censored", 0))
+    failed = {s: int(n) for s, n in counts.items() if s != "censored"}
+    present = set(status.index)
+    lines = []
+    if planned is not None:
+        missing = planned[~planned["cell"].isin(present)]
+        lines.append(f"- cells planned (experiment.toml): **{len(planned)}**")
+    else:
+        missing = None
+        lines.append("- cells planned: unknown (no experiment.toml in the run directory)")
+    lines += [f"- measured with status ok: **{n_ok}**", f"- censored: **{censored}**",
+              "- failed: **" + str(sum(failed.values())) + "**"
+              + (" (" + ", ".join(f"{s}: {n}" for s, n in failed.items()) + ")"
+                 if failed else "")]
+    if missing is not None:
+        lines.append(f"- missing (planned, no cell file merged): **{len(missing)}**")
+    dropped = data.dropped
+    n_drop = int(dropped["rows"].sum()) if dropped is not None and not dropped.empty else 0
+    lines.append(f"- rows dropped by the loader: **{n_drop}**")
+    complete = (not bad_cells and n_drop == 0 and (missing is None or missing.empty))
+    out = head + "\n".join(lines) + "\n"
+    if complete:
+        out += "\nEvery cell finished with status ok" + (
+            " and every planned cell was measured.\n" if missing is not None else
+            " (the plan is unknown, so missing cells cannot be counted).\n")
+    if bad_cells:
+        out += _cell_table("Cells that did not finish ok", per, with_status=True)
+    if missing is not None and not missing.empty:
+        out += _cell_table("Missing cells (planned, never merged: killed or still running; "
+                           "`subquad sweep --resume` runs them)", missing, with_status=False)
+    if n_drop:
+        out += _dropped_table(dropped)
+    return out
+
+
+def _cell_table(title: str, cells: pd.DataFrame, with_status: bool) -> str:
+    cols = ["method", "label", "m", "n", "d", "L", "c", "seed"]
+    cols += ["status", "message"] if with_status else []
+    cells = cells.sort_values(["method", "m"], kind="stable")
+    lines = [f"\n### {title}\n", "| cell | " + " | ".join(cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for _, r in cells.head(LIST_LIMIT).iterrows():
+        lines.append(f"| {r['cell']} | " + " | ".join(_md(fmt_number(r.get(c, ""), "", "-"))
+                                                     for c in cols) + " |")
+    if len(cells) > LIST_LIMIT:
+        lines.append(f"\n... and {len(cells) - LIST_LIMIT} more.")
+    return "\n".join(lines) + "\n"
+
+
+def _dropped_table(dropped: pd.DataFrame) -> str:
+    lines = ["\n### Rows dropped by the loader (not fitted, not drawn)\n",
+             "| cell | method | m | phase | column | value | reason | rows |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, r in dropped.iterrows():
+        lines.append("| " + " | ".join(_md(fmt_number(r[c], "", "-")) for c in
+                                       ("cell", "method", "m", "phase", "column", "value",
+                                        "reason", "rows")) + " |")
     return "\n".join(lines) + "\n"
 
 
 def figures_section(run_dir: Path) -> str:
     """Relative links to the figures that exist in ``run_dir/figures``."""
-    present = [n for n in FIGURES if (run_dir / "figures" / f"{n}.png").is_file()]
+    present = [n for n in FIGURE_CAPTIONS if (run_dir / "figures" / f"{n}.png").is_file()]
     if not present:
         return (f"## Figures\n\nFigures {NOT_MEASURED} or not plotted yet "
                 f"(`subquad plot {run_dir}`).\n")
-    blocks = [f"### {FIGURE_CAPTIONS.get(n, n)}\n\n![{n}](figures/{n}.png)\n" for n in present]
+    blocks = [f"### {FIGURE_CAPTIONS[n]}\n\n![{n}](figures/{n}.png)\n" for n in present]
     return "## Figures\n\n" + "\n".join(blocks)
 
 
 def write_report(run_dir: Path) -> Path:
-    """Write ``run_dir/report.md`` from the run's tables and figures; returns its path."""
+    """Write ``run_dir/claims.csv`` and ``run_dir/report.md``; returns the report's path."""
     run_dir = Path(run_dir)
     data = load_run(run_dir)
+    scope, claims = write_claims(run_dir, data)
     title = f"# subquad run report: {run_dir.name}\n\n" + (
         "Empirical check of Song, Zhang, Zhang, *Training multi-layer over-parametrized neural "
         "network in subquadratic time* (arXiv 2112.07628): m^2 work only at initialisation and "
         "m^(2 - Omega(1)) per training iteration.\n")
     sections = [title, environment_section(data.environment), reproduce_section(data),
-                claims_section(data), crossover_section(data), selfcheck_section(data),
-                status_section(run_dir), figures_section(run_dir)]
+                completeness_section(data), claims_section(data, scope, claims),
+                crossover_section(data, scope), selfcheck_section(data),
+                figures_section(run_dir)]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(s for s in sections if s))
     return path

@@ -44,30 +44,54 @@ class Censored(Exception):
     """The cell ran past its budget; what it measured so far is kept."""
 
 
-def cell_columns(cell: Cell, machine: str) -> dict[str, Any]:
-    """The cell columns shared by every row of the cell (DESIGN.md, runs.csv)."""
-    lazy = cell.option("update") == "lazy"
+def variant_columns(cell: Cell, legacy: bool = False) -> dict[str, Any]:
+    """Every column that identifies the cell's variant (docs/DESIGN.md, runs.csv).
+
+    Options as requested (``update``, ``forward_kernel``) and resolved where the cell's sizes
+    decide (solver, lr, cg_tol, ``update_resolved``); ``forward_kernel_resolved`` is only
+    known after a forward pass and is added by the trainer cell. ``options`` is the canonical
+    string of them all (``subquad.analysis.schema.options_string``): series are keyed by it.
+    ``legacy``: resolve ``auto`` as runs of results schema 1 did (before the fused update).
+    """
+    from subquad.analysis.schema import options_string  # noqa: PLC0415
+
+    out: dict[str, Any] = {"label": cell.label or cell.method,
+                           "threshold": cell.option("threshold", cell.threshold)}
+    if cell.is_calibration:
+        return out | {"options": ""}
+    cfg = cell.train_config()
+    solver = cfg.resolved_solver()
+    out |= {"solver": solver, "lr": cfg.eta, "damping": float(cfg.damping)}
+    if solver.startswith("pcg"):
+        out |= {"sketch_size": cfg.sketch_size, "cg_tol": cfg.tol}
     if cell.method == "subquad":
-        solver = cell.train_config().resolved_solver()
+        from subquad.model.subquadratic import choose_update  # noqa: PLC0415
+
         update = cell.option("update", "auto")
-        if lazy:
+        if update == "lazy":
             exp = cell.option("rank_exponent")
             rank_txt = f"m^{exp:g}" if exp is not None else str(cell.option("rank_max", "m^0.5"))
             rank_num: Any = _rank_max(cell)
         else:
             rank_txt, rank_num = "0", 0
-        options = f"solver={solver};update={update};rank_max={rank_txt}"
+        spec = cfg.spec
+        w_bytes = 0.0 if legacy else float(spec.m) * spec.m * spec.itemsize
+        out |= {"update": update,
+                "update_resolved": choose_update(update, spec.q, spec.backend, w_bytes),
+                "rank_max": rank_num, "forward_kernel": cfg.forward_kernel}
+        opts = options_string({**out, "method": cell.method, "rank_max": rank_txt})
     else:
-        solver = update = rank_num = options = ""
-    mu = float(cell.option("damping", 0.0) or 0.0)
-    if mu:  # a damped variant is its own series, never pooled with the undamped one
-        options = f"{options};damping={mu:g}" if options else f"damping={mu:g}"
+        out |= {"update": "dense", "update_resolved": "dense"}
+        opts = options_string({**out, "method": cell.method})
+    return out | {"options": opts}
+
+
+def cell_columns(cell: Cell, machine: str) -> dict[str, Any]:
+    """The cell columns shared by every row of the cell (DESIGN.md, runs.csv)."""
     return {"experiment": cell.experiment, "cell": cell.base_id, "machine": machine,
             "method": cell.method, "backend": cell.backend, "dtype": cell.dtype, "m": cell.m,
-            "n": cell.n, "d": cell.d, "L": cell.L, "c": cell.c,
-            "threshold": cell.option("threshold", cell.threshold), "data": cell.data,
-            "solver": solver, "update": update, "rank_max": rank_num, "options": options,
-            "seed": cell.seed}
+            "n": cell.n, "d": cell.d, "L": cell.L, "c": cell.c, "data": cell.data,
+            "seed": cell.seed, **variant_columns(cell)}
 
 
 def _rank_max(cell: Cell) -> int:
@@ -198,6 +222,10 @@ def _trainer_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, rows: l
                          "work": work[p] / iters, "bytes": byts[p] / iters})
         rows.append({**shared, "phase": "iteration", "seconds": sum(sec.values()) / iters,
                      "work": sum(work.values()) / iters, "bytes": sum(byts.values()) / iters})
+    resolved = tr.describe()
+    for r in rows:  # what actually ran: auto rules decided by this cell's sizes and machine
+        r["update_resolved"] = resolved.get("update", r.get("update_resolved", ""))
+        r["forward_kernel_resolved"] = "+".join(resolved.get("forward_kernel_used", []))
 
 
 def _train(cell: Cell, tr: Any, clock: _Clock, base: dict, trows: list) -> None:

@@ -22,27 +22,16 @@ from typing import Any
 
 import pandas as pd
 
+from subquad.analysis.schema import PHASES as PHASE_ORDER
+from subquad.analysis.schema import SCHEMA_VERSION, STATUSES, TABLES, VERSION_COLUMN
 from subquad.errors import CorruptFileError
 from subquad.files import atomic_write_text
 
-#: docs/DESIGN.md, "runs.csv"
-RUNS_COLUMNS = [
-    "experiment", "cell", "machine", "method", "backend", "dtype", "m", "n", "d", "L", "c",
-    "threshold", "data", "solver", "update", "rank_max", "options", "seed", "sample", "iters",
-    "phase", "seconds", "work", "bytes", "active_fraction", "loss", "cg_iters", "status",
-    "message", "started", "ended",
-]
-#: docs/DESIGN.md, "training.csv"
-TRAINING_COLUMNS = [
-    "experiment", "cell", "machine", "method", "options", "data", "m", "n", "d", "L", "c",
-    "threshold", "seed", "iteration", "loss", "layer", "active_fraction",
-    "expected_active_fraction", "flips", "cg_iters", "cond_K", "cond_preconditioned",
-]
+#: docs/DESIGN.md, "runs.csv" and "training.csv": declared once, in the results schema
+RUNS_COLUMNS = [*TABLES["runs"].columns, VERSION_COLUMN]
+TRAINING_COLUMNS = [*TABLES["training"].columns, VERSION_COLUMN]
 #: training.csv columns taken from the solver's info of that iteration (empty if it has none)
 SOLVER_INFO_COLUMNS = ("cg_iters", "cond_K", "cond_preconditioned")
-STATUSES = ("ok", "censored", "nan", "cg-not-converged", "singular", "oom", "error")
-PHASE_ORDER = ("init", "forward", "backward", "gram", "solve", "update", "fold", "iteration",
-               "kernel")
 CELL_FILE = re.compile(r"^[0-9a-f]{16}\.csv$")
 #: messages of outcomes that say nothing about the cell itself: ``--resume`` runs it again
 RETRY_PREFIXES = ("sweep budget", "worker lost", "corrupt cell file")
@@ -67,8 +56,12 @@ def _sha256(text: str) -> str:
 
 
 def atomic_write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
-    """Rows as CSV with exactly ``columns`` (missing values empty) behind a checksum line."""
-    body = pd.DataFrame(list(rows), columns=columns).to_csv(index=False)
+    """Rows as CSV with exactly ``columns`` (missing values empty) and the schema version,
+    behind a checksum line."""
+    frame = pd.DataFrame(list(rows), columns=columns)
+    if VERSION_COLUMN in columns:
+        frame[VERSION_COLUMN] = SCHEMA_VERSION
+    body = frame.to_csv(index=False)
     atomic_write_text(path, f"{CHECKSUM_PREFIX}{_sha256(body)}\n{body}")
 
 

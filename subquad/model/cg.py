@@ -132,9 +132,3 @@ def cg_work(n: int, iters: int) -> float:
     """
     n = float(n)
     return iters * (2.0 * n * n + 5.0 * n) + (n * n if iters else 0.0)
-
-
-def preconditioner_work(rows: int, n: int) -> float:
-    """Multiply-adds of the Householder QR of a rows x n matrix (R only): rows n^2 - n^3 / 3."""
-    rows, n = float(rows), float(n)
-    return max(rows * n * n - n ** 3 / 3.0, 0.0)

@@ -69,11 +69,6 @@ def threshold(norms: np.ndarray, b: float, s_w: float, mode: str, xp=np) -> np.n
     raise ConfigError("threshold", f"unknown threshold {mode!r}; accepted: {', '.join(THRESHOLDS)}")
 
 
-def shifted_relu(g, b, xp=np):
-    """sigma(g) = max(g - b, 0) with b broadcast per sample (rows of g)."""
-    return xp.maximum(g - b[:, None], 0)
-
-
 def activity_advice(mode: str, m: int, q: float) -> str:
     """What to do about a drifting or dead layer, for the threshold actually in use."""
     if mode == "fixed":

@@ -1,0 +1,220 @@
+"""A run directory's tables, loaded through the results schema, and the selections that the
+figures, the verdicts and the report share (which series, which context, which fitted row).
+
+Nothing here draws: ``report`` and ``verdicts`` import this, never ``plots``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from subquad.analysis.schema import (
+    SIZES,
+    TABLES,
+    TRAINED_METHODS,
+    context_matches,
+    fmt_number,
+    load_runs,
+    load_table,
+    load_training,
+    parse_context,
+)
+from subquad.analysis.stats import median_ci
+
+#: columns that never pool: a fit or a curve lives inside one value of each
+CONTEXT_COLS = ("machine", "backend", "dtype", "threshold", "data")
+MIN_POINTS = 3
+
+
+@dataclass
+class RunData:
+    """The tables of one run directory; a table that is absent is ``None``.
+
+    ``runs`` holds the usable rows with status ok; ``all_runs`` every row whatever its status
+    (failed and censored cells); ``dropped`` the rows the loader could not use, with reasons.
+    """
+
+    run_dir: Path
+    runs: pd.DataFrame | None = None
+    all_runs: pd.DataFrame | None = None
+    dropped: pd.DataFrame | None = None
+    training: pd.DataFrame | None = None
+    fits: pd.DataFrame | None = None
+    local_slopes: pd.DataFrame | None = None
+    crossover: pd.DataFrame | None = None
+    selfcheck: pd.DataFrame | None = None
+    claims: pd.DataFrame | None = None
+    environment: dict = field(default_factory=dict)
+    styles: dict[tuple[str, str], dict] = field(default_factory=dict)
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Load every table of ``run_dir`` that exists (schema-checked; see ``schema``)."""
+    run_dir = Path(run_dir)
+    data = RunData(run_dir=run_dir)
+    if (run_dir / "runs.csv").is_file():
+        runs = load_runs(run_dir)
+        data.all_runs = runs.frame
+        data.dropped = runs.dropped
+        ok = runs.ok
+        data.runs = ok.reset_index(drop=True) if not ok.empty else None
+    data.training = load_training(run_dir)
+    for name in ("fits", "local_slopes", "crossover", "selfcheck", "claims"):
+        table = load_table(run_dir / TABLES[name].file, name)
+        setattr(data, name, table if table is not None and not table.empty else None)
+    env = run_dir / "environment.json"
+    if env.is_file():
+        try:
+            data.environment = json.loads(env.read_text())
+        except (OSError, ValueError):
+            data.environment = {}
+    return data
+
+
+def summarise(runs: pd.DataFrame, phase: str, quantity: str = "seconds") -> pd.DataFrame:
+    """Median, interval and its coverage of ``quantity`` per (series, context, sizes) for one
+    phase (seeds pooled)."""
+    cols = [c for c in ("method", "options", *CONTEXT_COLS, *SIZES) if c in runs.columns]
+    out_cols = [*cols, "median", "lo", "hi", "coverage", "samples"]
+    sub = runs[(runs["phase"] == phase) & runs[quantity].notna()] if quantity in runs else None
+    if sub is None or sub.empty:
+        return pd.DataFrame(columns=out_cols)
+    rows = []
+    for key, grp in sub.groupby(cols, sort=True, dropna=False):
+        ci = median_ci(grp[quantity])
+        rows.append((*key, ci.median, ci.lo, ci.hi, ci.coverage, len(grp)))
+    return pd.DataFrame(rows, columns=out_cols)
+
+
+def context_values(text: str) -> dict[str, object]:
+    """A context string with numbers as floats (for ``select_rows``)."""
+    out: dict[str, object] = {}
+    for k, v in parse_context(text).items():
+        try:
+            out[k] = float(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def sweeps(summary: pd.DataFrame, axis: str, min_points: int = MIN_POINTS
+           ) -> list[tuple[dict[str, object], pd.DataFrame]]:
+    """Groups where ``axis`` varies and everything else is fixed, most points first."""
+    keys = [c for c in (*CONTEXT_COLS, *SIZES) if c in summary.columns and c != axis]
+    out = []
+    if summary.empty:
+        return out
+    for key, grp in summary.groupby(keys, sort=True, dropna=False):
+        if grp[axis].nunique() >= min_points:
+            out.append((dict(zip(keys, key, strict=True)), grp))
+    out.sort(key=lambda kv: (-kv[1][axis].nunique(), -len(kv[1])))
+    return out
+
+
+def main_context(runs: pd.DataFrame | None, axis: str = "m") -> dict[str, object] | None:
+    """The fixed values of the longest ``axis`` sweep of the trained methods (None if none)."""
+    if runs is None:
+        return None
+    summ = summarise(runs[runs["method"].isin(TRAINED_METHODS)], "iteration")
+    found = sweeps(summ, axis)
+    return found[0][0] if found else None
+
+
+def default_options(runs: pd.DataFrame | None, method: str, fixed: dict | None = None,
+                    x: str = "m") -> str | None:
+    """The options of a method's main variant: the one measured at the most ``x`` values
+    (ties: by ``_UPDATE_PREFERENCE``, then by name)."""
+    if runs is None:
+        return None
+    sel = runs[runs["method"] == method]
+    if fixed:
+        sel = select_rows(sel, fixed)
+    if sel.empty:
+        return None
+    counts = sel.groupby("options")[x].nunique()
+    return min(counts.index, key=lambda o: (-counts[o], _update_rank(o), o))
+
+
+#: ties between variants measured at as many widths go to the default update, then the
+#: paper's sparse scatter update (the lazy fold and the fused forward are alternatives)
+_UPDATE_PREFERENCE = ("auto", "scatter", "rowdense", "fused", "lazy")
+
+
+def _update_rank(options: str) -> int:
+    update = parse_context(options).get("update", "")
+    return _UPDATE_PREFERENCE.index(update) if update in _UPDATE_PREFERENCE else 0
+
+
+def parse_range(text: str) -> tuple[float, float] | None:
+    """'1024-32768', '[1024, 32768]' or '1024..32768' -> (1024.0, 32768.0); None if unparseable."""
+    nums = re.findall(r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?", str(text or ""))
+    if len(nums) < 2:
+        return None
+    lo, hi = float(nums[0]), float(nums[-1])
+    return (min(lo, hi), max(lo, hi))
+
+
+def find_fit(fits: pd.DataFrame | None, method: str, options: str | None, phase: str,
+             quantity: str, axis: str, fixed: dict[str, object]) -> pd.Series | None:
+    """The fitted row of one series (slope fit preferred) whose context matches ``fixed``."""
+    if fits is None:
+        return None
+    sel = fits[(fits["method"] == method) & (fits["phase"] == phase)
+               & (fits["quantity"] == quantity) & (fits["axis"] == axis)]
+    if options is not None and "options" in sel:
+        sel = sel[sel["options"] == options]
+    sel = same_context(sel, fixed)
+    if sel.empty:
+        return None
+    if "fit" in sel and (sel["fit"] == "slope").any():
+        sel = sel[sel["fit"] == "slope"]
+    return sel.iloc[0]
+
+
+def same_context(table: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:
+    """Rows of a fits-like table whose machine, backend, dtype, threshold, data and context
+    agree with ``fixed`` (an empty value on either side matches anything)."""
+    for col in CONTEXT_COLS:
+        if col in table and str(fixed.get(col, "") or ""):
+            table = table[(table[col] == str(fixed[col])) | (table[col] == "")]
+    if "context" in table:
+        table = table[[context_matches(c, fixed) for c in table["context"]]]
+    return table
+
+
+def exponent_text(row: pd.Series | None) -> str:
+    """'1.76 [1.70, 1.82]': exponent and interval of a fitted row ('' when absent)."""
+    if row is None or not np.isfinite(row.get("exponent", np.nan)):
+        return ""
+    return f"{row['exponent']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+
+
+def context_title(fixed: dict[str, object], skip: Iterable[str] = ()) -> str:
+    """'n=16, d=16, L=2, c=0.2; numpy float64' for a panel title."""
+    sizes = [f"{k}={fmt_number(fixed[k])}" for k in SIZES if k in fixed and k not in skip]
+    extra = [str(fixed[k]) for k in ("backend", "dtype", "threshold") if fixed.get(k)]
+    return ", ".join(sizes) + ("; " + " ".join(extra) if extra else "")
+
+
+def select_rows(df: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:
+    """Rows of ``df`` whose columns equal the values of ``fixed`` (columns it lacks ignored)."""
+    mask = np.ones(len(df), dtype=bool)
+    for k, v in fixed.items():
+        if k not in df.columns:
+            continue
+        col = df[k]
+        number = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
+        if pd.api.types.is_numeric_dtype(col) and pd.notna(number):
+            mask &= np.isclose(col.to_numpy(float), float(number), rtol=1e-9, atol=1e-12)
+        else:
+            mask &= (col.astype(str) == str(v)).to_numpy()
+    return df[mask]
+
+

@@ -31,17 +31,16 @@ PARTS = ("forward_extra", "backward_extra", "append", "fold")
 
 
 def cells(run: Path) -> pd.DataFrame:
-    """Median counted work per (n, L, c, m) and phase of the run's subquad scatter cells.
-
-    `update = auto` is resolved by the density rule alone, as it was when results/width was
-    measured; in a run taken after the `fused` mode became auto's choice for large W (m >= 8192
-    in float32), set `update = "scatter"` explicitly so the base phases stay the scatter
-    route's (fused counts the update inside the forward).
-    """
+    """Median counted work per (n, L, c, m) and phase of the run's subquad scatter cells
+    (the column update_resolved says what ran; a run without it resolves `auto` by the
+    density rule, as results of schema 1 did)."""
     runs = read_table(run / "runs.csv", "runs.csv", ("method", "phase", "work", "m", "status"))
     sub = runs[(runs.method == "subquad") & (runs.status == "ok") & (runs.phase != "init")]
-    sub = sub[[choose_update(u, tail(beta(m, c))) == "scatter"
-               for u, m, c in zip(sub["update"].fillna("auto"), sub.m, sub.c)]]
+    if "update_resolved" in sub:
+        sub = sub[sub["update_resolved"] == "scatter"]
+    else:
+        sub = sub[[choose_update(u, tail(beta(m, c))) == "scatter"
+                   for u, m, c in zip(sub["update"].fillna("auto"), sub.m, sub.c)]]
     keys = ["n", "L", "c", "m"]
     work = sub.pivot_table(index=keys, columns="phase", values="work", aggfunc="median")
     af = sub[sub.phase == "iteration"].groupby(keys).active_fraction.median()

@@ -21,8 +21,10 @@ from subquad.files import atomic_savefig, atomic_write_frame, atomic_write_text,
 
 
 def _variant(method: str, options: str) -> str:
-    """dense-gn, subquad or subquad-damped (a damped cell's options end in ';damping=MU')."""
-    return method + ("-damped" if "damping=" in str(options) else "")
+    """dense-gn, subquad or subquad-damped (a damped cell's options hold damping=MU > 0)."""
+    mu = next((p.split("=", 1)[1] for p in str(options).split(";")
+               if p.startswith("damping=")), "0")
+    return method + ("-damped" if float(mu) > 0 else "")
 
 
 def table(run: Path, target: float) -> pd.DataFrame:

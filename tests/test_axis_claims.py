@@ -73,3 +73,9 @@ def test_n_and_d_models():
     assert got["solve work ~ n^2.8"] == ("2.8", REJECTED)  # Cholesky: n^3/3 + 2 n^2 on 4..256
     assert got["iteration seconds ~ d^0"] == ("0", SUPPORTED)
     assert got["solve work ~ n^2.71"] == ("2.71", SUPPORTED)  # joint: n = 4..64, ratio 2
+
+
+def test_no_tables_no_claims():
+    from subquad.analysis.axis_claims import claims_from_tables
+
+    assert claims_from_tables(None, None, None) == []

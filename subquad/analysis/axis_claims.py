@@ -3,8 +3,9 @@ growing n, and real data. Every claim has a prediction, the measurement and a ve
 project's rules (``verdict_near``: the whole interval within the prediction +- 0.15).
 
 ``axis_claims(run_dir)`` returns the claims a run directory can support (a claim whose axis
-the run does not vary is left out, not invented), as rows in the columns of claims.csv, so
-the verdicts module can append them; ``python -m subquad.analysis.axis_claims DIR...``
+the run does not vary is left out, not invented), as rows in the columns of claims.csv;
+``verdicts.evaluate`` appends them to every run's claims.csv (so the report shows them), and
+``python -m subquad.analysis.axis_claims DIR...`` also
 writes ``DIR/axis_claims.csv`` and ``DIR/axis_claims.md``. Models (ALGORITHM.md section 5,
 s = m Q(beta) active neurons per layer and sample; d enters only h_0 = sigma(A x), computed
 once before the iterations):
@@ -327,9 +328,14 @@ def _read(path: Path, what: str) -> pd.DataFrame | None:
 def axis_claims(run_dir: Path | str) -> list[Claim]:
     """Every axis claim the run directory's tables support (empty when none)."""
     run_dir = Path(run_dir)
-    runs = _read(run_dir / "runs.csv", "runs.csv")
-    training = _read(run_dir / "training.csv", "training.csv")
-    fits = _read(run_dir / "fits.csv", "fits.csv")
+    return claims_from_tables(_read(run_dir / "runs.csv", "runs.csv"),
+                              _read(run_dir / "training.csv", "training.csv"),
+                              _read(run_dir / "fits.csv", "fits.csv"))
+
+
+def claims_from_tables(runs: pd.DataFrame | None, training: pd.DataFrame | None,
+                       fits: pd.DataFrame | None) -> list[Claim]:
+    """The axis claims of a run's tables (``runs`` with its failed rows: depth names them)."""
     out: list[Claim] = []
     if fits is not None:
         out += n_d_claims(fits)

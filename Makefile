@@ -36,13 +36,13 @@ CHECK_EXPERIMENT := experiments/check_scaling.toml
 check-scaling: $(VENV)/.installed
 	$(SUBQUAD) sweep $(CHECK_EXPERIMENT) --out $(CHECK_DIR)/run --overwrite
 	$(SUBQUAD) fit $(CHECK_DIR)/run
-	$(SUBQUAD) check $(CHECK_DIR)/run --baseline $(CHECK_DIR)/baseline
+	$(SUBQUAD) check $(CHECK_DIR)/run --baselines $(CHECK_DIR)/baselines
 
+# records this machine's baseline as $(CHECK_DIR)/baselines/<machine id>/
 check-scaling-baseline: $(VENV)/.installed
 	$(SUBQUAD) sweep $(CHECK_EXPERIMENT) --out $(CHECK_DIR)/fresh --overwrite
 	$(SUBQUAD) fit $(CHECK_DIR)/fresh
-	rm -rf $(CHECK_DIR)/baseline
-	cp -r $(CHECK_DIR)/fresh $(CHECK_DIR)/baseline
+	$(SUBQUAD) check $(CHECK_DIR)/fresh --record-baseline $(CHECK_DIR)/baselines
 	rm -rf $(CHECK_DIR)/fresh
 
 bench: $(VENV)/.installed

@@ -6,6 +6,7 @@ Each entry of ``REGISTER`` is a function ``register(subparsers)`` that adds one 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,13 @@ def register_fit(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fit)
 
 
+def _num(x: Any, fmt: str = ".3f") -> str:
+    """A number for a table line, '-' when missing (the schema's one formatter)."""
+    from subquad.analysis.schema import fmt_number  # noqa: PLC0415
+
+    return fmt_number(x, fmt, "-")
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
@@ -187,7 +195,7 @@ def _fit_options(args: argparse.Namespace) -> dict:
 def cmd_fit(args: argparse.Namespace) -> int:
     from subquad.analysis.fit import fit_run  # noqa: PLC0415
     from subquad.analysis.limits import load_limits  # noqa: PLC0415
-    from subquad.analysis.schema import fmt_number, load_table  # noqa: PLC0415
+    from subquad.analysis.schema import load_table  # noqa: PLC0415
 
     target = Path(args.dir)
     if not (target.suffix.lower() == ".json" and target.is_file()):  # a benchmark JSON file
@@ -204,13 +212,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     for r in main.itertuples():
         name = r.method if r.label == r.method else f"{r.method}:{r.label}"
         print(f"{name:<10} {r.options:<44} {r.phase:<9} {r.quantity:<8} {r.axis:<4} "
-              f"{fmt_number(r.exponent, '.3f', '-'):>8}  [{fmt_number(r.ci_low, '.3f', '-')}, "
-              f"{fmt_number(r.ci_high, '.3f', '-')}]".ljust(112) + f" {r.context}")
+              f"{_num(r.exponent):>8}  [{_num(r.ci_low)}, "
+              f"{_num(r.ci_high)}]".ljust(112) + f" {r.context}")
     for r in load_table(paths["crossover"], "crossover").itertuples():
         print(f"crossover ({r.quantity}, {r.context}, {r.options} vs {r.baseline_options}): "
-              f"m* = {fmt_number(r.m_star, '.0f', '-')} [{fmt_number(r.ci_low, '.0f', '-')}, "
-              f"{fmt_number(r.ci_high, '.0f', '-')}] ({r.kind}); speed-up at m = "
-              f"{fmt_number(r.max_m, '.0f', '-')}: {fmt_number(r.speedup_at_max_m, '.2f', '-')}x")
+              f"m* = {_num(r.m_star, '.0f')} [{_num(r.ci_low, '.0f')}, "
+              f"{_num(r.ci_high, '.0f')}] ({r.kind}); speed-up at m = "
+              f"{_num(r.max_m, '.0f')}: {_num(r.speedup_at_max_m, '.2f')}x")
     trust = paths.trustworthy
     tol = load_limits().calibration_tolerance
     if trust is not None:
@@ -273,8 +281,14 @@ def register_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check", help="gate a fitted run: exponent limits, rise over a baseline, slower cells")
     p.add_argument("dir", metavar="DIR", help="fitted run directory (runs.csv, fits.csv)")
-    p.add_argument("--baseline", required=True, metavar="BASE",
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--baseline", metavar="BASE",
                    help="fitted baseline run directory to compare against")
+    g.add_argument("--baselines", metavar="ROOT",
+                   help="one baseline per machine under ROOT/<machine>/: seconds are gated "
+                   "against this machine's, else against the machine model's prediction")
+    g.add_argument("--record-baseline", metavar="ROOT",
+                   help="copy the fitted DIR to ROOT/<machine>/ as this machine's baseline")
     p.add_argument("--limits", default=None, metavar="FILE",
                    help="limits TOML (default: the packaged subquad/analysis/limits.toml)")
     p.add_argument("--strict", action="store_true",
@@ -292,8 +306,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise ConfigError("limits", f"{args.limits} does not exist; give a limits TOML or omit "
                           "--limits for the packaged one")
     _run_dir(args.dir, fitted=True)
-    _run_dir(args.baseline, "--baseline", fitted=True)
-    results = run_check(args.dir, args.baseline, args.limits)
+    if args.record_baseline:
+        from subquad.analysis.check import record_baseline  # noqa: PLC0415
+
+        print(f"recorded {record_baseline(args.dir, args.record_baseline)}")
+        return 0
+    if args.baselines:
+        from subquad.analysis.check import run_portable_check  # noqa: PLC0415
+
+        results, note = run_portable_check(args.dir, args.baselines, args.limits)
+        print(note)
+    else:
+        _run_dir(args.baseline, "--baseline", fitted=True)
+        results = run_check(args.dir, args.baseline, args.limits)
     print(format_gates(results))
     failed = [r for r in results if r.decided and not r.passed]
     undecided = [r for r in results if not r.decided]
@@ -301,3 +326,129 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{len(undecided)} undecided" + (f" (limits: {args.limits})" if args.limits else "")
           + (" (--strict: undecided checks fail)" if args.strict and undecided else ""))
     return 1 if failed or (args.strict and undecided) else 0
+
+
+# ------------------------------------------------------------------------------- machine model
+
+
+@_register
+def register_calibrate(sub: argparse._SubParsersAction) -> None:
+    """``subquad calibrate [--backend] [--dtype] [--threads] --out DIR``."""
+    p = sub.add_parser("calibrate", help="measure this machine's constants for the model "
+                       "(bandwidth curves, GEMM rates, overheads; about a minute)")
+    p.add_argument("--backend", default="numpy", help="numpy (CPU) or cupy (GPU)")
+    p.add_argument("--dtype", default="float32", help="float32 or float64")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS and numba threads (default: all usable cores)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="directory for calibration.json and figures/")
+    p.add_argument("--quick", action="store_true",
+                   help="smaller grids (seconds, for tests; not for predictions)")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from subquad.harness.calibrate import run_calibrate  # noqa: PLC0415
+
+    path, cal = run_calibrate(args.out, args.backend, args.dtype, args.threads,
+                              quick=args.quick)
+    levels = ", ".join(f"L{c['level']} {c['size'] >> 10} KiB" for c in cal["caches"])
+    print(f"machine {cal['machine']}: cache levels {levels or 'unknown'}; "
+          f"probes took {cal['seconds']:.0f} s")
+    print(f"wrote {path}")
+    try:
+        from subquad.analysis.machine_plots import bandwidth_figure  # noqa: PLC0415
+    except ImportError as exc:  # matplotlib missing: the numbers are still written
+        print(f"no figure: {exc}")
+        return 0
+    for f in bandwidth_figure(cal, Path(args.out) / "figures" / f"bandwidth-{cal['machine']}"):
+        print(f"wrote {f}")
+    return 0
+
+
+@_register
+def register_model(sub: argparse._SubParsersAction) -> None:
+    """``subquad model DIR [--calibration FILE]``."""
+    p = sub.add_parser("model", help="predict every cell's phases from counted work, bytes and "
+                       "the machine's calibration; fit efficiency factors; explain exponents")
+    p.add_argument("dir", metavar="DIR", help="run directory (runs.csv with per-phase bytes)")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="calibration.json of the run's machine (default DIR/calibration.json)")
+    p.add_argument("--min-m", type=float, default=None,
+                   help="fit factors and exponents from this width (default: the run's "
+                   "[fit] min_m)")
+    p.set_defaults(func=cmd_model)
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    import pandas as pd  # noqa: PLC0415
+
+    from subquad.analysis.model_run import model_run  # noqa: PLC0415
+
+    paths = model_run(_run_dir(args.dir), args.calibration, min_m=args.min_m)
+    summ = pd.read_csv(paths["summary"], keep_default_na=False)
+    print(f"{'method':<9} {'widths':<12} {'measured':>9} {'model':>7} {'fitted':>7} "
+          f"{'work':>6} {'asympt.':>7}")
+    for r in summ.itertuples():
+        print(f"{r.method:<9} {r.fit_range:<12} {_num(r.measured_exponent):>9} "
+              f"{_num(r.model_exponent):>7} {_num(r.fitted_exponent):>7} "
+              f"{_num(r.work_exponent, '.2f'):>6} {_num(r.asymptotic_exponent, '.2f'):>7}")
+    model = pd.read_csv(paths["model"], keep_default_na=False)
+    it = model[model["phase"] == "iteration"]
+    for meth, g in it.groupby("method"):
+        r = g["ratio"].astype(float)
+        print(f"{meth}: predicted / measured iteration seconds {r.min():.2f}..{r.max():.2f} "
+              f"over {len(g)} cells")
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+@_register
+def register_predict(sub: argparse._SubParsersAction) -> None:
+    """``subquad predict RUN --calibration OTHER.json``."""
+    p = sub.add_parser("predict", help="predict another machine's seconds, exponents, "
+                       "crossover and speed-up from this run's counts and its calibration")
+    p.add_argument("dir", metavar="RUN", help="run directory (runs.csv with per-phase bytes)")
+    p.add_argument("--calibration", required=True, metavar="FILE",
+                   help="calibration.json of the machine to predict (a GPU's included)")
+    p.add_argument("--machine", default=None,
+                   help="machine id inside FILE when it holds several")
+    p.add_argument("--compare", metavar="DIR", default=None,
+                   help="a run measured on that machine: print measured beside predicted")
+    p.add_argument("--out", metavar="FILE", default=None, help="also write the cells as CSV")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from subquad.analysis.model_run import predict_run  # noqa: PLC0415
+    from subquad.files import atomic_write_frame  # noqa: PLC0415
+
+    res = predict_run(_run_dir(args.dir), args.calibration, args.machine, args.compare)
+    mach = res["machine"].iloc[0]
+    print(f"prediction for machine {mach['machine']} ({mach['backend']}, threads "
+          f"{mach['threads'] or 'all'}) from the counts of {args.dir}")
+    cells = res["cells"]
+    has = "measured" in cells
+    print(f"{'method':<9} {'m':>7} {'predicted s':>12}" + (f" {'measured s':>11} {'ratio':>6}"
+                                                          if has else ""))
+    for r in cells.sort_values(["method", "m"]).itertuples():
+        line = f"{r.method:<9} {r.m:>7g} {r.predicted:>12.4g}"
+        if has:
+            line += f" {_num(r.measured, '.4g'):>11} {_num(r.ratio, '.2f'):>6}"
+        print(line)
+    for r in res["summary"].itertuples():
+        meas = getattr(r, "measured_exponent", math.nan)
+        cmp = (f" (over m {r.compared_range}: predicted {_num(r.compared_model_exponent)}, "
+               f"measured {_num(meas)})") if has else ""
+        print(f"{r.method}: exponent {_num(r.model_exponent)} over m {r.fit_range}{cmp}"
+              + f"; counted work {_num(r.work_exponent)}; asymptotic "
+              f"{_num(r.asymptotic_exponent)} (m {r.asymptotic_range}, extrapolation)")
+    for r in res["crossover"].itertuples():
+        print(f"crossover m* = {_num(r.m_star, '.0f')} ({r.kind}) for subquad [{r.sub_options}]")
+    sp = res["speedup"]
+    for r in sp.itertuples():
+        print(f"speed-up dense-gn / subquad at m = {r.m:g}: {r.speedup:.2f}x ({r.kind})")
+    if args.out:
+        print(f"wrote {atomic_write_frame(Path(args.out), cells) or args.out}")
+    return 0

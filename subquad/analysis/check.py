@@ -231,3 +231,150 @@ def run_check(run_dir: str | Path, baseline: str | Path,
                                   drift, "informational", True,
                                   "cell samples were divided by this before the factor gate"))
     return results
+
+
+# ----------------------------------------------------------------------------- portable tiers
+
+
+def _environment(run_dir: Path) -> dict:
+    import json  # noqa: PLC0415
+
+    p = Path(run_dir) / "environment.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def find_baseline(root: Path, env: dict) -> Path | None:
+    """The baseline under ``root`` (one directory per machine) whose fingerprint equals
+    ``env``'s (CPU model, cache sizes, cores, threads, BLAS); None when there is none."""
+    from subquad.harness.environment import fingerprint  # noqa: PLC0415
+
+    want = fingerprint(env)
+    for d in sorted(p for p in Path(root).iterdir() if p.is_dir()) if root.is_dir() else []:
+        if fingerprint(_environment(d)) == want:
+            return d
+    return None
+
+
+def any_baseline(root: Path) -> Path | None:
+    """Some baseline under ``root`` (counted work is machine-independent), None if empty."""
+    dirs = sorted(p for p in Path(root).iterdir() if (p / "fits.csv").is_file()) \
+        if root.is_dir() else []
+    return dirs[0] if dirs else None
+
+
+def _work_only(fits: pd.DataFrame) -> pd.DataFrame:
+    return fits[fits["quantity"] != "seconds"]
+
+
+def model_checks(run_dir: Path, limits: Limits) -> list[GateResult]:
+    """Seconds of ``run_dir`` against the machine model's prediction for its own machine.
+
+    Needs ``run_dir/calibration.json`` (``[calibration] probes = true``); without it one
+    failed gate says so (never a silent pass). Per cell (m >= model min_m): measured /
+    predicted iteration seconds inside the ratio band; per series: the measured exponent's
+    ci_low at most the model exponent + tolerance over the same widths.
+    """
+    from subquad.analysis.machine import load_calibration, slope  # noqa: PLC0415
+    from subquad.analysis.model_run import (  # noqa: PLC0415
+        SERIES,
+        cell_phases,
+        predict_cells,
+    )
+
+    runs = load_samples(run_dir, "DIR", "iteration")
+    machine = str(runs["machine"].iloc[0]) if len(runs) else ""
+    try:
+        mach = load_calibration(run_dir / "calibration.json", machine, "DIR")
+    except ConfigError as exc:
+        return [GateResult("model: calibration of this machine", math.nan, "present", False,
+                           f"{exc}; cannot gate seconds without a baseline or it")]
+    if mach.id != machine:
+        return [GateResult("model: calibration of this machine", math.nan, machine, False,
+                           f"calibration.json holds {mach.id}, the run {machine}")]
+    full = load_runs(Path(run_dir) / "runs.csv").frame
+    pred = predict_cells(cell_phases(full), mach)
+    it = pred[(pred["phase"] == "iteration") & (pred["m"] >= limits.model_min_m)]
+    lo, hi = limits.model_ratio
+    out = []
+    for r in it.sort_values(["method", "options", "m"]).itertuples():
+        ratio = r.seconds / r.predicted
+        name = f"model: {r.method}{f' [{r.options}]' if r.options else ''} m={r.m:g} n={r.n:g}"
+        out.append(GateResult(name, float(ratio), f"measured / predicted in [{lo:g}, {hi:g}]",
+                              bool(lo <= ratio <= hi),
+                              f"measured {r.seconds:.4g} s, predicted {r.predicted:.4g} s"))
+    fits = load_fits(run_dir, "DIR")
+    tol = limits.model_exponent_tolerance
+    for key, g in it.groupby(SERIES, dropna=False, sort=True):
+        kd = dict(zip(SERIES, key))
+        model_exp = slope(g["m"], g["predicted"])
+        ctx = f"n={kd['n']:g};d={kd['d']:g};L={kd['L']:g};c={kd['c']:g}"
+        row = fits[(fits["method"] == kd["method"]) & (fits["options"] == kd["options"])
+                   & (fits["phase"] == "iteration") & (fits["quantity"] == "seconds")
+                   & (fits["axis"] == "m") & (fits["context"] == ctx)]
+        name = f"model exponent: {kd['method']} iteration seconds ({ctx})"
+        if row.empty or len(g) < 3:
+            out.append(GateResult(name, math.nan, f"ci_low <= {model_exp:.3f} + {tol:g}",
+                                  False, "no fitted seconds exponent over >= 3 widths"))
+            continue
+        b = row.iloc[0]
+        rose = not float(b["ci_low"]) <= model_exp + tol
+        out.append(GateResult(name, float(b["exponent"]), f"ci_low <= {model_exp + tol:.3f}",
+                              not rose, f"{_interval(b)}; model {model_exp:.3f} over m "
+                              f"{g['m'].min():g}-{g['m'].max():g} (calibration {mach.id})"))
+    return out
+
+
+def run_portable_check(run_dir: str | Path, root: str | Path,
+                       limits: str | Path | None = None) -> tuple[list[GateResult], str]:
+    """``subquad check DIR --baselines ROOT``: (results, one line naming the tier used).
+
+    Counted work is gated everywhere (limits, and rises over any stored baseline). Seconds:
+    against the baseline of this machine's fingerprint when ROOT has one, otherwise against
+    the machine model's prediction for this machine (``model_checks``).
+    """
+    lim = load_limits(limits)
+    run_dir, root = Path(run_dir), Path(root)
+    if not run_dir.is_dir():
+        raise ConfigError("DIR", f"no run directory at {run_dir}")
+    env = _environment(run_dir)
+    same = find_baseline(root, env)
+    if same is not None:
+        note = f"baseline tier: {same} has this machine's fingerprint ({env.get('machine')})"
+        return run_check(run_dir, same, limits), note
+    new = load_fits(run_dir, "DIR")
+    other = any_baseline(root)
+    base = _work_only(load_fits(other, "--baselines")) if other else new.iloc[0:0]
+    results = exponent_checks(_work_only(new), base, lim)
+    results += model_checks(run_dir, lim)
+    note = (f"no baseline for machine {env.get('machine', '?')} under {root}: seconds gated "
+            "against the machine model's prediction; record this machine's baseline with "
+            "`make check-scaling-baseline`")
+    return results, note
+
+
+def record_baseline(run_dir: str | Path, root: str | Path) -> Path:
+    """Copy a fitted run to ``root/<machine>/`` (replacing it): this machine's baseline.
+
+    Every file goes through ``subquad.files`` (atomic); cell files and figures are left out.
+    """
+    import shutil  # noqa: PLC0415
+
+    from subquad.files import atomic_write_bytes  # noqa: PLC0415
+
+    run_dir = Path(run_dir)
+    machine = _environment(run_dir).get("machine")
+    if not machine:
+        raise ConfigError("DIR", f"{run_dir}/environment.json names no machine")
+    load_fits(run_dir, "DIR")
+    dest = Path(root) / str(machine)
+    if dest.exists():
+        shutil.rmtree(dest)
+    for f in sorted(run_dir.rglob("*")):
+        rel = f.relative_to(run_dir)
+        if f.is_file() and rel.parts[0] not in ("cells", "figures"):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(dest / rel, f.read_bytes())
+    return dest

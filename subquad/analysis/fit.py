@@ -61,7 +61,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +91,12 @@ SERIES_KEYS = ["machine", "method", "label", "options", "backend", "dtype", "thr
                "phase"]
 CROSSOVER_QUANTITIES = ("seconds", "work")
 WINDOWS = ("all", "auto")
+#: regime-aware fits (docs/MACHINE_MODEL.md): ``regime`` = widths whose weight matrix exceeds
+#: the last cache level; ``segment-1``/``segment-2`` = the two slopes of a continuous two-segment
+#: fit with its breakpoint. Verdicts use ``regime`` when it has enough widths.
+REGIME_FITS = ("regime", "segment-1", "segment-2")
+REGIME_MIN_POINTS = 5
+REGIME_MIN_DECADES = 0.5
 _MAX_DRAWS_PER_CHUNK = 4_000_000
 
 
@@ -103,6 +109,8 @@ class FitOptions:
     seed: int = 0
     window: str = "all"
     min_axis: Mapping[str, float] | None = None
+    #: bytes of the last cache level per machine id (regime fits; none without it)
+    last_cache: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.confidence < 1.0:
@@ -475,7 +483,65 @@ def _slopes_and_locals(ok: pd.DataFrame, opts: FitOptions) -> tuple[list[dict], 
             if fit is not None:
                 fits.append(_slope_row(s, fit))
             locals_.extend(_local_rows(s, meds, opts))
+            if axis == "m" and s.quantity == "seconds":
+                keep = s.x >= min_x if min_x else np.ones(len(s.x), bool)  # same window
+                sub = replace(s, x=s.x[keep], Y=s.Y[keep], counts=s.counts[keep],
+                              modes=tuple(np.asarray(s.modes, object)[keep]) if s.modes else ())
+                fits.extend(_regime_rows(sub, meds[:, keep], opts))
     return fits, locals_
+
+
+def _regime_rows(s: _Series, meds: np.ndarray, opts: FitOptions) -> list[dict]:
+    """Single-regime fit (weights beyond the last cache) and two-segment fit of a series."""
+    rows = []
+    llc = (opts.last_cache or {}).get(str(s.keys["machine"]))
+    isz = 8 if str(s.keys["dtype"]) == "float64" else 4
+    if llc:
+        beyond = s.x * s.x * isz > llc
+        if beyond.sum() >= 3:
+            lm = np.log(meds[:, beyond])
+            slope, icpt = _ols(np.log(s.x[beyond]), lm)
+            lo, hi = _interval(slope[1:], opts.confidence)
+            used = [m for m, b in zip(s.modes, beyond) if b] if s.modes else None
+            rows.append(_series_ids(s, used) | {
+                "fit": "regime", "exponent": slope[0], "ci_low": lo, "ci_high": hi,
+                "n_points": int(beyond.sum()), "fit_range": _fit_range(s.axis, s.x[beyond]),
+                "intercept": icpt[0], "window": f"m^2 x {isz} B > last cache {llc / 2**20:g} MiB"})
+    seg = two_segment(s.x, np.log(meds))
+    if seg is not None:
+        bp, s1, s2 = seg
+        (blo, bhi), ci1, ci2 = (_interval(v[1:], opts.confidence) for v in (bp, s1, s2))
+        for k, (v, (lo, hi)) in enumerate(((s1, ci1), (s2, ci2)), start=1):
+            x = s.x[s.x <= bp[0]] if k == 1 else s.x[s.x >= bp[0]]
+            used = [m for m, xi in zip(s.modes, s.x) if xi in x] if s.modes else None
+            rows.append(_series_ids(s, used) | {
+                "fit": f"segment-{k}", "exponent": v[0], "ci_low": lo, "ci_high": hi,
+                "n_points": len(x), "fit_range": _fit_range(s.axis, x), "window": "two-segment",
+                "breakpoint": bp[0], "breakpoint_ci_low": blo, "breakpoint_ci_high": bhi})
+    return rows
+
+
+def two_segment(x: np.ndarray, ly: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """Continuous two-segment log-log fit of every row of ``ly`` (row 0 measured, the rest
+    bootstrap replicates): (breakpoint, slope below, slope above) per row; None under 5 points.
+
+    The breakpoint is the interior width minimising the squared error of
+    log y = a + b log x + c max(0, log x - log x_b), so slopes are b and b + c.
+    """
+    if len(x) < REGIME_MIN_POINTS:
+        return None
+    lx = np.log(np.asarray(x, dtype=float))
+    best = np.full(ly.shape[0], np.inf)
+    out = [np.full(ly.shape[0], np.nan) for _ in range(3)]
+    for j in range(2, len(lx) - 2):  # at least 3 points on each side (sharing the break)
+        X = np.column_stack([np.ones_like(lx), lx, np.maximum(0.0, lx - lx[j])])
+        coef = ly @ np.linalg.pinv(X).T
+        sse = ((ly - coef @ X.T) ** 2).sum(axis=1)
+        better = sse < best
+        best = np.where(better, sse, best)
+        for arr, val in zip(out, (np.full(len(sse), x[j]), coef[:, 1], coef[:, 1] + coef[:, 2])):
+            arr[better] = val[better]
+    return tuple(out)
 
 
 def _joint_rows(ok: pd.DataFrame, opts: FitOptions) -> list[dict]:
@@ -695,6 +761,23 @@ def trustworthy(check: pd.DataFrame | None) -> bool | None:
 NAMES = ("fits", "local_slopes", "crossover", "selfcheck", "dropped")
 
 
+def last_caches(run_dir: Path) -> dict[str, float]:
+    """Bytes of the last cache level per machine id, from the run's environment files."""
+    import json  # noqa: PLC0415
+
+    out: dict[str, float] = {}
+    files = [run_dir / "environment.json", *sorted((run_dir / "machines").glob("*.json"))]
+    for f in files:
+        try:
+            env = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        sizes = [c.get("size") or 0 for c in env.get("caches") or []]
+        if env.get("machine") and max(sizes, default=0) > 0:
+            out[str(env["machine"])] = float(max(sizes))
+    return out
+
+
 def _output_paths(path: Path) -> tuple[Path, dict[str, Path]]:
     """The runs source and the output paths of a run directory or benchmark JSON file."""
     if path.is_dir():
@@ -706,7 +789,7 @@ def _output_paths(path: Path) -> tuple[Path, dict[str, Path]]:
 
 def _check_window(runs: Runs, slopes: list[dict], opts: FitOptions) -> None:
     """An explicit window (``--min-m``) that leaves no series to fit is a user error."""
-    if slopes or not opts.min_axis or runs.ok.empty:
+    if any(r["fit"] == "slope" for r in slopes) or not opts.min_axis or runs.ok.empty:
         return
     axis, value = next(iter(opts.min_axis.items()))
     top = runs.ok[axis].max()
@@ -733,6 +816,8 @@ def fit_run(path: Path | str, **options) -> FitPaths:
         training = load_training(source.parent)
         if training is not None:
             write_table(source.parent / "training.csv", "training", training)
+    if opts.last_cache is None and not is_json:
+        opts = replace(opts, last_cache=last_caches(source.parent))
     ok = runs.ok
     slopes, locals_ = _slopes_and_locals(ok, opts)
     _check_window(runs, slopes, opts)

@@ -101,6 +101,10 @@ class Limits:
     claim_min_saving: float = 0.05
     claim_min_points: int = 6
     claim_min_decades: float = 1.0
+    #: model tier (no same-machine baseline): min width, ratio band, exponent tolerance
+    model_min_m: float = 1024.0
+    model_ratio: tuple[float, float] = (0.5, 2.0)
+    model_exponent_tolerance: float = 0.15
     source: str = field(default="", compare=False)
 
     def exponent_limit(self, method: str, phase: str, quantity: str, axis: str = "m",
@@ -180,7 +184,20 @@ def parse_limits(doc: dict, source: str = "limits.toml") -> Limits:
         claim_min_saving=_num(doc.get("claims", {}), "min_saving", "claims", 0.05),
         claim_min_points=int(_num(doc.get("claims", {}), "min_fit_points", "claims", 6)),
         claim_min_decades=_num(doc.get("claims", {}), "min_decades", "claims", 1.0),
-        source=source)
+        **_model_tier(doc.get("model", {})), source=source)
+
+
+def _model_tier(t: dict) -> dict:
+    """The [model] table (model tier of ``subquad check``), validated; defaults if absent."""
+    lo, hi = _num(t, "ratio_low", "model", 0.5), _num(t, "ratio_high", "model", 2.0)
+    if not 0 < lo < 1 < hi:
+        raise ConfigError("limits", f"model: need 0 < ratio_low < 1 < ratio_high, got {lo}, "
+                          f"{hi}")
+    tol = _num(t, "exponent_tolerance", "model", 0.15)
+    if tol < 0:
+        raise ConfigError("limits", f"model: exponent_tolerance must be >= 0, got {tol}")
+    return {"model_min_m": _num(t, "min_m", "model", 1024.0), "model_ratio": (lo, hi),
+            "model_exponent_tolerance": tol}
 
 
 def load_limits(path: str | Path | None = None) -> Limits:

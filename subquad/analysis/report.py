@@ -39,7 +39,8 @@ from subquad.analysis.verdicts import (
     scope_text,
     write_claims,
 )
-from subquad.files import atomic_write_text
+from subquad.errors import ConfigError
+from subquad.files import atomic_write_text, read_table
 from subquad.memory import fmt_bytes
 
 NOT_MEASURED = "not measured in this run"
@@ -459,6 +460,72 @@ def figures_section(run_dir: Path) -> str:
     return "## Figures\n\n" + "\n".join(blocks)
 
 
+def _read_optional(path: Path) -> pd.DataFrame | None:
+    try:
+        return read_table(path, path.name, keep_default_na=False, na_values=[""]) \
+            if path.is_file() else None
+    except ConfigError:
+        return None
+
+
+def model_section(run_dir: Path) -> str:
+    """'Why is the measured exponent what it is' from ``subquad model``'s tables (if run)."""
+    summ = _read_optional(run_dir / "model_summary.csv")
+    if summ is None or summ.empty:
+        return ""
+    f = "{:.3f}".format
+    lines = ["## Why is the measured exponent what it is (machine model)\n",
+             "From `subquad model` (docs/MACHINE_MODEL.md): every phase predicted as "
+             "t = o + W/F + B/BW(S) from counted work and bytes and this machine's "
+             "calibration.json, no fitted parameter. Exponents are least-squares slopes over "
+             "the same widths; *asymptotic* evaluates every working set beyond the last cache "
+             "level at widths past the measured range (extrapolated counts).\n",
+             "| series | widths | measured | model (predict) | model (fit) | counted work | "
+             "asymptotic (extrapolation) |", "|---|---|---|---|---|---|---|"]
+    for r in summ.itertuples():
+        meas = f(r.measured_exponent)
+        if pd.notna(r.measured_ci_low):
+            meas += f" [{f(r.measured_ci_low)}, {f(r.measured_ci_high)}]"
+        label = series_label(r.method, "" if pd.isna(r.options) else str(r.options))
+        lines.append(f"| {label} n={r.n:g} | {r.fit_range} | {meas} | {f(r.model_exponent)} | "
+                     f"{f(r.fitted_exponent)} | {f(r.work_exponent)} | "
+                     f"{f(r.asymptotic_exponent)} (m {r.asymptotic_range}) |")
+    model = _read_optional(run_dir / "model.csv")
+    if model is not None and not model.empty:
+        it = model[model["phase"] == "iteration"]
+        for meth, g in it.groupby("method"):
+            lines.append(f"\n{meth}: predicted / measured iteration seconds "
+                         f"{g['ratio'].min():.2f}..{g['ratio'].max():.2f} (predict mode), "
+                         f"{g['fit_ratio'].min():.2f}..{g['fit_ratio'].max():.2f} (fit mode) "
+                         f"over {len(g)} cells; per phase in model.csv.")
+        if (run_dir / "figures" / "model.png").is_file():
+            lines.append("\n![measured vs predicted seconds](figures/model.png)")
+    fac = _read_optional(run_dir / "model_factors.csv")
+    if fac is not None and not fac.empty:
+        lines += ["\nEfficiency factors (measured / predicted per phase, log-space fit, 95% "
+                  "bootstrap interval over cells; 1 = at the calibrated machine limit):\n",
+                  "| method | phase | factor | interval | cells |", "|---|---|---|---|---|"]
+        for r in fac.dropna(subset=["factor"]).itertuples():
+            lines.append(f"| {r.method} | {r.phase} | {r.factor:.2f} | "
+                         f"[{r.ci_low:.2f}, {r.ci_high:.2f}] | {r.n_cells} |")
+    sp = _read_optional(run_dir / "model_speedup.csv")
+    if sp is not None and not sp.empty:
+        from subquad.analysis.model_run import crossover_m  # noqa: PLC0415
+
+        for opts, g in sp.groupby("sub_options"):
+            m_star, kind = crossover_m(g)
+            where = f"m* = {m_star:.0f}" if np.isfinite(m_star) else "no crossover"
+            lines.append(f"\nPredicted crossover (subquad [{opts}] faster than dense-gn): "
+                         f"{where} ({kind}).")
+        ext = sp[sp["kind"] == "extrapolation"]
+        if not ext.empty:
+            lines.append("\nPredicted speed-up dense-gn / subquad beyond the measured widths "
+                         "(**extrapolation** of counted work and bytes, predict mode): "
+                         + ", ".join(f"m = {r.m:g}: {r.speedup:.1f}x" for r in ext.itertuples())
+                         + ".")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(run_dir: Path) -> Path:
     """Write ``run_dir/claims.csv`` and ``run_dir/report.md``; returns the report's path."""
     run_dir = Path(run_dir)
@@ -470,7 +537,7 @@ def write_report(run_dir: Path) -> Path:
         "m^(2 - Omega(1)) per training iteration.\n")
     sections = [title, environment_section(data.environment), reproduce_section(data),
                 completeness_section(data), claims_section(data, scope, claims),
-                crossover_section(data, scope), selfcheck_section(data),
+                crossover_section(data, scope), model_section(run_dir), selfcheck_section(data),
                 figures_section(run_dir)]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(s for s in sections if s))

@@ -161,9 +161,15 @@ def parse_range(text: str) -> tuple[float, float] | None:
     return (min(lo, hi), max(lo, hi))
 
 
+#: fit kinds that only describe one memory regime or one segment (never a default choice)
+REGIME_KINDS = ("regime", "segment-1", "segment-2")
+
+
 def find_fit(fits: pd.DataFrame | None, method: str, options: str | None, phase: str,
-             quantity: str, axis: str, fixed: dict[str, object]) -> pd.Series | None:
-    """The fitted row of one series (slope fit preferred) whose context matches ``fixed``."""
+             quantity: str, axis: str, fixed: dict[str, object], kind: str = "slope"
+             ) -> pd.Series | None:
+    """The fitted row of one series whose context matches ``fixed``: fit ``kind`` (default
+    the all-widths slope, else a joint fit); a regime-aware kind only when asked for."""
     if fits is None:
         return None
     sel = fits[(fits["method"] == method) & (fits["phase"] == phase)
@@ -173,9 +179,14 @@ def find_fit(fits: pd.DataFrame | None, method: str, options: str | None, phase:
     sel = same_context(sel, fixed)
     if sel.empty:
         return None
-    if "fit" in sel and (sel["fit"] == "slope").any():
-        sel = sel[sel["fit"] == "slope"]
-    return sel.iloc[0]
+    if "fit" in sel:
+        if (sel["fit"] == kind).any():
+            sel = sel[sel["fit"] == kind]
+        elif kind != "slope":
+            return None
+        else:
+            sel = sel[~sel["fit"].isin(REGIME_KINDS)]
+    return sel.iloc[0] if not sel.empty else None
 
 
 def same_context(table: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:

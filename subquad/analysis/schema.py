@@ -114,8 +114,8 @@ _SERIES = ("machine method label options backend dtype threshold data phase quan
            "context update_resolved")
 TABLES: dict[str, Table] = {t.name: t for t in (
     Table("runs", _CELL + " sample:float iters:float phase seconds:float work:float "
-          "bytes:float active_fraction:float loss:float cg_iters:float status message "
-          "started ended",
+          "bytes:float line_bytes:float working_set:float access shape calls:float "
+          "active_fraction:float loss:float cg_iters:float status message started ended",
           ("method", "phase", "m", "seconds"), derived=False),
     Table("training", "experiment cell machine method label options data m:float n:float "
           "d:float L:float c:float threshold seed:float iteration:float loss:float layer:float "
@@ -123,7 +123,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
           "cond_K:float cond_preconditioned:float",
           ("cell", "iteration", "loss"), derived=False),
     Table("fits", _SERIES + " fit exponent:float ci_low:float ci_high:float n_points:float "
-          "fit_range intercept:float window", ("method", "phase", "exponent")),
+          "fit_range intercept:float window breakpoint:float breakpoint_ci_low:float "
+          "breakpoint_ci_high:float", ("method", "phase", "exponent")),
     Table("local_slopes", _SERIES + " x_lo:float x_hi:float slope:float ci_low:float "
           "ci_high:float", ("method", "slope")),
     Table("crossover", "machine backend dtype label options baseline_label baseline_options "

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from subquad.analysis.fit import trustworthy
+from subquad.analysis.fit import REGIME_MIN_DECADES, REGIME_MIN_POINTS, trustworthy
 from subquad.analysis.limits import Limits, load_limits
 from subquad.analysis.rundata import (
     RunData,
@@ -115,13 +115,29 @@ def grid_note(row: pd.Series | None, limits: Limits) -> str:
     """Why a fit's grid is too small to judge scaling ('' when it is large enough)."""
     if row is None:
         return ""
-    n = int(row["n_points"]) if pd.notna(row.get("n_points", np.nan)) else 0
-    rng = parse_range(str(row.get("fit_range", "")))
-    decades = math.log10(rng[1] / rng[0]) if rng and rng[0] > 0 else math.nan
-    if n >= limits.claim_min_points and decades >= limits.claim_min_decades:
+    n = _points(row)
+    decades = _decades(row)
+    regime = str(row.get("fit", "")) == "regime"
+    need_n = REGIME_MIN_POINTS if regime else limits.claim_min_points
+    need_d = REGIME_MIN_DECADES if regime else limits.claim_min_decades
+    if n >= need_n and decades >= need_d:
         return ""
     return (f"grid too small to judge ({n} points over {decades:.2g} decades; needs >= "
-            f"{limits.claim_min_points} over >= {limits.claim_min_decades:g})")
+            f"{need_n} over >= {need_d:g})")
+
+
+def _points(row: pd.Series) -> int:
+    return int(row["n_points"]) if pd.notna(row.get("n_points", np.nan)) else 0
+
+
+def _decades(row: pd.Series) -> float:
+    rng = parse_range(str(row.get("fit_range", "")))
+    return math.log10(rng[1] / rng[0]) if rng and rng[0] > 0 else math.nan
+
+
+def regime_usable(row: pd.Series) -> bool:
+    """A single-regime fit judges a claim with >= 5 widths over >= half a decade."""
+    return _points(row) >= REGIME_MIN_POINTS and _decades(row) >= REGIME_MIN_DECADES
 
 
 def downgrade(claim: Claim, rows: list[pd.Series | None], quantity: str, scope: Scope
@@ -147,6 +163,11 @@ def _measured(row: pd.Series | None, axis: str) -> tuple[str, str]:
     info = [f"{int(row['n_points'])} points"] if pd.notna(row.get("n_points")) else []
     if str(row.get("fit_range", "")):
         info.append(str(row["fit_range"]))
+    kind = str(row.get("fit", "") or "")
+    if kind == "regime":
+        info.append("single-regime fit: weights beyond the last cache level")
+    elif kind == "slope" and str(row.get("quantity", "")) == "seconds":
+        info.append("fit over all widths")
     if str(row.get("update_resolved", "")) and "->" in str(row["update_resolved"]):
         info.append(f"update {row['update_resolved']} inside the range")
     interval = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
@@ -253,6 +274,10 @@ def _fit_row(data: RunData, scope: Scope, method: str, options: str | None, phas
              quantity: str, axis: str) -> pd.Series | None:
     if options is None:
         return None
+    if quantity == "seconds" and axis == "m":  # one memory regime, where it has enough widths
+        reg = find_fit(data.fits, method, options, phase, quantity, axis, scope.fixed, "regime")
+        if reg is not None and regime_usable(reg):
+            return reg
     return find_fit(data.fits, method, options, phase, quantity, axis, scope.fixed)
 
 

@@ -189,6 +189,9 @@ class Experiment:
     calibration: bool
     calibration_m: tuple[int, ...] | None
     executor: Executor
+    #: ``[calibration] probes = true``: run ``subquad calibrate``'s probes into
+    #: ``DIR/calibration.json`` before the cells (docs/MACHINE_MODEL.md)
+    calibration_probes: bool = False
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -464,13 +467,14 @@ def load_experiment(path: str | Path) -> Experiment:
     sweeps = _sweeps(w, raw.get("sweeps", []), methods, fixed)
     factorial = _factorial(w, raw["factorial"], methods, fixed) if "factorial" in raw else None
     timing = _timing(w, raw.get("timing", {}))
-    training_iters, calibration, calibration_m = _training_and_calibration(w, raw)
+    training_iters, calibration, calibration_m, probes = _training_and_calibration(w, raw)
     executor = _executor(w, raw.get("executor", {}))
     fit_options(raw, w)
     if not sweeps and factorial is None:
         raise w.error("sweeps", "no cells: add at least one [[sweeps]] table or a [factorial]")
     exp = Experiment(path, name, description, backend, dtype, methods, fixed, tuple(sweeps),
-                     factorial, timing, training_iters, calibration, calibration_m, executor)
+                     factorial, timing, training_iters, calibration, calibration_m, executor,
+                     probes)
     validate_cells(exp, expand_cells(exp))
     return exp
 
@@ -536,17 +540,18 @@ def _factorial(w: _Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapp
 
 
 def _training_and_calibration(w: _Where, raw: Mapping
-                              ) -> tuple[int, bool, tuple[int, ...] | None]:
+                              ) -> tuple[int, bool, tuple[int, ...] | None, bool]:
     tr = w.table(raw.get("training", {}), "training")
     w.keys(tr, ("iterations",), "training")
     iters = w.integer(tr.get("iterations", 0), "training.iterations", 0)
     cal = w.table(raw.get("calibration", {}), "calibration")
-    w.keys(cal, ("enabled", "m"), "calibration")
+    w.keys(cal, ("enabled", "m", "probes"), "calibration")
     enabled = w.boolean(cal.get("enabled", bool(cal)), "calibration.enabled")
     grid = None
     if "m" in cal:
         grid = tuple(int(v) for v in axis_values(w, "m", cal["m"], "calibration.m"))
-    return iters, enabled, grid
+    probes = w.boolean(cal.get("probes", False), "calibration.probes")
+    return iters, enabled, grid, probes
 
 
 # ------------------------------------------------------------------------------- cells

@@ -85,6 +85,49 @@ def _gpu() -> dict | None:
             "memory_bytes": int(props["totalGlobalMem"])}
 
 
+def _size(text: str) -> int:
+    """sysfs cache size ("48K", "32768K", "1M") in bytes."""
+    text = text.strip().upper()
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(text.rstrip("KMG") or 0) * mult
+
+
+def cache_levels(root: str = "/sys/devices/system/cpu/cpu0/cache") -> list[dict]:
+    """Data and unified caches of cpu0 from sysfs: level, type, size (bytes), shared CPUs.
+
+    Empty where sysfs has no cache information (not Linux, some containers).
+    """
+    out = []
+    base = Path(root)
+    for d in sorted(base.glob("index*")) if base.is_dir() else []:
+        try:
+            kind = (d / "type").read_text().strip()
+            if kind == "Instruction":
+                continue
+            out.append({"level": int((d / "level").read_text()), "type": kind,
+                        "size": _size((d / "size").read_text()),
+                        "shared_cpus": (d / "shared_cpu_list").read_text().strip()})
+        except (OSError, ValueError):
+            continue
+    return sorted(out, key=lambda c: c["level"])
+
+
+def cpu_governor() -> str | None:
+    """cpufreq scaling governor of cpu0 (None where the VM or OS does not expose one)."""
+    try:
+        return Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
+    except OSError:
+        return None
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _versions() -> dict[str, str]:
     out = {}
     for lib in LIBRARIES:
@@ -133,6 +176,9 @@ def collect_environment() -> dict[str, Any]:
         "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                       "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")},
         "gpu": _gpu(),
+        "caches": cache_levels(),
+        "cpu_governor": cpu_governor(),
+        "load_average": load_average(),
         "versions": _versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -158,6 +204,18 @@ def machine_id(env: dict[str, Any]) -> str:
                              blas_threads, numba_threads)))
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return f"{env.get('usable_cores')}c-{gib}g{'-gpu' if gpu else ''}-{digest}"
+
+
+def fingerprint(env: dict[str, Any]) -> dict[str, Any]:
+    """What seconds depend on (CPU model, cache sizes, cores, threads, BLAS): two runs with
+    equal fingerprints may compare seconds; different ones may not (portable gates)."""
+    blas = sorted({f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
+                   for b in env.get("blas") or [] if b.get("user_api") == "blas"})
+    return {"cpu_model": env.get("cpu_model"), "usable_cores": env.get("usable_cores"),
+            "caches": [c.get("size") for c in env.get("caches") or []],
+            "blas_threads": _blas_threads(env.get("blas") or []),
+            "numba_threads": (env.get("numba") or {}).get("num_threads"), "blas": blas,
+            "gpu": (env.get("gpu") or {}).get("name")}
 
 
 def limit_threads(threads: int | None) -> None:

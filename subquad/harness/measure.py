@@ -204,6 +204,7 @@ def _trainer_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, rows: l
         sec = dict.fromkeys(PHASES, 0.0)
         work = dict.fromkeys(PHASES, 0.0)
         byts = dict.fromkeys(PHASES, 0.0)
+        lines = dict.fromkeys(PHASES, 0.0)
         cg: list[float] = []
         for _ in range(iters):
             st = tr.step()
@@ -211,17 +212,20 @@ def _trainer_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, rows: l
                 sec[p] += st.seconds[p]
                 work[p] += st.work[p]
                 byts[p] += st.bytes[p]
+                lines[p] += st.model[p]["line_bytes"]
             if "cg_iters" in st.info:
                 cg.append(float(st.info["cg_iters"]))
             clock.check(what=f" during sample {sample}")
         shared = {**base, "sample": sample, "iters": iters, "loss": st.loss,
                   "active_fraction": float(np.mean(st.active_fraction)),
                   "cg_iters": float(np.mean(cg)) if cg else None}
-        for p in PHASES:
-            rows.append({**shared, "phase": p, "seconds": sec[p] / iters,
-                         "work": work[p] / iters, "bytes": byts[p] / iters})
+        for p in PHASES:  # working set, access, shape and calls of the last step: fixed per cell
+            rows.append({**shared, **st.model[p], "phase": p, "seconds": sec[p] / iters,
+                         "work": work[p] / iters, "bytes": byts[p] / iters,
+                         "line_bytes": lines[p] / iters})
         rows.append({**shared, "phase": "iteration", "seconds": sum(sec.values()) / iters,
-                     "work": sum(work.values()) / iters, "bytes": sum(byts.values()) / iters})
+                     "work": sum(work.values()) / iters, "bytes": sum(byts.values()) / iters,
+                     "line_bytes": sum(lines.values()) / iters})
     resolved = tr.describe()
     for r in rows:  # what actually ran: auto rules decided by this cell's sizes and machine
         r["update_resolved"] = resolved.get("update", r.get("update_resolved", ""))

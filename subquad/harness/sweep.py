@@ -22,7 +22,7 @@ from pathlib import Path
 from subquad.errors import ConfigError, Interrupted, Terminated
 from subquad.files import atomic_write_bytes, atomic_write_json
 from subquad.harness.config import Cell, Experiment, Timing, expand_cells, load_experiment
-from subquad.harness.environment import current_environment, limit_threads
+from subquad.harness.environment import current_environment, limit_threads, load_average
 from subquad.harness.executors import (
     local_runner,
     process_runner,
@@ -210,6 +210,8 @@ def run_sweep(config_path: str | Path, out_dir: str | Path | None = None, resume
         done = _existing(run_dir, report) if resume else {}
         report.note(f"sweep {exp.name}: {len(cells)} cells ({len(done)} already done), "
                     f"executor {ex.kind} -> {run_dir}")
+        if exp.calibration_probes and ex.kind != "slurm":
+            _probes(exp, run_dir, report)
         if ex.kind == "slurm":
             _run_array(exp, cells, done, run_dir, budget, ex, report)
         else:
@@ -227,8 +229,32 @@ def run_sweep(config_path: str | Path, out_dir: str | Path | None = None, resume
                           f"finished in {run_dir}; resume with: {command}",
                           130 if isinstance(exc, KeyboardInterrupt) else 143) from None
     path, n = _merge(run_dir, report)
+    _record_end(run_dir)
     report.note(f"merged {n} cells into {path}")
     return run_dir
+
+
+def _probes(exp: Experiment, run_dir: Path, report: Progress) -> None:
+    """``[calibration] probes = true``: the machine model's probes into calibration.json."""
+    from subquad.harness.calibrate import run_calibrate  # noqa: PLC0415
+
+    grid = sorted({c.m for c in expand_cells(exp)})
+    t0 = time.perf_counter()
+    path, _ = run_calibrate(run_dir, exp.backend, exp.dtype, exp.timing.threads, m_grid=grid)
+    report.note(f"calibration probes in {time.perf_counter() - t0:.0f} s -> {path}")
+
+
+def _record_end(run_dir: Path) -> None:
+    """Load average at the end of the run beside the one at its start (environment.json)."""
+    import json  # noqa: PLC0415
+
+    path = run_dir / "environment.json"
+    try:
+        env = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    env["load_average_end"] = load_average()
+    atomic_write_json(path, env)
 
 
 def _run_in_order(cells: list[Cell], done: dict, run_dir: Path, budget: float | None,

@@ -11,6 +11,11 @@ from subquad.model.network import DenseState, Network
 from subquad.model.trainer import Work
 
 
+def _shape(a: float, b: float, c: float) -> str:
+    """A GEMM's shape "a x b x c" (a x b times b x c), the key of its calibrated rate."""
+    return f"{int(a)}x{int(b)}x{int(c)}"
+
+
 class DenseKernels:
     """Every phase on dense n x m activations; the update is a dense rank-n GEMM."""
 
@@ -26,7 +31,10 @@ class DenseKernels:
     def forward(self) -> tuple[DenseState, Work]:
         """G = H_{l-1} W_l^T for every layer: L n m^2 multiply-adds, every weight read once."""
         L, n, m, b = self._mm()
-        return self.net.forward_dense(self.H0), Work(L * n * m * m, L * m * m * b)
+        # working set S = the L weight matrices; a GEMM's rate includes its memory traffic
+        return self.net.forward_dense(self.H0), Work(
+            L * n * m * m, L * m * m * b, L * m * m * b, L * m * m * b, "gemm",
+            _shape(n, m, m), 5 * L + 1)
 
     def outputs(self, st: DenseState) -> Any:
         return st.f
@@ -35,12 +43,16 @@ class DenseKernels:
         """u_l = W_{l+1}^T v_{l+1} for l = L-1..1: (L-1) n m^2 (+ n m for the adaptive term)."""
         L, n, m, b = self._mm()
         extra = (L - 1) * n * m if self.net.spec.threshold == "adaptive" else 0.0
-        return self.net.backward_dense(st), Work((L - 1) * n * m * m + extra, (L - 1) * m * m * b)
+        mat = (L - 1) * m * m * b
+        return self.net.backward_dense(st), Work((L - 1) * n * m * m + extra, mat, mat, mat,
+                                                 "gemm", _shape(n, m, m), 8 * (L - 1) + 2)
 
     def gram(self, st: DenseState, V: list) -> tuple[Any, Work]:
         """K from dense H and V: 2 L n^2 m multiply-adds."""
-        L, n, m, _ = self._mm()
-        return self.net.gram_dense(st, V), Work(2.0 * L * n * n * m, 0.0)
+        L, n, m, b = self._mm()
+        return self.net.gram_dense(st, V), Work(2.0 * L * n * n * m, 0.0, 0.0,
+                                                2.0 * L * n * m * b, "gemm", _shape(n, m, n),
+                                                4 * L)
 
     def sketch_inputs(self, st: DenseState, V: list) -> tuple[list, list]:
         from subquad.model.sparse import SparseRows  # noqa: PLC0415
@@ -59,7 +71,9 @@ class DenseKernels:
         xp = self.net.xp
         for l, Wt in enumerate(self.net.Wt, start=1):  # in place, no m x m temporary
             gemm_accumulate(Wt, st.H[l - 1].T, (coef[:, None] * V[l]).T, xp)
-        return Work(L * n * m * m, L * m * m * b)
+        # reads and writes every weight: 2 L m^2 bytes through a m x n x m GEMM
+        return Work(L * n * m * m, L * m * m * b, 2 * L * m * m * b, L * m * m * b, "gemm",
+                    _shape(m, n, m), 3 * L)
 
     def active_counts(self, st: DenseState) -> list[np.ndarray]:
         be = self.net.be

@@ -17,7 +17,7 @@ import numpy as np
 from subquad.errors import ConfigError
 from subquad.model.network import Network
 from subquad.model.sparse import SparseRows, row_ids
-from subquad.model.trainer import Work
+from subquad.model.trainer import CACHE_LINE, Work, lines_touched
 
 UPDATES = ("auto", "scatter", "rowdense", "lazy", "fused")
 #: backends whose arrays the fused update-in-forward kernel (numba, host memory) can update
@@ -136,7 +136,12 @@ class SparseKernels:
         HL = H[-1]
         vals = self.net.a[HL.indices] * HL.values
         f = SparseRows(HL.indptr, HL.indices, vals, HL.m).row_sums(xp)
-        return SparseState(H, norms, f), Work(madds + HL.nnz, nbytes)
+        # whole rows of W_l^T (m elements each) are read: every byte is a line byte; the
+        # working set is the L weight matrices the pass sweeps
+        L = net.spec.L
+        ws = float(L) * m * m * net.spec.itemsize
+        return SparseState(H, norms, f), Work(madds + HL.nnz, nbytes, nbytes, ws, "stream",
+                                              calls=6.0 * L + 3)
 
     def _forward_fused(self, l: int, Hin: SparseRows, b: Any, kw: dict) -> tuple:
         """Layer l's forward that first applies (and clears) the pending update of W_l."""
@@ -156,13 +161,14 @@ class SparseKernels:
         V = [None] * (L + 1)
         HL = st.H[L]
         V[L] = HL.with_values(net.a[HL.indices].astype(net.dtype))
-        madds = nbytes = 0.0
+        madds = nbytes = lines = 0.0
         for l in range(L - 1, 0, -1):
             Hl, Vn = st.H[l], V[l + 1]
             u = self.kern.backward_block(self._W0t(l + 1), Hl, Vn)
             block = float(self._block_size(Hl, Vn))
             madds += block
             nbytes += block * isz
+            lines += self._block_lines(Hl, Vn)
             if self.lazy:
                 u = u + self.lazy[l].backward_extra(Hl, Vn)
                 madds += self.lazy[l].backward_work(Hl.nnz, Vn.nnz)
@@ -172,11 +178,20 @@ class SparseKernels:
                 u = u - scale[row_ids(Hl, xp)] * Hl.values
                 madds += 2.0 * Hl.nnz + Vn.nnz
             V[l] = Hl.with_values(u.astype(net.dtype))
-        return V, Work(madds, nbytes)
+        m = float(net.spec.m)
+        return V, Work(madds, nbytes, lines, (L - 1) * m * m * isz, "random",
+                       calls=8.0 * (L - 1) + 2)
 
     def _block_size(self, A: SparseRows, B: SparseRows) -> float:
         """sum_i |S_{i,a}| |S_{i,b}|: the entries of every sample's active block."""
         return float((A.counts() * B.counts()).sum())
+
+    def _block_lines(self, A: SparseRows, B: SparseRows) -> float:
+        """Cache-line bytes of every sample's block: |S_{i,a}| rows of W^T, each hitting
+        ``lines_touched(|S_{i,b}|)`` lines of a row of m_out elements (sorted columns)."""
+        row_bytes = float(B.m) * self.net.spec.itemsize
+        hits = lines_touched(B.counts(), row_bytes)
+        return float((A.counts().astype(float) * hits).sum()) * CACHE_LINE
 
     def gram(self, st: SparseState, V: list) -> tuple[Any, Work]:
         """K = sum_l (H_{l-1} H_{l-1}^T) o (V_l V_l^T) from sparse rows: O(L n^2 s)."""
@@ -187,7 +202,7 @@ class SparseKernels:
             term = self.kern.gram(st.H[l - 1]) * self.kern.gram(V[l])
             madds += float(n) * (st.H[l - 1].nnz + V[l].nnz) + n * n
             K = term if K is None else K + term
-        return K, Work(madds, 0.0)
+        return K, Work(madds, 0.0, calls=3.0 * self.net.spec.L)
 
     def sketch_inputs(self, st: SparseState, V: list) -> tuple[list, list]:
         L = self.net.spec.L
@@ -204,7 +219,10 @@ class SparseKernels:
             nbytes += lr.fold_bytes(isz)
             lr.fold()
         self.folds += 1
-        return Work(madds, nbytes)
+        m = self.net.spec.m
+        L = self.net.spec.L
+        return Work(madds, nbytes, nbytes, float(L) * m * m * isz, "gemm",
+                    f"{m}x{self.rank_max}x{m}", 2.0 * L)
 
     def fold_period(self, n_new: int) -> int:
         """Iterations between two folds of the lazy structure (1 without it).
@@ -223,7 +241,7 @@ class SparseKernels:
         """
         net = self.net
         isz = float(net.spec.itemsize)
-        madds = nbytes = 0.0
+        madds = nbytes = lines = 0.0
         for l in range(1, net.spec.L + 1):
             Hin, Vout = st.H[l - 1], V[l]
             block = self._block_size(Hin, Vout)
@@ -236,12 +254,22 @@ class SparseKernels:
                 self.kern.update_scatter(net.Wt[l - 1], Hin, Vout, coef)
                 madds += block
                 nbytes += block * isz
+                lines += self._block_lines(Hin, Vout)
             else:
                 # one axpy of a whole row of length m_out per active entry of h_{i,l-1}
                 self.kern.update_rowdense(net.Wt[l - 1], Hin, Vout, coef)
                 madds += float(Hin.nnz) * Vout.m
                 nbytes += self._union_rows(Hin) * Vout.m * isz
-        return Work(madds, nbytes)
+        m, L = float(net.spec.m), net.spec.L
+        ws = L * m * m * isz
+        if self.mode == "lazy":  # appends n columns to U and V: in cache
+            return Work(madds, 0.0, 0.0, 2.0 * L * m * self.rank_max * isz, "compute",
+                        calls=4.0 * L)
+        if self.mode == "scatter":  # isolated read-modify-writes: one line each
+            return Work(madds, nbytes, lines, ws, "random", calls=2.0 * L)
+        if self.mode == "fused":  # bookkeeping only: the forward streams and updates the rows
+            return Work(0.0, 0.0, 0.0, 0.0, "compute", calls=float(L))
+        return Work(madds, nbytes, nbytes, ws, "stream", calls=2.0 * L)
 
     def _union_rows(self, R: SparseRows) -> float:
         """|union_i S_i|: distinct rows touched (a bincount, no sort)."""

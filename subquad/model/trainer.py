@@ -22,15 +22,57 @@ from subquad.model.sparsify import activity_advice, check_activity
 PHASES = ("forward", "backward", "gram", "solve", "update", "fold")
 
 
+#: how a phase's bytes move (docs/MACHINE_MODEL.md): ``stream`` (contiguous rows at the
+#: streaming bandwidth), ``random`` (isolated elements, each moving a whole cache line), ``gemm``
+#: (a BLAS GEMM of ``shape`` whose calibrated rate includes its memory traffic), ``compute``
+#: (operands in cache: multiply-adds at the in-cache loop rate)
+ACCESS_KINDS = ("stream", "random", "gemm", "compute")
+#: bytes one random element access moves (x86 and the GPUs the suite targets)
+CACHE_LINE = 64
+
+
 @dataclass
 class Work:
-    """Counted work of one phase: multiply-adds performed and bytes of weights read."""
+    """Counted work of one phase, with what the machine model needs to turn it into seconds.
+
+    ``madds`` multiply-adds performed; ``bytes`` bytes of weights read as elements;
+    ``line_bytes`` the same accesses counted in whole cache lines; ``working_set`` S_p, the
+    bytes the phase's accesses range over (which cache level serves them); ``access`` one of
+    ``ACCESS_KINDS``; ``shape`` "a x b x c" of the GEMM (access gemm); ``calls`` library or
+    kernel calls (each pays the per-call overhead o_p).
+    """
 
     madds: float = 0.0
     bytes: float = 0.0
+    line_bytes: float = 0.0
+    working_set: float = 0.0
+    access: str = "compute"
+    shape: str = ""
+    calls: float = 0.0
 
     def __add__(self, other: Work) -> Work:
-        return Work(self.madds + other.madds, self.bytes + other.bytes)
+        """Sum of two parts of one phase; the larger working set and the memory-bound kind win."""
+        rank = {k: i for i, k in enumerate(("compute", "gemm", "stream", "random"))}
+        kind = max(self.access, other.access, key=lambda a: rank.get(a, 0))
+        return Work(self.madds + other.madds, self.bytes + other.bytes,
+                    self.line_bytes + other.line_bytes,
+                    max(self.working_set, other.working_set), kind,
+                    self.shape or other.shape, self.calls + other.calls)
+
+    def model_fields(self) -> dict:
+        """The per-phase model inputs (runs.csv columns ``line_bytes`` .. ``calls``)."""
+        return {"line_bytes": self.line_bytes, "working_set": self.working_set,
+                "access": self.access, "shape": self.shape, "calls": self.calls}
+
+
+def lines_touched(cols: Any, row_bytes: float) -> Any:
+    """Expected distinct cache lines that ``cols`` sorted random columns hit in one row.
+
+    A row of ``row_bytes`` spans R = ceil(row_bytes / 64) lines; k distinct random columns
+    land in R (1 - (1 - 1/R)^k) distinct lines (k when they are far apart, R when dense).
+    """
+    R = max(1.0, math.ceil(row_bytes / CACHE_LINE))
+    return R * (1.0 - (1.0 - 1.0 / R) ** np.asarray(cols, dtype=float))
 
 
 class Kernels(Protocol):
@@ -62,6 +104,7 @@ class Step:
     active_fraction: list[float]
     flips: list[int]
     info: dict = field(default_factory=dict)
+    model: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,7 +184,8 @@ class Trainer:
                 raise SingularGramError(
                     f"{exc}; {activity_advice(spec.threshold, spec.m, spec.q)}") from None
         sec["solve"] = t[0]
-        work["solve"] = Work(madds, 0.0)
+        # calls: a factorisation and two triangular solves, plus a few vector ops per CG step
+        work["solve"] = Work(madds, 0.0, calls=3.0 + 8.0 * float(info.get("cg_iters", 0) or 0))
         n = self.net.spec.n
         with be.timer() as t:
             work["fold"] = k.fold(n)
@@ -158,7 +202,8 @@ class Trainer:
         frac = self._check_activity(new)
         self.state = new
         return Step(loss, sec, {p: w.madds for p, w in work.items()},
-                    {p: w.bytes for p, w in work.items()}, frac, flips, info)
+                    {p: w.bytes for p, w in work.items()}, frac, flips, info,
+                    {p: w.model_fields() for p, w in work.items()})
 
     def active_fraction(self) -> list[float]:
         """Mean active fraction per layer (0..L) of the current state."""

@@ -1,0 +1,375 @@
+"""``subquad model DIR`` and ``subquad predict RUN``: the machine model applied to a run.
+
+From each cell's counted work and bytes (runs.csv: work, bytes, line_bytes, working_set,
+access, shape, calls per phase) and a calibration, predict every phase's seconds
+(``machine.Machine.phase_seconds``), fit one efficiency factor per (method, options, phase),
+and explain the measured exponent: measured vs model exponent over the same widths, the
+counted-work exponent, the asymptotic exponent once every working set is beyond the last
+cache level, and the extrapolated speed-up and crossover (labelled as extrapolation).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from subquad.analysis.machine import Machine, fit_factor, load_calibration, slope
+from subquad.analysis.schema import load_runs, load_table
+from subquad.errors import ConfigError
+from subquad.files import atomic_write_frame
+from subquad.model.trainer import PHASES
+
+SERIES = ["method", "options", "backend", "dtype", "n", "d", "L", "c"]
+CELL = ["cell", *SERIES, "m"]
+MODEL_COLUMNS = [
+    "machine", "calibration", *SERIES, "m", "phase", "access", "working_set", "level",
+    "work", "bytes", "line_bytes", "measured", "predicted", "ratio", "factor", "fitted",
+    "fit_ratio",
+]
+FACTOR_COLUMNS = [*SERIES, "phase", "factor", "ci_low", "ci_high", "n_cells", "min_m"]
+SUMMARY_COLUMNS = [
+    *SERIES, "fit_range", "n_widths", "measured_exponent", "measured_ci_low",
+    "measured_ci_high", "model_exponent", "fitted_exponent", "work_exponent",
+    "asymptotic_exponent", "asymptotic_range",
+]
+EXTRA_COLUMNS = ["backend", "dtype", "n", "d", "L", "c", "sub_options", "m", "dense_seconds",
+                 "subquad_seconds", "speedup", "kind"]
+#: extrapolation: the measured widths, then the largest times these factors
+EXTRAPOLATE = (2.0, 4.0, 8.0, 16.0)
+_NUM = ["work", "bytes", "line_bytes", "working_set", "calls", "seconds"]
+
+
+def cell_phases(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (cell, phase) of the trainers' ok rows: medians over samples."""
+    df = runs[(runs["status"] == "ok") & runs["method"].isin(["dense-gd", "dense-gn",
+                                                              "subquad"])].copy()
+    for col in _NUM:
+        df[col] = pd.to_numeric(df.get(col), errors="coerce")
+    for col in ("access", "shape"):
+        df[col] = df[col].fillna("").astype(str) if col in df else ""
+    phases = df[df["phase"].isin([*PHASES, "iteration"])]
+    if phases.empty:
+        raise ConfigError("DIR", "runs.csv has no ok trainer rows to model")
+    agg = {c: "median" for c in _NUM} | {"access": "first", "shape": "first",
+                                         "machine": "first"}
+    return phases.groupby(CELL + ["phase"], dropna=False, sort=True).agg(agg).reset_index()
+
+
+def _missing_counts(cells: pd.DataFrame) -> None:
+    body = cells[cells["phase"] != "iteration"]
+    if body["working_set"].isna().all():
+        raise ConfigError("DIR", "runs.csv has no per-phase working sets (columns line_bytes, "
+                          "working_set, access): re-measure it with this version of subquad")
+
+
+def predict_cells(cells: pd.DataFrame, machine: Machine, asymptotic: bool = False
+                  ) -> pd.DataFrame:
+    """``cells`` with ``predicted`` and ``level`` per phase and the iteration as their sum."""
+    out = cells.copy()
+    body = out["phase"] != "iteration"
+    pred, level = [], []
+    for r in out.itertuples():
+        if r.phase == "iteration":
+            pred.append(math.nan)
+            level.append("")
+            continue
+        pred.append(machine.phase_seconds(
+            r.phase, r.access, _f(r.work), _f(r.bytes), _f(r.line_bytes), _f(r.working_set),
+            r.shape, _f(r.calls), float(r.m), asymptotic))
+        level.append(machine.level(_f(r.working_set)) if r.access in ("stream", "random",
+                                                                       "gemm") else "cache")
+    out["predicted"], out["level"] = pred, level
+    sums = out[body].groupby("cell")["predicted"].sum()
+    it = ~body
+    if it.any():
+        out.loc[it, "predicted"] = out.loc[it, "cell"].map(sums).to_numpy(float)
+    return out
+
+
+def _f(x: object) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(v) else v
+
+
+def fit_factors(pred: pd.DataFrame, min_m: float = 0.0, n_boot: int = 1000, seed: int = 0
+                ) -> pd.DataFrame:
+    """One efficiency factor per (series without m, phase), from cells with m >= min_m."""
+    rows = []
+    body = pred[(pred["phase"] != "iteration") & (pred["m"] >= min_m)]
+    for key, g in body.groupby(SERIES + ["phase"], dropna=False, sort=True):
+        e, lo, hi = fit_factor(g["seconds"].to_numpy(), g["predicted"].to_numpy(), n_boot, seed)
+        rows.append(dict(zip(SERIES + ["phase"], key)) | {
+            "factor": e, "ci_low": lo, "ci_high": hi, "n_cells": int(len(g)), "min_m": min_m})
+    return pd.DataFrame(rows, columns=FACTOR_COLUMNS)
+
+
+def apply_factors(pred: pd.DataFrame, factors: pd.DataFrame) -> pd.DataFrame:
+    """``fitted`` = factor x predicted per phase (factor 1 where none could be fitted)."""
+    out = pred.merge(factors[SERIES + ["phase", "factor"]], on=SERIES + ["phase"], how="left")
+    f = out["factor"].where(np.isfinite(out["factor"]), 1.0)
+    out["fitted"] = f * out["predicted"]
+    body = out["phase"] != "iteration"
+    sums = out[body].groupby("cell")["fitted"].sum()
+    it = ~body
+    if it.any():
+        out.loc[it, "fitted"] = out.loc[it, "cell"].map(sums).to_numpy(float)
+        out.loc[it, "factor"] = math.nan
+    return out
+
+
+def _series_groups(df: pd.DataFrame):
+    it = df[df["phase"] == "iteration"]
+    yield from it.groupby(SERIES, dropna=False, sort=True)
+
+
+def _power_law(m: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """y extrapolated to ``at`` by its log-log least-squares line (0 where y is all 0)."""
+    use = (y > 0) & np.isfinite(y)
+    if use.sum() == 0:
+        return np.zeros_like(at, dtype=float)
+    if use.sum() == 1:
+        return np.full_like(at, float(y[use][0]), dtype=float)
+    k, b = np.polyfit(np.log(m[use]), np.log(y[use]), 1)
+    return np.exp(b + k * np.log(at))
+
+
+def extrapolate_series(cells: pd.DataFrame, machine: Machine, widths: np.ndarray,
+                       asymptotic: bool = False) -> np.ndarray:
+    """Predicted iteration seconds of one series at ``widths`` from power laws of its counts.
+
+    Each phase's work, bytes, line bytes, working set and calls are extrapolated separately
+    (log-log lines through the measured widths); the access kind and GEMM shape form stay.
+    """
+    total = np.zeros(len(widths))
+    for phase, g in cells[cells["phase"] != "iteration"].groupby("phase"):
+        g = g.sort_values("m")
+        m = g["m"].to_numpy(float)
+        cols = {c: _power_law(m, g[c].fillna(0).to_numpy(float), widths)
+                for c in ("work", "bytes", "line_bytes", "working_set", "calls")}
+        access = str(g["access"].iloc[-1])
+        shape0 = str(g["shape"].iloc[-1])
+        for i, w in enumerate(widths):
+            shape = _scaled_shape(shape0, float(g["m"].iloc[-1]), w)
+            total[i] += machine.phase_seconds(
+                str(phase), access, cols["work"][i], cols["bytes"][i], cols["line_bytes"][i],
+                cols["working_set"][i], shape, cols["calls"][i], float(w), asymptotic)
+    return total
+
+
+def _scaled_shape(shape: str, m0: float, m: float) -> str:
+    """A GEMM shape with every dimension equal to the width m0 replaced by m."""
+    if not shape or shape == "nan":
+        return ""
+    return "x".join(str(int(m)) if int(d) == int(m0) else d for d in shape.split("x"))
+
+
+def summary(pred: pd.DataFrame, machine: Machine, min_m: float, fits: pd.DataFrame | None
+            ) -> pd.DataFrame:
+    """Per series: measured, model, fitted, counted-work and asymptotic exponents."""
+    rows = []
+    for key, it in _series_groups(pred):
+        kd = dict(zip(SERIES, key))
+        it = it[it["m"] >= min_m].sort_values("m")
+        if len(it) < 2:
+            continue
+        m = it["m"].to_numpy(float)
+        big = np.array([m.max() * f for f in EXTRAPOLATE])
+        series = pred[(pred["cell"].isin(it["cell"]))]
+        asym = extrapolate_series(series, machine, big, asymptotic=True)
+        ci = _fitted_ci(fits, kd)
+        rows.append(kd | {
+            "fit_range": f"{int(m.min())}-{int(m.max())}", "n_widths": len(m),
+            "measured_exponent": slope(m, it["seconds"]), "measured_ci_low": ci[0],
+            "measured_ci_high": ci[1], "model_exponent": slope(m, it["predicted"]),
+            "fitted_exponent": slope(m, it["fitted"]), "work_exponent": slope(m, it["work"]),
+            "asymptotic_exponent": slope(big, asym),
+            "asymptotic_range": f"{int(big.min())}-{int(big.max())}"})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _fitted_ci(fits: pd.DataFrame | None, kd: dict) -> tuple[float, float]:
+    """The bootstrap interval of the measured seconds exponent from fits.csv (NaN if absent)."""
+    if fits is None or fits.empty:
+        return math.nan, math.nan
+    ctx = f"n={kd['n']:g};d={kd['d']:g};L={kd['L']:g};c={kd['c']:g}"
+    sel = fits[(fits["method"] == kd["method"]) & (fits["options"].fillna("") == kd["options"])
+               & (fits["phase"] == "iteration") & (fits["quantity"] == "seconds")
+               & (fits["axis"] == "m") & (fits["fit"] == "slope") & (fits["context"] == ctx)]
+    if sel.empty:
+        return math.nan, math.nan
+    return float(sel["ci_low"].iloc[0]), float(sel["ci_high"].iloc[0])
+
+
+def speedups(pred: pd.DataFrame, machine: Machine, column: str = "predicted") -> pd.DataFrame:
+    """Predicted dense-gn / subquad seconds at the measured widths and beyond (extrapolation)."""
+    it = pred[pred["phase"] == "iteration"]
+    rows = []
+    ctx_keys = ["backend", "dtype", "n", "d", "L", "c"]
+    for key, g in it.groupby(ctx_keys, dropna=False, sort=True):
+        kd = dict(zip(ctx_keys, key))
+        dense = g[g["method"] == "dense-gn"]
+        if dense.empty:
+            continue
+        for opts, sub in g[g["method"] == "subquad"].groupby("options"):
+            common = sorted(set(dense["m"]) & set(sub["m"]))
+            if not common:
+                continue
+            big = np.array([max(common) * f for f in EXTRAPOLATE])
+            d_ser = pred[pred["cell"].isin(dense["cell"])]
+            s_ser = pred[pred["cell"].isin(sub["cell"])]
+            d_big = extrapolate_series(d_ser, machine, big)
+            s_big = extrapolate_series(s_ser, machine, big)
+            for m in common:
+                dt = float(dense.loc[dense["m"] == m, column].iloc[0])
+                st = float(sub.loc[sub["m"] == m, column].iloc[0])
+                rows.append(kd | {"sub_options": opts, "m": m, "dense_seconds": dt,
+                                  "subquad_seconds": st, "speedup": dt / st,
+                                  "kind": "measured widths"})
+            for m, dt, st in zip(big, d_big, s_big):
+                rows.append(kd | {"sub_options": opts, "m": m, "dense_seconds": dt,
+                                  "subquad_seconds": st, "speedup": dt / st,
+                                  "kind": "extrapolation"})
+    return pd.DataFrame(rows, columns=EXTRA_COLUMNS)
+
+
+def crossover_m(sp: pd.DataFrame) -> tuple[float, str]:
+    """(m*, kind): the first width where the predicted speed-up reaches 1, log-interpolated."""
+    sp = sp.sort_values("m")
+    m, s = sp["m"].to_numpy(float), sp["speedup"].to_numpy(float)
+    if len(m) == 0:
+        return math.nan, "none"
+    if s[0] >= 1:
+        return float(m[0]), "at or below the smallest width"
+    for i in range(1, len(m)):
+        if s[i] >= 1:
+            a, b = math.log(s[i - 1]), math.log(s[i])
+            t = -a / (b - a) if b != a else 0.0
+            mstar = math.exp(math.log(m[i - 1]) + t * (math.log(m[i]) - math.log(m[i - 1])))
+            return mstar, str(sp["kind"].iloc[i])
+    return math.nan, "beyond the extrapolated range"
+
+
+# ------------------------------------------------------------------------------- commands
+
+
+def _min_m(run_dir: Path) -> float:
+    from subquad.harness.config import fit_options, tomllib  # noqa: PLC0415
+
+    exp = run_dir / "experiment.toml"
+    if exp.is_file():
+        mins = fit_options(tomllib.loads(exp.read_text())).get("min_axis") or {}
+        return float(mins.get("m", 0.0))
+    return 0.0
+
+
+def _run_machine(run_dir: Path, runs: pd.DataFrame) -> str:
+    ids = sorted(set(runs.loc[runs["method"] != "", "machine"]) - {""})
+    if len(ids) > 1:
+        raise ConfigError("DIR", f"{run_dir} mixes machines {', '.join(ids)}; the model is per "
+                          "machine")
+    return ids[0] if ids else ""
+
+
+def model_run(run_dir: str | Path, calibration: str | Path | None = None,
+              n_boot: int = 1000, min_m: float | None = None) -> dict[str, Path]:
+    """``subquad model DIR``: model.csv, model_factors.csv, model_summary.csv,
+    model_speedup.csv and figures/model.{png,pdf}; returns their paths by name."""
+    run_dir = Path(run_dir)
+    runs = load_runs(run_dir / "runs.csv").frame
+    machine_id = _run_machine(run_dir, runs)
+    machine = load_calibration(calibration or run_dir / "calibration.json", machine_id)
+    if machine.id != machine_id:
+        raise ConfigError("--calibration", f"calibration of machine {machine.id}, run measured "
+                          f"on {machine_id}: use `subquad predict` to predict another machine")
+    cells = cell_phases(runs)
+    _missing_counts(cells)
+    lo = _min_m(run_dir) if min_m is None else min_m
+    pred = predict_cells(cells, machine)
+    factors = fit_factors(pred, lo, n_boot)
+    pred = apply_factors(pred, factors)
+    fits = _read_fits(run_dir)
+    table = _model_table(pred, machine)
+    paths = {"model": run_dir / "model.csv", "factors": run_dir / "model_factors.csv",
+             "summary": run_dir / "model_summary.csv", "speedup": run_dir / "model_speedup.csv"}
+    atomic_write_frame(paths["model"], table)
+    atomic_write_frame(paths["factors"], factors)
+    atomic_write_frame(paths["summary"], summary(pred, machine, lo, fits))
+    atomic_write_frame(paths["speedup"], speedups(pred, machine))
+    try:
+        from subquad.analysis.machine_plots import bandwidth_figure, model_figure  # noqa: PLC0415
+    except ImportError:
+        return paths
+    for p in bandwidth_figure(machine.cal, run_dir / "figures" / f"bandwidth-{machine.id}"):
+        paths[p.name] = p
+    fig_cells = _figure_cells(pred)
+    isz = 8 if (pred["dtype"] == "float64").all() else 4
+    for p in model_figure(fig_cells, machine.caches, isz, run_dir / "figures" / "model"):
+        paths[p.name] = p
+    return paths
+
+
+def _read_fits(run_dir: Path) -> pd.DataFrame | None:
+    return load_table(run_dir / "fits.csv", "fits")
+
+
+def _model_table(pred: pd.DataFrame, machine: Machine) -> pd.DataFrame:
+    out = pred.rename(columns={"seconds": "measured"}).copy()
+    out["calibration"] = machine.id
+    out["ratio"] = out["predicted"] / out["measured"]
+    out["fit_ratio"] = out["fitted"] / out["measured"]
+    return out[MODEL_COLUMNS]
+
+
+def _figure_cells(pred: pd.DataFrame) -> pd.DataFrame:
+    it = pred[pred["phase"] == "iteration"].copy()
+    it["label"] = [f"{r.method}" + (f" [{r.options}]" if r.options else "")
+                   + f" n={r.n:g} L={r.L:g} c={r.c:g}" for r in it.itertuples()]
+    return it.rename(columns={"seconds": "measured"})[["label", "m", "measured", "predicted",
+                                                       "fitted"]]
+
+
+def predict_run(run_dir: str | Path, calibration: str | Path, machine: str | None = None,
+                compare: str | Path | None = None) -> dict[str, pd.DataFrame]:
+    """``subquad predict RUN --calibration OTHER``: another machine's seconds from this run's
+    counts. With ``compare`` (a run measured on that machine) the measured medians join in."""
+    run_dir = Path(run_dir)
+    runs = load_runs(run_dir / "runs.csv").frame
+    other = load_calibration(calibration, machine)
+    cells = cell_phases(runs)
+    _missing_counts(cells)
+    pred = predict_cells(cells, other)
+    it = pred[pred["phase"] == "iteration"][SERIES + ["m", "predicted"]].copy()
+    if compare is not None:
+        meas = cell_phases(load_runs(Path(compare) / "runs.csv").frame)
+        meas = meas[meas["phase"] == "iteration"][SERIES + ["m", "seconds"]]
+        it = it.merge(meas.rename(columns={"seconds": "measured"}), on=SERIES + ["m"],
+                      how="left")
+        it["ratio"] = it["predicted"] / it["measured"]
+    pred["fitted"] = pred["predicted"]
+    lo = _min_m(run_dir)
+    summ = summary(pred, other, lo, None).drop(
+        columns=["measured_exponent", "measured_ci_low", "measured_ci_high", "fitted_exponent"])
+    if compare is not None:  # exponents over the widths both runs have
+        both = it[it["measured"].notna() & (it["m"] >= lo)]
+        comp = {key: (slope(g["m"], g["measured"]), slope(g["m"], g["predicted"]),
+                      f"{int(g['m'].min())}-{int(g['m'].max())}" if len(g) else "")
+                for key, g in both.groupby(SERIES, dropna=False, sort=True)}
+        none = (math.nan, math.nan, "")
+        keys = [tuple(r[k] for k in SERIES) for _, r in summ.iterrows()]
+        summ["measured_exponent"] = [comp.get(k, none)[0] for k in keys]
+        summ["compared_model_exponent"] = [comp.get(k, none)[1] for k in keys]
+        summ["compared_range"] = [comp.get(k, none)[2] for k in keys]
+    sp = speedups(pred, other)
+    cross = [{"sub_options": o, "m_star": ms, "kind": k}
+             for o, g in sp.groupby("sub_options") for ms, k in [crossover_m(g)]]
+    return {"cells": it, "summary": summ, "speedup": sp,
+            "crossover": pd.DataFrame(cross, columns=["sub_options", "m_star", "kind"]),
+            "machine": pd.DataFrame([{"machine": other.id,
+                                      "backend": other.cal.get("backend"),
+                                      "threads": other.cal.get("threads")}])}

@@ -119,7 +119,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
           ("method", "phase", "m", "seconds"), derived=False),
     Table("training", "experiment cell machine method label options data m:float n:float "
           "d:float L:float c:float threshold seed:float iteration:float loss:float layer:float "
-          "active_fraction:float expected_active_fraction:float flips:float",
+          "active_fraction:float expected_active_fraction:float flips:float cg_iters:float "
+          "cond_K:float cond_preconditioned:float",
           ("cell", "iteration", "loss"), derived=False),
     Table("fits", _SERIES + " fit exponent:float ci_low:float ci_high:float n_points:float "
           "fit_range intercept:float window breakpoint:float breakpoint_ci_low:float "

@@ -491,11 +491,21 @@ def evaluate(data: RunData, limits: Limits | None = None) -> tuple[Scope | None,
         why = "no width sweep of a trained method with 3 or more widths in runs.csv"
         rows = [Claim(c.claim.format(who=c.method), c.predicted, reason=why)
                 for c in EXPONENT_CLAIMS]
-        return None, rows + _training_claims(data)
+        return None, rows + _training_claims(data) + _axis_claims(data)
     rows = [evaluate_exponent(c, data, scope) for c in EXPONENT_CLAIMS]
     for extra in OTHER_CLAIMS:
         rows += extra(data, scope)
-    return scope, rows + _training_claims(data, scope)
+    return scope, rows + _training_claims(data, scope) + _axis_claims(data)
+
+
+def _axis_claims(data: RunData) -> list[Claim]:
+    """Claims on n, d, L, the solver and real data (``axis_claims.py``), where the run varies
+    those axes; none otherwise."""
+    from subquad.analysis.axis_claims import claims_from_tables  # noqa: PLC0415
+
+    runs = data.all_runs if data.all_runs is not None else data.runs
+    return [Claim(c.claim, c.predicted, c.measured, c.interval, c.verdict, c.reason)
+            for c in claims_from_tables(runs, data.training, data.fits)]
 
 
 def scope_text(scope: Scope | None) -> str:

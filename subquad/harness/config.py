@@ -559,8 +559,10 @@ def _training_and_calibration(w: _Where, raw: Mapping
 
 def _cell(exp: Experiment, spec: MethodSpec, fixed: Mapping, training: bool, **axes: Any
           ) -> Cell:
+    from subquad.model.data import default_d  # noqa: PLC0415
+
     p = {**fixed, **axes}
-    d = p["d"] if p["d"] is not None else (64 if p["data"] == "digits" else 16)
+    d = p["d"] if p["d"] is not None else default_d(p["data"])
     return Cell(experiment=exp.name, method=spec.method, backend=exp.backend, dtype=p["dtype"],
                 m=int(p["m"]), n=int(p["n"]), d=int(d), L=int(p["L"]), c=float(p["c"]),
                 seed=int(p["seed"]), data=p["data"], labels=p["labels"],
@@ -631,7 +633,7 @@ def _m_grid(exp: Experiment) -> tuple[int, ...]:
 def validate_cells(exp: Experiment, cells: list[Cell]) -> None:
     """Run ``TrainConfig.validate()`` (memory estimate included) on every cell, up front."""
     from subquad.memory import available_bytes, fmt_bytes  # noqa: PLC0415
-    from subquad.model.data import DIGITS_D, load  # noqa: PLC0415
+    from subquad.model.data import REAL_SETS, fixed_dimension, load  # noqa: PLC0415
 
     w = _Where(exp.path)
     if exp.backend != "numpy":
@@ -642,7 +644,7 @@ def validate_cells(exp: Experiment, cells: list[Cell]) -> None:
             raise w.error("backend", f"backend {exp.backend!r} needs cupy and a usable GPU: "
                           f"{why}; run it where a GPU is usable (README, \"GPU\") or set "
                           "backend = \"numpy\"")
-    digits_ok: set[tuple[int, int]] = set()
+    real_ok: set[tuple[str, int, int]] = set()
     for cell in cells:
         where = f"cell ({cell.describe()})"
         if cell.is_calibration:
@@ -651,14 +653,15 @@ def validate_cells(exp: Experiment, cells: list[Cell]) -> None:
                 raise w.error(where, f"calibration gemv at m = {cell.m} needs "
                               f"{fmt_bytes(need)}; lower calibration.m")
             continue
-        if cell.data == "digits" and cell.d != DIGITS_D:
-            raise w.error(f"{where}: d", f"digits has d = {DIGITS_D} features, got {cell.d}")
-        if cell.data == "digits" and (cell.n, cell.seed) not in digits_ok:
+        fixed_d = fixed_dimension(cell.data)
+        if fixed_d is not None and cell.d != fixed_d:
+            raise w.error(f"{where}: d", f"{cell.data} has d = {fixed_d} features, got {cell.d}")
+        if cell.data in REAL_SETS and (cell.data, cell.n, cell.seed) not in real_ok:
             try:
-                load("digits", cell.n, cell.d, cell.seed)
+                load(cell.data, cell.n, cell.d, cell.seed)
             except ConfigError as exc:
                 raise w.error(f"{where}: {exc.param}", str(exc)[len(exc.param) + 2:]) from exc
-            digits_ok.add((cell.n, cell.seed))
+            real_ok.add((cell.data, cell.n, cell.seed))
         try:
             cell.train_config().validate()
         except ConfigError as exc:

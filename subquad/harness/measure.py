@@ -25,6 +25,7 @@ from subquad.harness.config import Cell, Timing
 from subquad.harness.environment import current_environment, limit_threads
 from subquad.harness.tables import (
     RUNS_COLUMNS,
+    SOLVER_INFO_COLUMNS,
     TRAINING_COLUMNS,
     atomic_write_csv,
     cell_path,
@@ -236,17 +237,23 @@ def _train(cell: Cell, tr: Any, clock: _Clock, base: dict, trows: list) -> None:
     q = tr.net.spec.q
     meta = {k: base[k] for k in TRAINING_COLUMNS if k in base}
 
-    def emit(t: int, loss: float, fracs: list[float], flips: list[int]) -> None:
+    def emit(t: int, loss: float, fracs: list[float], flips: list[int], info: dict) -> None:
+        solver = {k: info.get(k) for k in SOLVER_INFO_COLUMNS}
         for layer, (a, f) in enumerate(zip(fracs, flips)):
             trows.append({**meta, "iteration": t, "loss": loss, "layer": layer,
-                          "active_fraction": a, "expected_active_fraction": q, "flips": f})
+                          "active_fraction": a, "expected_active_fraction": q, "flips": f,
+                          **solver})
 
     fr = tr.active_fraction()
-    emit(0, tr.loss0, fr, [0] * len(fr))
-    for t in range(1, cell.training_iters + 1):
-        st = tr.step()
-        emit(t, st.loss, st.active_fraction, st.flips)
-        clock.check(what=f" during training iteration {t}")
+    emit(0, tr.loss0, fr, [0] * len(fr), {})
+    tr.solver.diagnose = True  # cond(K) etc. only in these untimed iterations
+    try:
+        for t in range(1, cell.training_iters + 1):
+            st = tr.step()
+            emit(t, st.loss, st.active_fraction, st.flips, st.info)
+            clock.check(what=f" during training iteration {t}")
+    finally:
+        tr.solver.diagnose = False
 
 
 # ------------------------------------------------------------------------------- calibration

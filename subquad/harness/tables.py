@@ -30,6 +30,8 @@ from subquad.files import atomic_write_text
 #: docs/DESIGN.md, "runs.csv" and "training.csv": declared once, in the results schema
 RUNS_COLUMNS = [*TABLES["runs"].columns, VERSION_COLUMN]
 TRAINING_COLUMNS = [*TABLES["training"].columns, VERSION_COLUMN]
+#: training.csv columns taken from the solver's info of that iteration (empty if it has none)
+SOLVER_INFO_COLUMNS = ("cg_iters", "cond_K", "cond_preconditioned")
 CELL_FILE = re.compile(r"^[0-9a-f]{16}\.csv$")
 #: messages of outcomes that say nothing about the cell itself: ``--resume`` runs it again
 RETRY_PREFIXES = ("sweep budget", "worker lost", "corrupt cell file")

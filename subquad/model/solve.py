@@ -5,6 +5,7 @@ All three return c with the multiply-adds they performed and a small info dict (
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +18,16 @@ SOLVERS = ("cholesky", "cg", "pcg-tensorsketch", "pcg-tensorsrht")
 
 @dataclass
 class Solver:
-    """Base: ``needs_gram`` says whether the iteration must build K."""
+    """Base: ``needs_gram`` says whether the iteration must build K.
+
+    With ``diagnose`` set (the harness sets it only for its untimed training iterations) the
+    solvers also report cond(K + mu I) and, for the sketch preconditioners, the condition
+    number of the preconditioned system in ``info``; these cost O(n^3) each.
+    """
 
     needs_gram: bool = True
     name: str = "solver"
+    diagnose: bool = False
 
     def solve(self, xp: Any, K: Any, r: Any, sketch_inputs: Any = None
               ) -> tuple[Any, float, dict]:
@@ -36,6 +43,26 @@ class IdentitySolver(Solver):
 
     def solve(self, xp, K, r, sketch_inputs=None):
         return r, 0.0, {}
+
+
+def condition_numbers(A: Any, B: Any = None, mu: float = 0.0) -> dict[str, float]:
+    """cond(A) of the symmetric system A = K + mu I and, with a sketch B (rows k x n), the
+    condition number of the preconditioned system: the generalised eigenvalues of
+    A x = lambda (B^T B + mu I) x, as CG sees A with the preconditioner (R^T R)^-1."""
+    from scipy.linalg import eigh  # noqa: PLC0415
+
+    A = np.asarray(A.get() if hasattr(A, "get") else A, dtype=np.float64)
+    ev = np.linalg.eigvalsh(A)
+    out = {"cond_K": float(ev[-1] / ev[0]) if ev[0] > 0 else math.inf}
+    if B is not None:
+        Bh = np.asarray(B.get() if hasattr(B, "get") else B, dtype=np.float64)
+        M = Bh.T @ Bh + mu * np.eye(A.shape[0])
+        try:
+            gv = eigh(A, M, eigvals_only=True)
+            out["cond_preconditioned"] = float(gv[-1] / gv[0]) if gv[0] > 0 else math.inf
+        except np.linalg.LinAlgError:  # B^T B singular: the preconditioner is undefined
+            out["cond_preconditioned"] = math.inf
+    return out
 
 
 def _cho_solve(xp: Any, Lc: Any, r: Any) -> Any:
@@ -92,7 +119,7 @@ class CholeskySolver(Solver):
                 Kh, self.mu, f"smallest Cholesky pivot^2 {np.nanmin(piv) ** 2:.3g} is below "
                 f"n eps max(K_ii)"))
         c = _cho_solve(xp, Lc, r)
-        return c, n**3 / 3.0 + 2.0 * n * n, {}
+        return c, n**3 / 3.0 + 2.0 * n * n, condition_numbers(A) if self.diagnose else {}
 
 
 @dataclass
@@ -120,7 +147,7 @@ class PCGSolver(Solver):
             return xp.asarray(c), work, info
         n = K.shape[0]
         k = 0
-        precond = None
+        precond = B = None
         if self.kind != "none":  # the unpreconditioned CG baseline skips the sketch
             H_list, V_list = sketch_inputs
             k = self.sketch_size or default_sketch_size(n)
@@ -144,7 +171,11 @@ class PCGSolver(Solver):
             nnz_v = sum(v.nnz for v in V_list)
             L = len(H_list)
             work += sketch_work(self.kind, nnz_h, nnz_v, k, n, L) + 2.0 * L * k * n * n
-        return c, work, {"cg_iters": iters, "sketch_size": k}
+        info: dict = {"cg_iters": iters, "sketch_size": k}
+        if self.diagnose:
+            info.update(condition_numbers(A, B, self.mu))
+            info.setdefault("cond_preconditioned", info["cond_K"])  # plain CG: M = I
+        return c, work, info
 
 
 def _to_host_rows(sketch_inputs: Any) -> Any:

@@ -161,7 +161,7 @@ def register_fit(sub: argparse._SubParsersAction) -> None:
 
 def _num(x: Any, fmt: str = ".3f") -> str:
     """A number for a table line, '-' when missing (the schema's one formatter)."""
-    from subquad.analysis.schema import fmt_number  # noqa: PLC0415
+    from subquad.schema import fmt_number  # noqa: PLC0415
 
     return fmt_number(x, fmt, "-")
 
@@ -195,7 +195,7 @@ def _fit_options(args: argparse.Namespace) -> dict:
 def cmd_fit(args: argparse.Namespace) -> int:
     from subquad.analysis.fit import fit_run  # noqa: PLC0415
     from subquad.analysis.limits import load_limits  # noqa: PLC0415
-    from subquad.analysis.schema import load_table  # noqa: PLC0415
+    from subquad.schema import load_table  # noqa: PLC0415
 
     target = Path(args.dir)
     if not (target.suffix.lower() == ".json" and target.is_file()):  # a benchmark JSON file

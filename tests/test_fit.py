@@ -18,8 +18,8 @@ from subquad.analysis.fit import (
     read_benchmark_json,
     selfcheck,
 )
-from subquad.analysis.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
 from subquad.errors import ConfigError
+from subquad.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
 
 FITS_COLUMNS, LOCAL_SLOPE_COLUMNS, CROSSOVER_COLUMNS, SELFCHECK_COLUMNS = (
     [*TABLES[n].columns, VERSION_COLUMN] for n in ("fits", "local_slopes", "crossover",

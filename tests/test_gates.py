@@ -13,12 +13,12 @@ from subquad.analysis.check import factor_gate, run_check
 from subquad.analysis.fit import fit_run
 from subquad.analysis.gates import GateResult, format_gates, gate_scan, scan_work
 from subquad.analysis.limits import load_limits
-from subquad.analysis.schema import SCHEMA_VERSION, VERSION_COLUMN
 from subquad.cli import main
 from subquad.model.sparse import SparseRows
 from subquad.model.subquadratic import SparseKernels, SparseState
 from subquad.model.train import TrainConfig, build_trainer
 from subquad.model.trainer import Work
+from subquad.schema import SCHEMA_VERSION, VERSION_COLUMN
 
 GRID = (1024, 2048, 4096, 8192)
 N, C, ITERS = 4, 0.2, 2

@@ -19,7 +19,11 @@ from subquad.analysis.fit import fit_run, fit_slope
 from subquad.analysis.limits import load_limits
 from subquad.analysis.report import write_report
 from subquad.analysis.rundata import load_run
-from subquad.analysis.schema import (
+from subquad.analysis.stats import median_ci, min_samples
+from subquad.errors import ConfigError
+from subquad.harness.sweep import run_sweep
+from subquad.harness.tables import atomic_write_csv, read_cell
+from subquad.schema import (
     SCHEMA_VERSION,
     TABLES,
     VERSION_COLUMN,
@@ -28,10 +32,6 @@ from subquad.analysis.schema import (
     options_string,
     parse_context,
 )
-from subquad.analysis.stats import median_ci, min_samples
-from subquad.errors import ConfigError
-from subquad.harness.sweep import run_sweep
-from subquad.harness.tables import atomic_write_csv, read_cell
 from tests.test_fit import synth
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,9 +30,9 @@ from scipy.stats import mannwhitneyu
 
 from subquad.analysis.gates import GateResult
 from subquad.analysis.limits import Limits, load_limits
-from subquad.analysis.schema import load_runs, load_table
 from subquad.analysis.stats import median_ci
 from subquad.errors import ConfigError
+from subquad.schema import load_runs, load_table
 
 #: what identifies a fitted series independently of the machine it ran on
 FIT_KEYS = ["method", "label", "options", "backend", "dtype", "threshold", "data", "phase",

@@ -68,7 +68,8 @@ import numpy as np
 import pandas as pd
 
 from subquad.analysis.limits import load_limits
-from subquad.analysis.schema import (
+from subquad.errors import ConfigError
+from subquad.schema import (
     CALIBRATION,
     FIT_AXES,
     QUANTITIES,
@@ -84,7 +85,6 @@ from subquad.analysis.schema import (
     write_runs,
     write_table,
 )
-from subquad.errors import ConfigError
 
 #: what a series is never pooled across (besides the other sizes, see ``series_columns``)
 SERIES_KEYS = ["machine", "method", "label", "options", "backend", "dtype", "threshold", "data",

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from subquad.analysis.schema import parse_context
 from subquad.errors import ConfigError
 from subquad.model.sparsify import expected_active
+from subquad.schema import parse_context
 
 if sys.version_info >= (3, 11):
     import tomllib

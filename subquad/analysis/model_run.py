@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from subquad.analysis.machine import Machine, fit_factor, load_calibration, slope
-from subquad.analysis.schema import load_runs, load_table
 from subquad.errors import ConfigError
 from subquad.files import atomic_write_frame
 from subquad.model.trainer import PHASES
+from subquad.schema import load_runs, load_table
 
 SERIES = ["method", "options", "backend", "dtype", "n", "d", "L", "c"]
 CELL = ["cell", *SERIES, "m"]

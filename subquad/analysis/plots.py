@@ -36,7 +36,9 @@ from subquad.analysis.rundata import (
     summarise,
     sweeps,
 )
-from subquad.analysis.schema import (
+from subquad.analysis.stats import coverage_text, median_ci
+from subquad.files import atomic_savefig
+from subquad.schema import (
     ITERATION_PHASES,
     TRAINED_METHODS,
     fmt_number,
@@ -44,8 +46,6 @@ from subquad.analysis.schema import (
     options_label,
     series_label,
 )
-from subquad.analysis.stats import coverage_text, median_ci
-from subquad.files import atomic_savefig
 
 # -- constants ---------------------------------------------------------------------------------
 

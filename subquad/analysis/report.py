@@ -23,13 +23,6 @@ from subquad.analysis.rundata import (
     load_run,
     select_rows,
 )
-from subquad.analysis.schema import (
-    CROSSOVER_KINDS,
-    fmt_number,
-    fmt_seconds,
-    options_label,
-    series_label,
-)
 from subquad.analysis.stats import coverage_text, median_ci
 from subquad.analysis.verdicts import (
     REJECTED,
@@ -42,6 +35,13 @@ from subquad.analysis.verdicts import (
 from subquad.errors import ConfigError
 from subquad.files import atomic_write_text, read_table
 from subquad.memory import fmt_bytes
+from subquad.schema import (
+    CROSSOVER_KINDS,
+    fmt_number,
+    fmt_seconds,
+    options_label,
+    series_label,
+)
 
 NOT_MEASURED = "not measured in this run"
 #: cells listed individually in the completeness section before the rest is counted

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from subquad.analysis.schema import (
+from subquad.analysis.stats import median_ci
+from subquad.schema import (
     SIZES,
     TABLES,
     TRAINED_METHODS,
@@ -26,7 +27,6 @@ from subquad.analysis.schema import (
     load_training,
     parse_context,
 )
-from subquad.analysis.stats import median_ci
 
 #: columns that never pool: a fit or a curve lives inside one value of each
 CONTEXT_COLS = ("machine", "backend", "dtype", "threshold", "data")

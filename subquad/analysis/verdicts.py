@@ -41,8 +41,8 @@ from subquad.analysis.rundata import (
     parse_range,
     select_rows,
 )
-from subquad.analysis.schema import fmt_seconds, options_label, write_table
 from subquad.analysis.stats import median_ci
+from subquad.schema import fmt_seconds, options_label, write_table
 
 SUPPORTED, INCONCLUSIVE, REJECTED = "supported", "inconclusive", "not supported"
 NOT_MEASURED, NOT_IMPLEMENTED = "not measured", "not implemented"

@@ -50,10 +50,10 @@ def variant_columns(cell: Cell, legacy: bool = False) -> dict[str, Any]:
     Options as requested (``update``, ``forward_kernel``) and resolved where the cell's sizes
     decide (solver, lr, cg_tol, ``update_resolved``); ``forward_kernel_resolved`` is only
     known after a forward pass and is added by the trainer cell. ``options`` is the canonical
-    string of them all (``subquad.analysis.schema.options_string``): series are keyed by it.
+    string of them all (``subquad.schema.options_string``): series are keyed by it.
     ``legacy``: resolve ``auto`` as runs of results schema 1 did (before the fused update).
     """
-    from subquad.analysis.schema import options_string  # noqa: PLC0415
+    from subquad.schema import options_string  # noqa: PLC0415
 
     out: dict[str, Any] = {"label": cell.label or cell.method,
                            "threshold": cell.option("threshold", cell.threshold)}

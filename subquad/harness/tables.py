@@ -22,10 +22,10 @@ from typing import Any
 
 import pandas as pd
 
-from subquad.analysis.schema import PHASES as PHASE_ORDER
-from subquad.analysis.schema import SCHEMA_VERSION, STATUSES, TABLES, VERSION_COLUMN
 from subquad.errors import CorruptFileError
 from subquad.files import atomic_write_text
+from subquad.schema import PHASES as PHASE_ORDER
+from subquad.schema import SCHEMA_VERSION, STATUSES, TABLES, VERSION_COLUMN
 
 #: docs/DESIGN.md, "runs.csv" and "training.csv": declared once, in the results schema
 RUNS_COLUMNS = [*TABLES["runs"].columns, VERSION_COLUMN]

@@ -76,7 +76,10 @@ def atomic_write_frame(path: Path, frame: Any) -> Path:
 def atomic_savefig(fig: Any, path: Path, **kwargs: Any) -> Path:
     """A matplotlib figure rendered in memory, then written atomically (format from suffix)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip("."), **kwargs)
+    fmt = Path(path).suffix.lstrip(".")
+    if fmt == "pdf":  # no creation date: the same figure gives the same bytes
+        kwargs.setdefault("metadata", {"CreationDate": None})
+    fig.savefig(buf, format=fmt, **kwargs)
     return atomic_write_bytes(path, buf.getvalue())
 
 

@@ -386,7 +386,7 @@ def test_figures_mark_the_switch_skip_idle_phases_and_label_crossover(tmp_path) 
     labels = [t.get_text() for ax in fig.axes for t in (ax.get_legend().get_texts()
                                                           if ax.get_legend() else [])]
     assert any("update=auto switches rowdense -> scatter" in t and "512 and 1024" in t
-               for t in labels)
+               and "Q(beta) = 0.05" in t for t in labels)
     fig = plots.fig_phases_vs_m(data)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "forward" in legend and "fold" not in legend
@@ -413,3 +413,11 @@ def test_tables_declare_the_contract() -> None:
                            "selfcheck", "claims", "dropped"}
     assert TABLES["claims"].columns == ["claim", "predicted", "measured", "interval",
                                         "verdict", "reason"]
+
+
+def test_switch_legend_names_the_rule_of_each_mode() -> None:
+    """The density split explains scatter/rowdense; the weight size explains fused."""
+    from subquad.analysis.plots import _switch_rule
+
+    assert _switch_rule("scatter") == "Q(beta) = 0.05"
+    assert _switch_rule("fused") == "one W_l >= 256 MiB"

@@ -270,6 +270,18 @@ def _switches(data: RunData, fixed: dict[str, object], method: str, options: str
             for (a, ma), (b, mb) in zip(by_m.items(), list(by_m.items())[1:]) if ma != mb]
 
 
+def _switch_rule(to: str) -> str:
+    """The auto rule that picks update mode ``to`` (constants from model/subquadratic.py)."""
+    from subquad.model.subquadratic import (  # noqa: PLC0415
+        AUTO_DENSITY_SPLIT,
+        AUTO_FUSED_MIN_W_BYTES,
+    )
+
+    if to == "fused":
+        return f"one W_l >= {AUTO_FUSED_MIN_W_BYTES / 2**20:g} MiB"
+    return f"Q(beta) = {AUTO_DENSITY_SPLIT:g}"
+
+
 def _mark_switches(ax: Axes, data: RunData, fixed: dict[str, object],
                    series: Iterable[tuple[str, str]], x_of: Callable[[float, float], float]
                    ) -> None:
@@ -278,7 +290,7 @@ def _mark_switches(ax: Axes, data: RunData, fixed: dict[str, object],
         for lo, hi, a, b in _switches(data, fixed, method, options):
             ax.axvline(x_of(lo, hi), color="#555555", linestyle=":", linewidth=1.2,
                        label=f"update=auto switches {a} -> {b}\n  between m = "
-                             f"{fmt_number(lo)} and {fmt_number(hi)} (Q(beta) = 0.05)")
+                             f"{fmt_number(lo)} and {fmt_number(hi)} ({_switch_rule(b)})")
 
 
 def _crossover_rows(data: RunData, fixed: dict[str, object], options: str | None

@@ -73,6 +73,8 @@ def test_n_and_d_models():
     assert got["solve work ~ n^2.8"] == ("2.8", REJECTED)  # Cholesky: n^3/3 + 2 n^2 on 4..256
     assert got["iteration seconds ~ d^0"] == ("0", SUPPORTED)
     assert got["solve work ~ n^2.71"] == ("2.71", SUPPORTED)  # joint: n = 4..64, ratio 2
+    gram = next(c for c in n_d_claims(fits) if c.claim.startswith("gram work"))
+    assert gram.interval == "[1.980, 2.020]" and "inside 2 +- 0.15" in gram.reason
 
 
 def test_no_tables_no_claims():

@@ -29,12 +29,16 @@ import numpy as np
 import pandas as pd
 
 from subquad.analysis.fit import fit_slope
+from subquad.analysis.verdicts import (
+    NOT_MEASURED,
+    REJECTED,
+    SUPPORTED,
+    verdict_near,
+)
 from subquad.files import atomic_write_frame, atomic_write_text, read_table
 
 # Verdict vocabulary and rules of the project's claims (claims.csv); kept here so that this
 # module does not depend on how the report or the verdicts module are organised.
-SUPPORTED, INCONCLUSIVE, REJECTED = "supported", "inconclusive", "not supported"
-NOT_MEASURED = "not measured"
 #: an exponent within this distance of its prediction counts as "~ x^k" (limits.toml [claims])
 TOLERANCE = 0.15
 #: the sparsifier's warning ratio of ALGORITHM.md section 1 (active fraction vs Q(beta))
@@ -56,16 +60,12 @@ class Claim:
     reason: str = ""
 
 
-def verdict_near(lo: float, hi: float, target: float, tol: float = TOLERANCE) -> str:
-    """Exponent interval inside target +- tol: supported; wholly outside: not; else
-    inconclusive; NOT_MEASURED without a finite interval."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return NOT_MEASURED
-    if lo >= target - tol and hi <= target + tol:
-        return SUPPORTED
-    if hi < target - tol or lo > target + tol:
-        return REJECTED
-    return INCONCLUSIVE
+def _near(lo: float, hi: float, target: float) -> dict[str, str]:
+    """verdict, interval and reason of ``~ x^target`` by the report's rule (verdicts.py)."""
+    verdict, reason = verdict_near(lo, hi, target, TOLERANCE)
+    finite = bool(np.isfinite(lo) and np.isfinite(hi))
+    return {"verdict": verdict, "interval": f"[{lo:.3f}, {hi:.3f}]" if finite else "-",
+            "reason": reason}
 
 
 PHASES_N = {"forward": 1.0, "backward": 1.0, "update": 1.0, "gram": 2.0, "iteration": 1.0}
@@ -136,7 +136,7 @@ def n_d_claims(fits: pd.DataFrame) -> list[Claim]:
                          f"[{how}{_series_name(row)}]", f"{pred:.3g}",
                          _interval_text(float(row["exponent"]), lo, hi, axis,
                                         f"{int(row['n_points'])} points, {row['fit_range']}"),
-                         verdict_near(lo, hi, pred)))
+                         **_near(lo, hi, pred)))
     return out
 
 
@@ -177,7 +177,7 @@ def depth_claims(runs: pd.DataFrame, training: pd.DataFrame | None) -> list[Clai
                    f"(affine in L when these agree)") if len(step) else ""
             out.append(Claim(f"per-iteration {q} ~ L^1 [{name}]", "1",
                              _interval_text(e, lo, hi, "L", f"{k} depths") + inc + failed,
-                             verdict_near(lo, hi, 1.0)))
+                             **_near(lo, hi, 1.0)))
     if training is None or training.empty:
         return out
     t = training.fillna({"options": ""})
@@ -226,7 +226,7 @@ def solver_claims(runs: pd.DataFrame, training: pd.DataFrame | None) -> list[Cla
                 out.append(Claim(f"{solver}: CG iterations flat in n [{data}]", "n^0",
                                  _interval_text(e, lo, hi, "n", f"{k} sizes, median "
                                                 f"{p['cg_iters'].median():.0f}"),
-                                 verdict_near(lo, hi, 0.0)))
+                                 **_near(lo, hi, 0.0)))
             if solver == "cg" or chol.ngroups == 0:
                 continue
             ps = p.groupby("n")["seconds"]

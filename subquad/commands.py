@@ -381,19 +381,18 @@ def register_model(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    import pandas as pd  # noqa: PLC0415
-
     from subquad.analysis.model_run import model_run  # noqa: PLC0415
+    from subquad.files import read_table  # noqa: PLC0415
 
     paths = model_run(_run_dir(args.dir), args.calibration, min_m=args.min_m)
-    summ = pd.read_csv(paths["summary"], keep_default_na=False)
+    summ = read_table(paths["summary"], "model_summary.csv", keep_default_na=False)
     print(f"{'method':<9} {'widths':<12} {'measured':>9} {'model':>7} {'fitted':>7} "
           f"{'work':>6} {'asympt.':>7}")
     for r in summ.itertuples():
         print(f"{r.method:<9} {r.fit_range:<12} {_num(r.measured_exponent):>9} "
               f"{_num(r.model_exponent):>7} {_num(r.fitted_exponent):>7} "
               f"{_num(r.work_exponent, '.2f'):>6} {_num(r.asymptotic_exponent, '.2f'):>7}")
-    model = pd.read_csv(paths["model"], keep_default_na=False)
+    model = read_table(paths["model"], "model.csv", keep_default_na=False)
     it = model[model["phase"] == "iteration"]
     for meth, g in it.groupby("method"):
         r = g["ratio"].astype(float)

@@ -5,8 +5,9 @@ measured at every thread count (numba and BLAS pinned together): median per-iter
 the median of each phase, the ratio dense-gn / subquad with a 95% percentile-bootstrap interval
 (samples of both trainers resampled independently), and the forward's achieved bytes/s (counted
 bytes of W read / forward seconds). With ``--update fused`` the update runs inside the forward,
-so its time and work are in the forward's columns. Writes results/speedup/{speedup.csv,
-environment.json, command.txt}.
+so its time and work are in the forward's columns; ``update_in_forward_s`` is what it adds there
+(the median forward with the step's pending update minus without it, interleaved). Writes
+results/speedup/{speedup.csv, report.md, environment.json, command.txt}.
 Run: .venv/bin/python experiments/speedup.py [--m 4096 16384 32768] [--threads 1 2]
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -58,6 +60,67 @@ def measure(tr: Trainer, iters: int) -> tuple[dict, list[float]]:
     return row, it
 
 
+def fused_update_cost(tr: Trainer, reps: int = 15) -> float:
+    """Seconds the pending update adds to a fused forward: one step records the update the
+    next forward applies; that forward is then timed with it and without it, interleaved, the
+    update applied with alternating sign so that W ends where it started (up to rounding)."""
+    k = tr.kernels
+    forward, seen = k.forward, {}
+
+    def record():
+        seen["pending"] = list(k.pending)
+        return forward()
+
+    k.forward = record
+    tr.step()
+    k.forward = forward
+    plus = list(seen["pending"])
+    minus = [None if p is None else (p[0], p[1], -p[2]) for p in plus]
+    with_u, without = [], []
+    for rep in range(2 * reps):
+        k.pending = list(plus if rep % 2 else minus)
+        t0 = time.perf_counter()
+        k.forward()
+        with_u.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        k.forward()  # nothing pending now
+        without.append(time.perf_counter() - t0)
+    return statistics.median(with_u) - statistics.median(without)
+
+
+def report(df: pd.DataFrame, env: dict, command: str) -> str:
+    """Markdown: per width and thread count, every update mode side by side with dense-gn."""
+    lines = ["# Speed-up of subquad over dense Gauss-Newton, every update mode", "",
+             f"Machine: {env.get('cpu_model', '?')}, {env.get('cores', '?')} cores "
+             f"(machine id `{env.get('machine', '?')}`). n = 16, d = 16, L = 2, c = 0.2, "
+             "float32, Cholesky solve; both trainers of a row measured in the same process "
+             "(median of the samples, ms per iteration; speed-up = median dense-gn / median "
+             "subquad with a 95% bootstrap interval). `fused` runs the update and the top "
+             "layer's backward inside the forward: its update column is bookkeeping, and "
+             "'update in forward' is what the pending update adds to that forward.", "",
+             f"Reproduce: `{command}`", ""]
+    for (m, threads), g in df.groupby(["m", "threads"], sort=True):
+        lines += [f"## m = {m}, {threads} thread{'s' if threads > 1 else ''}", "",
+                  "| trainer | update | iteration ms | forward | backward | update | fold | "
+                  "update in forward | update / forward | speed-up [95% CI] |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in g.itertuples():
+            upd = r.update_s if r.update != "fused" else r.update_in_forward_s
+            fwd = r.forward_s - (r.update_in_forward_s if r.update == "fused" else 0.0)
+            share = f"{upd / fwd:.0%}" if r.method == "subquad" and fwd > 0 else "-"
+            inside = (f"{1e3 * r.update_in_forward_s:.2f}" if r.update == "fused" else "-")
+            lines.append(
+                f"| {r.method} | {r.update} | {1e3 * r.iteration_s:.2f} | "
+                f"{1e3 * r.forward_s:.2f} | {1e3 * r.backward_s:.2f} | {1e3 * r.update_s:.2f} | "
+                f"{1e3 * r.fold_s:.2f} | {inside} | {share} | {r.speedup_vs_dense_gn:.2f} "
+                f"[{r.speedup_ci_low:.2f}, {r.speedup_ci_high:.2f}] |")
+        lines.append("")
+    lines += ["'update / forward': the update phase over the forward phase (scatter, rowdense, "
+              "lazy: separate phases; fused: the update's share inside the forward, over the "
+              "forward without it). Lazy's fold is amortised over its fold period.", ""]
+    return "\n".join(lines)
+
+
 def ratio_interval(dense: list[float], sub: list[float], seed: int) -> tuple[float, float]:
     """95% percentile-bootstrap interval of median(dense) / median(sub)."""
     rng = np.random.default_rng(seed)
@@ -88,6 +151,8 @@ def main() -> None:
                 limit_threads(threads)
                 warm_kernels("numpy", "float32")
                 row, it = measure(tr, args.iters)
+                row["update_in_forward_s"] = (fused_update_cost(tr) if row["update"] == "fused"
+                                              else 0.0)
                 rows.append({"method": method, "m": m, "threads": threads, **row})
                 samples[(method, row["update"], m, threads)] = it
                 print(rows[-1], flush=True)
@@ -106,9 +171,12 @@ def main() -> None:
     df["speedup_ci_high"] = hi
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    env = collect_environment()
+    command = " ".join(["python", *sys.argv])
     atomic_write_frame(out / "speedup.csv", df)
-    atomic_write_json(out / "environment.json", collect_environment())
-    atomic_write_text(out / "command.txt", " ".join(["python", *sys.argv]) + "\n")
+    atomic_write_json(out / "environment.json", env)
+    atomic_write_text(out / "command.txt", command + "\n")
+    atomic_write_text(out / "report.md", report(df, env, command))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 

@@ -107,3 +107,47 @@ def test_fused_is_cpu_only_and_auto_picks_it_for_large_weights():
     with pytest.raises(ConfigError, match="update"):
         TrainConfig(method="subquad", backend="cupy", update="fused").validate()
     assert main(["train", "--backend", "cupy", "--update", "fused", "--m", "64"]) == 2
+
+
+def guessed(rng, H_out, m_out, dtype):
+    """A guess of the output supports: most of the real ones, some dropped, some extra."""
+    dense = (H_out.to_dense() != 0) & (rng.random((H_out.n, m_out)) > 0.2)
+    dense |= rng.random((H_out.n, m_out)) < 0.05
+    return type(H_out).from_dense(dense.astype(dtype))
+
+
+@settings(max_examples=40, deadline=None)
+@given(m_in=st.integers(1, 120), m_out=st.integers(2, 300), n=st.integers(1, 7),
+       dh=st.floats(0.05, 0.4), tile=st.sampled_from([64, 128, None]),
+       kernel=st.sampled_from(KERNELS), guess=st.sampled_from(["none", "exact", "noisy"]),
+       seed=st.integers(0, 2**16))
+def test_top_backward_from_forward_dots_equals_the_block(m_in, m_out, n, dh, tile, kernel, guess,
+                                                         seed):
+    """forward_fused's dots with any guess P, corrected by top_backward, equal the backward
+    block W[S_out, S_in]^T a[S_out] of the updated W (flips = |P xor S_out|)."""
+    rng = np.random.default_rng(seed)
+    dt = np.float64
+    Wt = rng.standard_normal((m_in, m_out))
+    H_old = random_rows(rng, n, m_in, dh, dt)
+    V = random_rows(rng, n, m_out, 0.3, dt)
+    H_new = flipped(rng, H_old, dh, dt)
+    a = rng.standard_normal(m_out)
+    b = gapped_thresholds(H_new.to_dense() @ Wt)
+    W = Wt.copy()
+    plain, _ = fused.forward_fused(W.copy(), H_new, b, (H_old, V, np.ones(n)), kernel, tile)
+    if guess == "exact":
+        P = plain
+    elif guess == "noisy":
+        P = guessed(rng, plain, m_out, dt)
+    else:
+        P = type(plain).from_dense(np.zeros((n, m_out)))
+    out, info = fused.forward_fused(W, H_new, b, (H_old, V, np.ones(n)), kernel, tile,
+                                    predict=(P, a))
+    np.testing.assert_array_equal(out.indices, plain.indices)
+    assert info["dot_madds"] == float((H_new.counts() * P.counts()).sum())
+    u, flips = fused.top_backward(W, H_new, info["dots"], P, out, a)
+    want = reference.backward_block(W, H_new, out.with_values(a[out.indices]))
+    close(u, want, dt)
+    sym = [np.setxor1d(P.indices[P.indptr[i]:P.indptr[i + 1]],
+                       out.indices[out.indptr[i]:out.indptr[i + 1]]).size for i in range(n)]
+    np.testing.assert_array_equal(flips, sym)

@@ -344,6 +344,23 @@ def test_every_downgrade(n_points, lo_m, flagged, quantity, expected) -> None:
         assert out.reason.startswith("downgraded from supported")
 
 
+@pytest.mark.parametrize(("phase", "modes", "expected"), [
+    ("backward", "scatter->fused", verdicts.INCONCLUSIVE),  # block computed by the forward
+    ("update", "fused", verdicts.INCONCLUSIVE),
+    ("forward", "scatter->fused", verdicts.SUPPORTED),  # the forward keeps its own work
+    ("backward", "rowdense->scatter", verdicts.SUPPORTED),
+])
+def test_fused_widths_cannot_judge_backward_or_update_work(phase, modes, expected) -> None:
+    scope = verdicts.Scope({}, {}, False, load_limits())
+    row = pd.Series({"n_points": 9, "fit_range": "m=1024..16384", "phase": phase,
+                     "update_resolved": modes})
+    claim = verdicts.Claim("c", "< 2", verdict=verdicts.SUPPORTED, reason="upper bound 1.5 < 2")
+    out = verdicts.downgrade(claim, [row], "work", scope)
+    assert out.verdict == expected
+    if expected == verdicts.INCONCLUSIVE:
+        assert "fused" in out.reason and "forward computes" in out.reason
+
+
 # ------------------------------------------------------------------------------ figures
 
 
@@ -420,4 +437,4 @@ def test_switch_legend_names_the_rule_of_each_mode() -> None:
     from subquad.analysis.plots import _switch_rule
 
     assert _switch_rule("scatter") == "Q(beta) = 0.05"
-    assert _switch_rule("fused") == "one W_l >= 256 MiB"
+    assert _switch_rule("fused") == "one W_l >= 64 MiB"

@@ -108,3 +108,27 @@ def test_lazy_fold_period_matches_observed_folds():
     # after the first step (the sweep's warm-up), any `period` consecutive steps fold once
     for i in range(1, len(folds) - period + 1):
         assert sum(folds[i:i + period]) == 1, folds
+
+
+@pytest.mark.parametrize("forward_kernel", ["per-example", "input-major"])
+@pytest.mark.parametrize(("L", "n", "c"), [(1, 8, 0.2), (2, 4, 0.3), (3, 8, 0.2), (3, 6, 0.3)])
+def test_fused_mode_equals_dense_gauss_newton(L, n, c, forward_kernel):
+    """The fused update and the top layer's backward from the forward's dots (corrected for
+    flipped neurons, which this step size produces) give dense-gn's iterates in float64."""
+    kw = dict(m=1024, n=n, d=16, L=L, c=c, seed=2, dtype="float64", lr=0.7, solver="cholesky")
+    dense = build_trainer(TrainConfig(method="dense-gn", **kw))
+    fused = build_trainer(TrainConfig(method="subquad", update="fused",
+                                      forward_kernel=forward_kernel, **kw))
+    loss_d, loss_f = [dense.start()], [fused.start()]
+    top_flips = 0
+    for _ in range(5):
+        loss_d.append(dense.step().loss)
+        step = fused.step()
+        loss_f.append(step.loss)
+        top_flips += step.flips[L]
+    np.testing.assert_allclose(loss_f, loss_d, rtol=1e-8)
+    for ws, wd in zip(_weights(fused), _weights(dense)):
+        np.testing.assert_allclose(ws, wd, rtol=1e-8, atol=1e-8 * np.abs(wd).max())
+    assert loss_d[-1] < 0.1 * loss_d[0]
+    if L >= 2:
+        assert top_flips > 0  # the flip correction of the top backward ran

@@ -30,9 +30,11 @@ import pandas as pd
 
 from subquad.analysis.fit import fit_slope
 from subquad.analysis.verdicts import (
+    INCONCLUSIVE,
     NOT_MEASURED,
     REJECTED,
     SUPPORTED,
+    fused_note,
     verdict_near,
 )
 from subquad.files import atomic_write_frame, atomic_write_text, read_table
@@ -132,11 +134,16 @@ def n_d_claims(fits: pd.DataFrame) -> list[Claim]:
             continue
         lo, hi = float(row["ci_low"]), float(row["ci_high"])
         how = "joint fit in m, n, d; " if joint else ""
+        judged = _near(lo, hi, pred)
+        note = fused_note(row)
+        if note and judged["verdict"] in (SUPPORTED, REJECTED):
+            judged["reason"] = f"downgraded from {judged['verdict']} ({judged['reason']}): {note}"
+            judged["verdict"] = INCONCLUSIVE
         out.append(Claim(f"{row['phase']} {row['quantity']} ~ {axis}^{pred:.3g} "
                          f"[{how}{_series_name(row)}]", f"{pred:.3g}",
                          _interval_text(float(row["exponent"]), lo, hi, axis,
                                         f"{int(row['n_points'])} points, {row['fit_range']}"),
-                         **_near(lo, hi, pred)))
+                         **judged))
     return out
 
 

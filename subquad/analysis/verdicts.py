@@ -140,10 +140,28 @@ def regime_usable(row: pd.Series) -> bool:
     return _points(row) >= REGIME_MIN_POINTS and _decades(row) >= REGIME_MIN_DECADES
 
 
+#: phases whose work the fused update moves into the forward (the update's block, and the top
+#: layer's backward block): a fit of them over fused widths is not that phase's power law
+FUSED_MOVES = ("update", "backward")
+
+
+def fused_note(row: pd.Series | None) -> str:
+    """Why a backward/update fit over widths where ``fused`` ran cannot judge the phase."""
+    if row is None or str(row.get("phase", "")) not in FUSED_MOVES:
+        return ""
+    modes = str(row.get("update_resolved", ""))
+    if "fused" not in modes:
+        return ""
+    return (f"update {modes}: at fused widths the forward computes this phase's block (kernels/"
+            f"fused.py), so its {row['phase']} work there is not the phase's power law")
+
+
 def downgrade(claim: Claim, rows: list[pd.Series | None], quantity: str, scope: Scope
               ) -> Claim:
-    """Inconclusive when a grid is too small or (wall clock) the self-check flagged the run."""
+    """Inconclusive when a grid is too small, a fused width moved the phase's block into the
+    forward, or (wall clock) the self-check flagged the run."""
     notes = [n for n in (grid_note(r, scope.limits) for r in rows) if n][:1]
+    notes += [n for n in (fused_note(r) for r in rows[:1]) if n]
     if quantity == "seconds" and scope.flagged:
         notes.append("the calibration self-check flagged this run's timings")
     if notes and claim.verdict in (SUPPORTED, REJECTED):

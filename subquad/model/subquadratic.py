@@ -28,10 +28,12 @@ FORWARD_KERNELS_BY_BACKEND = {"numpy": FORWARD_KERNELS, "cupy": (*FORWARD_KERNEL
 #: CPU_KERNELS.md: row-dense wins from s/m >= 0.05; below, the row-ownership scatter (measured
 #: 2-4x faster than row-dense at s/m = 0.024-0.034 on this machine, n = 16)
 AUTO_DENSITY_SPLIT = 0.05
-#: auto picks ``fused`` over ``scatter`` once one W_l is at least this large (results/speedup,
-#: n = 16, float32: per iteration fused / scatter = 0.72 (1 thread) and 0.79 (2 threads) at
-#: m = 16384, 0.72 and 0.92 at m = 32768; at m = 4096 (64 MiB, half the L3) 0.96 and 1.04)
-AUTO_FUSED_MIN_W_BYTES = 256 * 2**20
+#: auto picks ``fused`` over ``scatter`` once one W_l is at least this large, i.e. twice a
+#: 32 MiB L3 (float32, per iteration fused / scatter on the AMD EPYC VM, docs/CPU_KERNELS.md:
+#: n = 16, 1 thread 1.17 / 1.04 / 0.72 / 0.58 at m = 1024 / 2048 / 4096 / 8192, 2 threads
+#: 1.86 / 2.21 / 0.78 / 0.59 at m = 2048 / 2896 / 4096 / 8192; n = 64, 1 thread 1.10 / 0.87 /
+#: 0.90 / 0.91 at m = 2048 / 2896 / 4096 / 8192)
+AUTO_FUSED_MIN_W_BYTES = 64 * 2**20
 
 
 def choose_update(update: str, q: float, backend: str = "numpy", w_bytes: float = 0.0) -> str:
@@ -62,6 +64,9 @@ class SparseState:
     H: list
     norms: list
     f: Any
+    #: fused mode, L >= 2: (dots, P) from the top layer's forward, the backward's u_{L-1} for
+    #: the guessed supports P (kernels/fused.py ``top_backward`` corrects it to H[L])
+    top: Any = None
 
 
 class SparseKernels:
@@ -83,6 +88,7 @@ class SparseKernels:
         self.pending: list = []
         self.folds = 0
         self.last_forward: dict = {}
+        self.top_guess: Any = None
 
     def setup(self, net: Network, H0: Any) -> None:
         self.net = net
@@ -116,6 +122,7 @@ class SparseKernels:
         madds = nbytes = 0.0
         m = net.spec.m
         self.last_forward = {}
+        top = None
         for l in range(1, net.spec.L + 1):
             b = net.threshold(norms[-1])
             extra = None
@@ -125,7 +132,9 @@ class SparseKernels:
             kw = {} if self.forward_kernel == "auto" else {"forward_kernel": self.forward_kernel}
             if self.mode == "fused":
                 out, info = self._forward_fused(l, H[-1], b, kw)
-                madds += info["update_madds"]
+                madds += info["update_madds"] + info.get("dot_madds", 0.0)
+                if "dots" in info:
+                    top = (info["dots"], info["guess"])
             else:
                 out, info = self.kern.forward_layer(self._W0t(l), H[-1], b, extra, **kw)
             madds += float(m) * H[-1].nnz
@@ -134,27 +143,48 @@ class SparseKernels:
             H.append(out)
             norms.append(out.row_norms(xp))
         HL = H[-1]
+        if top is not None:
+            self.top_guess = HL
         vals = self.net.a[HL.indices] * HL.values
         f = SparseRows(HL.indptr, HL.indices, vals, HL.m).row_sums(xp)
         # whole rows of W_l^T (m elements each) are read: every byte is a line byte; the
         # working set is the L weight matrices the pass sweeps
         L = net.spec.L
         ws = float(L) * m * m * net.spec.itemsize
-        return SparseState(H, norms, f), Work(madds + HL.nnz, nbytes, nbytes, ws, "stream",
-                                              calls=6.0 * L + 3)
+        return SparseState(H, norms, f, top), Work(madds + HL.nnz, nbytes, nbytes, ws, "stream",
+                                                   calls=6.0 * L + 3)
 
     def _forward_fused(self, l: int, Hin: SparseRows, b: Any, kw: dict) -> tuple:
-        """Layer l's forward that first applies (and clears) the pending update of W_l."""
+        """Layer l's forward that first applies (and clears) the pending update of W_l.
+
+        On the top layer (L >= 2) it also computes the backward's dots with a[P] while the rows
+        are in cache, P the last forward's output supports (few neurons flip per step; the
+        backward corrects the flips). ``info["guess"]`` is that P.
+        """
         from subquad.model.kernels.fused import forward_fused  # noqa: PLC0415
 
         pending, self.pending[l - 1] = self.pending[l - 1], None
-        return forward_fused(self.net.Wt[l - 1], Hin, b, pending, **kw)
+        L = self.net.spec.L
+        if l < L or L < 2:
+            return forward_fused(self.net.Wt[l - 1], Hin, b, pending, **kw)
+        P = self.top_guess
+        if P is None or P.n != Hin.n:
+            m = self.net.spec.m
+            P = SparseRows(np.zeros(Hin.n + 1, np.int64), np.zeros(0, np.int64),
+                           np.zeros(0, self.net.dtype), m)
+        out, info = forward_fused(self.net.Wt[l - 1], Hin, b, pending,
+                                  predict=(P, self.net.a), **kw)
+        info["guess"] = P
+        return out, info
 
     def outputs(self, st: SparseState) -> Any:
         return st.f
 
     def backward(self, st: SparseState) -> tuple[list, Work]:
-        """v_L = D_L a; u_l = W_{l+1}[S_{l+1}, S_l]^T v_{l+1} (- adaptive rank-one term)."""
+        """v_L = D_L a; u_l = W_{l+1}[S_{l+1}, S_l]^T v_{l+1} (- adaptive rank-one term).
+
+        ``fused``: u_{L-1} comes from the forward's dots, corrected for the flipped neurons.
+        """
         net, xp = self.net, self.xp
         L = net.spec.L
         isz = float(net.spec.itemsize)
@@ -164,11 +194,21 @@ class SparseKernels:
         madds = nbytes = lines = 0.0
         for l in range(L - 1, 0, -1):
             Hl, Vn = st.H[l], V[l + 1]
-            u = self.kern.backward_block(self._W0t(l + 1), Hl, Vn)
-            block = float(self._block_size(Hl, Vn))
-            madds += block
-            nbytes += block * isz
-            lines += self._block_lines(Hl, Vn)
+            if l == L - 1 and st.top is not None:
+                # the forward's dots with the guessed supports; only flipped columns are read
+                from subquad.model.kernels.fused import top_backward  # noqa: PLC0415
+
+                u, flips = top_backward(net.Wt[l], Hl, st.top[0], st.top[1], Vn, net.a)
+                reads = float((Hl.counts() * flips).sum())
+                madds += reads
+                nbytes += reads * isz
+                lines += reads * CACHE_LINE
+            else:
+                u = self.kern.backward_block(self._W0t(l + 1), Hl, Vn)
+                block = float(self._block_size(Hl, Vn))
+                madds += block
+                nbytes += block * isz
+                lines += self._block_lines(Hl, Vn)
             if self.lazy:
                 u = u + self.lazy[l].backward_extra(Hl, Vn)
                 madds += self.lazy[l].backward_work(Hl.nnz, Vn.nnz)

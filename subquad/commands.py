@@ -344,6 +344,9 @@ def register_calibrate(sub: argparse._SubParsersAction) -> None:
                    help="directory for calibration.json and figures/")
     p.add_argument("--quick", action="store_true",
                    help="smaller grids (seconds, for tests; not for predictions)")
+    p.add_argument("--m", type=int, nargs="+", default=None, metavar="M",
+                   help="widths of the row-gather probes (default 1024 2048 4096 8192 16384; "
+                        "a sweep's probes use its own m grid)")
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -351,7 +354,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from subquad.harness.calibrate import run_calibrate  # noqa: PLC0415
 
     path, cal = run_calibrate(args.out, args.backend, args.dtype, args.threads,
-                              quick=args.quick)
+                              quick=args.quick, m_grid=args.m)
     levels = ", ".join(f"L{c['level']} {c['size'] >> 10} KiB" for c in cal["caches"])
     print(f"machine {cal['machine']}: cache levels {levels or 'unknown'}; "
           f"probes took {cal['seconds']:.0f} s")

@@ -16,6 +16,7 @@ from subquad.analysis.fit import FitOptions, _regime_rows, _Series, two_segment
 from subquad.analysis.limits import load_limits, parse_limits
 from subquad.analysis.machine import Machine, fit_factor, load_calibration, slope
 from subquad.analysis.model_run import apply_factors, fit_factors, predict_cells
+from subquad.cli import main
 from subquad.errors import ConfigError
 from subquad.harness.calibrate import calibrate, size_grid, write_calibration
 from subquad.harness.environment import fingerprint
@@ -118,6 +119,29 @@ def test_fit_mode_recovers_known_efficiency_factors():
     assert np.allclose(exact["predicted"], exact["seconds"], rtol=1e-12)
 
 
+def test_fit_mode_keeps_one_factor_per_resolved_update_mode():
+    """An auto series that switches kernels at m = 4096 gets a factor per kernel: the update
+    of the first three widths runs 0.6x its prediction, of the last two 3x (fused: the
+    bookkeeping the model barely charges); one factor across both would miss both."""
+    mach = Machine(fake_calibration())
+    cells = _synthetic_cells(mach, {"forward": 1.3, "update": 0.6, "gram": 4.0}, 0.0, 0)
+    cells["update_resolved"] = np.where(cells["m"] >= 4096, "fused", "scatter")
+    late = (cells["m"] >= 4096) & (cells["phase"] == "update")
+    cells.loc[late, "seconds"] *= 3.0 / 0.6
+    body = cells["phase"] != "iteration"
+    sums = cells[body].groupby("cell")["seconds"].sum()
+    it = ~body
+    cells.loc[it, "seconds"] = cells.loc[it, "cell"].map(sums).to_numpy(float)
+    factors = fit_factors(predict_cells(cells, mach), n_boot=100)
+    got = {(r.update_resolved, r.phase): r.factor for r in factors.itertuples()}
+    assert got[("scatter", "update")] == pytest.approx(0.6)
+    assert got[("fused", "update")] == pytest.approx(3.0)
+    assert got[("fused", "forward")] == pytest.approx(1.3)
+    fitted = apply_factors(predict_cells(cells, mach), factors)
+    itr = fitted[fitted["phase"] == "iteration"]
+    assert np.allclose(itr["fitted"], itr["seconds"], rtol=1e-9)
+
+
 def test_fit_factor_is_positive_with_interval_and_nan_without_data():
     e, lo, hi = fit_factor(np.array([2.0, 2.0, 2.0]), np.array([1.0, 1.0, 1.0]))
     assert (e, lo, hi) == pytest.approx((2.0, 2.0, 2.0))
@@ -189,9 +213,42 @@ def test_calibration_file_is_keyed_by_machine(tmp_path):
     assert size_grid(256 * MIB)[-1] >= 1 << 30
 
 
+def test_gather_interpolates_between_the_working_sets_of_one_row_length():
+    cal = fake_calibration()
+    cal["gather"] = [{"row_length": 1024, "working_set": 4 * MIB, "bandwidth": 30e9},
+                     {"row_length": 1024, "working_set": 8 * MIB, "bandwidth": 15e9},
+                     {"row_length": 4096, "working_set": 64 * MIB, "bandwidth": 12e9}]
+    mach = Machine(cal)
+    assert mach.gather_bw(1024, 4 * MIB) == pytest.approx(30e9)
+    assert mach.gather_bw(1024, 8 * MIB) == pytest.approx(15e9)
+    assert mach.gather_bw(1024, math.sqrt(32) * MIB) == pytest.approx(math.sqrt(30e9 * 15e9))
+    # beyond its probes a row length follows the streaming curve from the nearest one
+    assert mach.gather_bw(1024, 256 * MIB) == pytest.approx(
+        15e9 * mach.stream_bw(256 * MIB) / mach.stream_bw(8 * MIB))
+    # between row lengths: geometric interpolation of the two evaluated at the same set
+    mid = mach.gather_bw(2048, 64 * MIB)
+    assert mid == pytest.approx(math.sqrt(mach.gather_bw(1024, 64 * MIB) * 12e9))
+
+
+def test_calibrate_command_probes_one_and_two_matrices_per_width(tmp_path, capsys):
+    assert main(["calibrate", "--quick", "--threads", "1", "--m", "256", "512",
+                 "--out", str(tmp_path)]) == 0
+    cal = load_calibration(tmp_path)
+    sets = {}
+    for g in cal.cal["gather"]:
+        assert g["bandwidth"] > 0
+        sets.setdefault(g["row_length"], []).append(g["working_set"])
+    assert sorted(sets) == [256, 512]
+    for m, ws in sets.items():
+        assert sorted(ws) == [m * m * 4, 2 * m * m * 4]
+    assert main(["calibrate", "--quick", "--m", "10", "--out", str(tmp_path)]) == 2
+    assert "m" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kwargs, param", [({"backend": "tpu"}, "backend"),
                                            ({"dtype": "int8"}, "dtype"),
-                                           ({"threads": 0}, "threads")])
+                                           ({"threads": 0}, "threads"),
+                                           ({"m_grid": [32]}, "m")])
 def test_calibrate_rejects_bad_input_early(kwargs, param):
     with pytest.raises(ConfigError, match=param):
         calibrate(**kwargs)

@@ -98,14 +98,29 @@ class Machine:
         return _interp_log(size, s["size"], s["bandwidth"])
 
     def gather_bw(self, row_length: float, size: float) -> float:
-        """Row-gather bandwidth for rows of ``row_length`` over a working set ``size``."""
-        pts = sorted(self.cal.get("gather") or [], key=lambda g: g["row_length"])
-        if not pts:
+        """Row-gather bandwidth for rows of ``row_length`` over a working set ``size``.
+
+        Each probed row length is evaluated at ``size`` (log-log between its own working
+        sets; beyond them scaled by the streaming curve), then interpolated in row length.
+        """
+        by_len: dict[float, list[tuple[float, float]]] = {}
+        for g in self.cal.get("gather") or []:
+            by_len.setdefault(float(g["row_length"]), []).append(
+                (float(g["working_set"]), float(g["bandwidth"])))
+        if not by_len:
             return self.stream_bw(size)
-        rl = [g["row_length"] for g in pts]
-        bw = _interp_log(row_length, rl, [g["bandwidth"] for g in pts])
-        probe_set = _interp_log(row_length, rl, [g["working_set"] for g in pts])
-        return bw * self.stream_bw(size) / self.stream_bw(probe_set)
+        lens = sorted(by_len)
+        return _interp_log(row_length, lens, [self._gather_at(sorted(by_len[r]), size)
+                                              for r in lens])
+
+    def _gather_at(self, probes: list[tuple[float, float]], size: float) -> float:
+        """One row length's gather bandwidth at ``size`` from its (working set, bandwidth)
+        probes: interpolated between them, scaled by the streaming curve outside them."""
+        ws = [p[0] for p in probes]
+        if size < ws[0] or size > ws[-1]:
+            edge = probes[0] if size < ws[0] else probes[-1]
+            return edge[1] * self.stream_bw(size) / self.stream_bw(edge[0])
+        return _interp_log(size, ws, [p[1] for p in probes])
 
     def random_bw(self, size: float, rmw: bool) -> float:
         """Cache-line bandwidth of the sorted-rows pattern at a working set ``size``."""

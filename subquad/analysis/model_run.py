@@ -23,13 +23,18 @@ from subquad.model.trainer import PHASES
 from subquad.schema import load_runs, load_table
 
 SERIES = ["method", "options", "backend", "dtype", "n", "d", "L", "c"]
-CELL = ["cell", *SERIES, "m"]
+#: fit mode's factors are per series, phase and the update mode the cell resolved to: an auto
+#: series switches kernels (scatter -> fused moves the update's work into the forward), and
+#: one factor across two kernels would be right for neither
+FACTOR_KEY = [*SERIES, "update_resolved"]
+CELL = ["cell", *SERIES, "update_resolved", "m"]
 MODEL_COLUMNS = [
-    "machine", "calibration", *SERIES, "m", "phase", "access", "working_set", "level",
+    "machine", "calibration", *SERIES, "update_resolved", "m", "phase", "access",
+    "working_set", "level",
     "work", "bytes", "line_bytes", "measured", "predicted", "ratio", "factor", "fitted",
     "fit_ratio",
 ]
-FACTOR_COLUMNS = [*SERIES, "phase", "factor", "ci_low", "ci_high", "n_cells", "min_m"]
+FACTOR_COLUMNS = [*FACTOR_KEY, "phase", "factor", "ci_low", "ci_high", "n_cells", "min_m"]
 SUMMARY_COLUMNS = [
     *SERIES, "fit_range", "n_widths", "measured_exponent", "measured_ci_low",
     "measured_ci_high", "model_exponent", "fitted_exponent", "work_exponent",
@@ -46,6 +51,8 @@ def cell_phases(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, phase) of the trainers' ok rows: medians over samples."""
     df = runs[(runs["status"] == "ok") & runs["method"].isin(["dense-gd", "dense-gn",
                                                               "subquad"])].copy()
+    df["update_resolved"] = (df["update_resolved"].fillna("").astype(str)
+                             if "update_resolved" in df else "")
     for col in _NUM:
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
     for col in ("access", "shape"):
@@ -99,19 +106,25 @@ def _f(x: object) -> float:
 
 def fit_factors(pred: pd.DataFrame, min_m: float = 0.0, n_boot: int = 1000, seed: int = 0
                 ) -> pd.DataFrame:
-    """One efficiency factor per (series without m, phase), from cells with m >= min_m."""
+    """One efficiency factor per (series without m, resolved update mode, phase), from cells
+    with m >= min_m."""
     rows = []
     body = pred[(pred["phase"] != "iteration") & (pred["m"] >= min_m)]
-    for key, g in body.groupby(SERIES + ["phase"], dropna=False, sort=True):
+    if "update_resolved" not in body:
+        body = body.assign(update_resolved="")
+    for key, g in body.groupby(FACTOR_KEY + ["phase"], dropna=False, sort=True):
         e, lo, hi = fit_factor(g["seconds"].to_numpy(), g["predicted"].to_numpy(), n_boot, seed)
-        rows.append(dict(zip(SERIES + ["phase"], key)) | {
+        rows.append(dict(zip(FACTOR_KEY + ["phase"], key)) | {
             "factor": e, "ci_low": lo, "ci_high": hi, "n_cells": int(len(g)), "min_m": min_m})
     return pd.DataFrame(rows, columns=FACTOR_COLUMNS)
 
 
 def apply_factors(pred: pd.DataFrame, factors: pd.DataFrame) -> pd.DataFrame:
     """``fitted`` = factor x predicted per phase (factor 1 where none could be fitted)."""
-    out = pred.merge(factors[SERIES + ["phase", "factor"]], on=SERIES + ["phase"], how="left")
+    if "update_resolved" not in pred:
+        pred = pred.assign(update_resolved="")
+    out = pred.merge(factors[FACTOR_KEY + ["phase", "factor"]], on=FACTOR_KEY + ["phase"],
+                     how="left")
     f = out["factor"].where(np.isfinite(out["factor"]), 1.0)
     out["fitted"] = f * out["predicted"]
     body = out["phase"] != "iteration"

@@ -432,10 +432,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
           f"{mach['threads'] or 'all'}) from the counts of {args.dir}")
     cells = res["cells"]
     has = "measured" in cells
-    print(f"{'method':<9} {'m':>7} {'predicted s':>12}" + (f" {'measured s':>11} {'ratio':>6}"
-                                                          if has else ""))
-    for r in cells.sort_values(["method", "m"]).itertuples():
-        line = f"{r.method:<9} {r.m:>7g} {r.predicted:>12.4g}"
+    # the sizes that tell two series of one method apart (e.g. n = 16 and n = 64)
+    vary = [c for c in ("n", "d", "L", "c", "dtype", "options") if c in cells
+            and cells.groupby("method")[c].nunique().max() > 1]
+
+    def who(r: Any) -> str:
+        tag = " ".join(f"{c}={getattr(r, c):g}" if isinstance(getattr(r, c), float)
+                       else f"{c}={getattr(r, c)}" for c in vary)
+        return f"{r.method} {tag}".strip()
+
+    width = max([len(who(r)) for r in cells.itertuples()] + [9])
+    print(f"{'series':<{width}} {'m':>7} {'predicted s':>12}"
+          + (f" {'measured s':>11} {'ratio':>6}" if has else ""))
+    for r in cells.sort_values(["method", *vary, "m"]).itertuples():
+        line = f"{who(r):<{width}} {r.m:>7g} {r.predicted:>12.4g}"
         if has:
             line += f" {_num(r.measured, '.4g'):>11} {_num(r.ratio, '.2f'):>6}"
         print(line)
@@ -443,14 +453,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         meas = getattr(r, "measured_exponent", math.nan)
         cmp = (f" (over m {r.compared_range}: predicted {_num(r.compared_model_exponent)}, "
                f"measured {_num(meas)})") if has else ""
-        print(f"{r.method}: exponent {_num(r.model_exponent)} over m {r.fit_range}{cmp}"
+        print(f"{who(r)}: exponent {_num(r.model_exponent)} over m {r.fit_range}{cmp}"
               + f"; counted work {_num(r.work_exponent)}; asymptotic "
               f"{_num(r.asymptotic_exponent)} (m {r.asymptotic_range}, extrapolation)")
+    ctx = [c for c in vary if c != "options"]
+
+    def at(r: Any) -> str:
+        return "".join(f", {c} = {getattr(r, c):g}" for c in ctx)
+
     for r in res["crossover"].itertuples():
-        print(f"crossover m* = {_num(r.m_star, '.0f')} ({r.kind}) for subquad [{r.sub_options}]")
+        print(f"crossover m* = {_num(r.m_star, '.0f')} ({r.kind}) for subquad [{r.sub_options}]"
+              f"{at(r)}")
     sp = res["speedup"]
     for r in sp.itertuples():
-        print(f"speed-up dense-gn / subquad at m = {r.m:g}: {r.speedup:.2f}x ({r.kind})")
+        print(f"speed-up dense-gn / subquad at m = {r.m:g}{at(r)}: {r.speedup:.2f}x ({r.kind})")
     if args.out:
         print(f"wrote {atomic_write_frame(Path(args.out), cells) or args.out}")
     return 0

@@ -391,3 +391,20 @@ def test_record_baseline_files_it_under_its_machine_id(tmp_path):
     assert (dest / "machines").is_dir() and not (dest / "cells").exists()
     env = json.loads((run / "environment.json").read_text())
     assert find_baseline(tmp_path / "baselines", env) == dest
+
+
+def test_predict_names_each_series_and_its_crossover(capsys):
+    """Two series of one method (n = 16 and n = 64) stay apart in every line of the output."""
+    root = Path(__file__).resolve().parents[1] / "results"
+    rc = main(["predict", str(root / "width"), "--calibration",
+               str(root / "width16-2threads" / "calibration.json"),
+               "--compare", str(root / "width16-2threads")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for tag in ("subquad n=16", "subquad n=64", "dense-gn n=16", "dense-gn n=64"):
+        assert tag in out
+    cross = [line for line in out.splitlines() if line.startswith("crossover")]
+    assert len(cross) == 2 and cross[0].endswith("n = 16") and cross[1].endswith("n = 64")
+    measured = [line for line in out.splitlines() if line.startswith("subquad n=16 ")
+                and line.split()[-1] not in ("-", "ratio")]
+    assert measured  # the two-thread run's cells joined their predictions

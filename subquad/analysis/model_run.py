@@ -379,10 +379,12 @@ def predict_run(run_dir: str | Path, calibration: str | Path, machine: str | Non
         summ["compared_model_exponent"] = [comp.get(k, none)[1] for k in keys]
         summ["compared_range"] = [comp.get(k, none)[2] for k in keys]
     sp = speedups(pred, other)
-    cross = [{"sub_options": o, "m_star": ms, "kind": k}
-             for o, g in sp.groupby("sub_options") for ms, k in [crossover_m(g)]]
+    keys = ["backend", "dtype", "n", "d", "L", "c", "sub_options"]
+    cross = [dict(zip(keys, key)) | {"m_star": ms, "kind": k}
+             for key, g in sp.groupby(keys, dropna=False, sort=True)
+             for ms, k in [crossover_m(g)]]
     return {"cells": it, "summary": summ, "speedup": sp,
-            "crossover": pd.DataFrame(cross, columns=["sub_options", "m_star", "kind"]),
+            "crossover": pd.DataFrame(cross, columns=[*keys, "m_star", "kind"]),
             "machine": pd.DataFrame([{"machine": other.id,
                                       "backend": other.cal.get("backend"),
                                       "threads": other.cal.get("threads")}])}

@@ -408,3 +408,63 @@ def test_predict_names_each_series_and_its_crossover(capsys):
     measured = [line for line in out.splitlines() if line.startswith("subquad n=16 ")
                 and line.split()[-1] not in ("-", "ratio")]
     assert measured  # the two-thread run's cells joined their predictions
+
+
+def test_input_major_forward_is_charged_its_accumulator_traffic():
+    from subquad.analysis.model_run import accumulator_traffic
+    from subquad.model.kernels.cpu import INPUT_MAJOR_TILE_BYTES
+
+    assert accumulator_traffic("forward", "input-major", 1e6, "float32") == (
+        8e6, float(INPUT_MAJOR_TILE_BYTES))
+    assert accumulator_traffic("forward", "input-major", 1e6, "float64")[0] == 16e6
+    assert accumulator_traffic("forward", "per-example", 1e6, "float32") == (0.0, 0.0)
+    assert accumulator_traffic("update", "input-major", 1e6, "float32") == (0.0, 0.0)
+    mach = Machine(fake_calibration())
+    plain = mach.phase_seconds("forward", "stream", 1e6, 1e9, 1e9, 512 * MIB, "", 0, 16384)
+    with_acc = mach.phase_seconds("forward", "stream", 1e6, 1e9, 1e9, 512 * MIB, "", 0, 16384,
+                                  accum_bytes=8e6, accum_set=512 * KIB)
+    assert with_acc - plain == pytest.approx(8e6 / 50e9)  # the L2 point of the fake curve
+    cells = _synthetic_cells(mach, {"forward": 1.0, "update": 1.0, "gram": 1.0}, 0.0, 0)
+    cells.loc[cells["phase"] == "forward", "work"] = 1e6
+    pe = predict_cells(cells.assign(forward_kernel_resolved="per-example"), mach)
+    im = predict_cells(cells.assign(forward_kernel_resolved="input-major"), mach)
+    fwd = (im["phase"] == "forward").to_numpy()
+    assert np.all(im["predicted"].to_numpy()[fwd] > pe["predicted"].to_numpy()[fwd])
+    assert np.allclose(im["predicted"].to_numpy()[~fwd & (im["phase"] != "iteration")],
+                       pe["predicted"].to_numpy()[~fwd & (pe["phase"] != "iteration")])
+
+
+def test_extrapolation_follows_the_kernels_of_the_largest_widths():
+    """An auto series whose update switches from scatter to fused is extrapolated from its
+    fused widths only: the scatter widths' update phase would otherwise bend every law."""
+    from subquad.analysis.model_run import extrapolate_series
+
+    mach = Machine(fake_calibration())
+    cells = _synthetic_cells(mach, {"forward": 1.0, "update": 1.0, "gram": 1.0}, 0.0, 0)
+    cells["update_resolved"] = np.where(cells["m"] >= 4096, "fused", "scatter")
+    big = np.array([32768.0, 65536.0])
+    fused_only = cells[cells["update_resolved"] == "fused"]
+    want = extrapolate_series(fused_only, mach, big)
+    cells.loc[(cells["m"] < 4096) & (cells["phase"] == "update"), "line_bytes"] *= 50.0
+    assert np.allclose(extrapolate_series(cells, mach, big), want)
+
+
+def test_phase_exponents_compare_only_between_equal_update_modes(tmp_path):
+    """A baseline whose auto series resolved another update mode at some widths has other
+    content in its forward/backward/update phases: those rows are undecided, named."""
+    from subquad.analysis.check import run_check
+
+    run, base = tmp_path / "run", tmp_path / "base"
+    shutil.copytree(RECORDED, run)
+    shutil.copytree(RECORDED, base)
+    runs = pd.read_csv(base / "runs.csv", keep_default_na=False, dtype=str)
+    runs.loc[runs["method"] == "subquad", "update_resolved"] = "scatter"
+    runs.to_csv(base / "runs.csv", index=False)
+    results = run_check(run, base)
+    fwd = [r for r in results if r.name.startswith("vs baseline: subquad")
+           and " forward work" in r.name]
+    assert fwd and all(not r.decided and "update mode differs" in r.detail for r in fwd)
+    gram = [r for r in results if r.name.startswith("vs baseline: subquad") and " gram " in r.name]
+    assert gram and all(r.decided for r in gram)  # the Gram phase does not depend on it
+    same = run_check(run, RECORDED)
+    assert all(r.decided for r in same if r.name.startswith("vs baseline"))

@@ -76,8 +76,47 @@ def _interval(row: pd.Series) -> str:
     return f"CI [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
 
 
-def exponent_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits) -> list[GateResult]:
-    """Limit checks on every governed series of ``new`` and rise checks against ``base``."""
+#: phases whose content depends on the resolved update mode (fused moves the update's and the
+#: top backward's work into the forward): their exponents compare only between equal modes
+MODE_PHASES = ("forward", "backward", "update")
+
+
+def update_modes(run_dir: Path) -> dict[tuple, dict[tuple, str]]:
+    """(method, options) -> {(n, d, L, c, m): resolved update mode} of a run's cells."""
+    path = Path(run_dir) / "runs.csv"
+    if not path.is_file():
+        return {}
+    runs = load_runs(path).frame
+    if "update_resolved" not in runs:
+        return {}
+    out: dict[tuple, dict[tuple, str]] = {}
+    cols = ["n", "d", "L", "c", "m"]
+    first = runs.drop_duplicates(["method", "options", *cols])
+    for r in first.itertuples():
+        point = tuple(float(getattr(r, c)) for c in cols)
+        out.setdefault((r.method, r.options), {})[point] = str(r.update_resolved)
+    return out
+
+
+def _mode_difference(key: tuple, new: dict, base: dict) -> str:
+    """Where two runs resolved a series' update mode differently ('' when they agree)."""
+    a, b = new.get(key, {}), base.get(key, {})
+    diff = sorted(p for p in set(a) & set(b) if a[p] != b[p])
+    if not diff:
+        return ""
+    p = diff[0]
+    return (f"update mode differs at {len(diff)} width(s), from m = {p[-1]:g}: {a[p]} here, "
+            f"{b[p]} in the baseline")
+
+
+def exponent_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits,
+                    modes: tuple[dict, dict] | None = None) -> list[GateResult]:
+    """Limit checks on every governed series of ``new`` and rise checks against ``base``.
+
+    ``modes`` (this run's and the baseline's ``update_modes``): a forward, backward or update
+    series whose cells resolved another update mode than the baseline's is not compared (an
+    undecided row that names the widths): its counted content differs, not its scaling.
+    """
     out: list[GateResult] = []
     base_by_key = {tuple(r[k] for k in FIT_KEYS): r for _, r in base.iterrows()}
     compared = set()
@@ -95,6 +134,12 @@ def exponent_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits) -> li
         if b is None or not _compared(row, limits):
             continue
         compared.add(key)
+        differs = _mode_difference((row["method"], row["options"]), *modes) \
+            if modes and row["phase"] in MODE_PHASES else ""
+        if differs:
+            out.append(GateResult(f"vs baseline: {_series_name(row)}", float(row["exponent"]),
+                                  "same update modes", True, differs, b_exp, decided=False))
+            continue
         bound = float(b["ci_high"]) + limits.baseline_slack
         rose = not row["ci_low"] <= bound  # NaN counts as a rise: no usable interval
         out.append(GateResult(f"vs baseline: {_series_name(row)}", float(row["exponent"]),
@@ -220,7 +265,8 @@ def run_check(run_dir: str | Path, baseline: str | Path,
     if not baseline.is_dir():
         raise ConfigError("--baseline", f"no baseline directory at {baseline}; create it with "
                           "`make check-scaling-baseline`")
-    results = exponent_checks(load_fits(run_dir, "DIR"), load_fits(baseline, "--baseline"), lim)
+    results = exponent_checks(load_fits(run_dir, "DIR"), load_fits(baseline, "--baseline"), lim,
+                              (update_modes(run_dir), update_modes(baseline)))
     kern_new = load_samples(run_dir, "DIR", "kernel")
     kern_base = load_samples(baseline, "--baseline", "kernel")
     drift = machine_drift(kern_new, kern_base, lim.factor_normalize_by)
@@ -347,7 +393,8 @@ def run_portable_check(run_dir: str | Path, root: str | Path,
     new = load_fits(run_dir, "DIR")
     other = any_baseline(root)
     base = _work_only(load_fits(other, "--baselines")) if other else new.iloc[0:0]
-    results = exponent_checks(_work_only(new), base, lim)
+    modes = (update_modes(run_dir), update_modes(other)) if other else None
+    results = exponent_checks(_work_only(new), base, lim, modes)
     results += model_checks(run_dir, lim)
     note = (f"no baseline for machine {env.get('machine', '?')} under {root}: seconds gated "
             "against the machine model's prediction; record this machine's baseline with "

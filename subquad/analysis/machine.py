@@ -150,13 +150,19 @@ class Machine:
 
     def phase_seconds(self, phase: str, access: str, work: float, nbytes: float,
                       line_bytes: float, working_set: float, shape: str, calls: float,
-                      m: float, asymptotic: bool = False) -> float:
+                      m: float, asymptotic: bool = False, accum_bytes: float = 0.0,
+                      accum_set: float = 0.0) -> float:
         """Predicted seconds of one phase (predict mode: calibration constants only).
 
         ``asymptotic`` evaluates every working set beyond the last cache level.
+        ``accum_bytes``: accumulator traffic on top of the weights' bytes (the input-major
+        forward adds each row into its readers' tiles), at the streaming bandwidth of the
+        accumulators' working set ``accum_set``.
         """
         S = max(working_set, self.memory_size) if asymptotic else working_set
         t = (calls or 0.0) * self.call_overhead
+        if accum_bytes > 0:
+            t += accum_bytes / self.stream_bw(accum_set)
         if phase == "solve" and "solve_seconds" in self.cal and access == "compute":
             # a direct solve: the calibrated call of the n = 16 solver carries its overhead
             t = max(t, float(self.cal["solve_seconds"]))

@@ -51,8 +51,8 @@ def cell_phases(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, phase) of the trainers' ok rows: medians over samples."""
     df = runs[(runs["status"] == "ok") & runs["method"].isin(["dense-gd", "dense-gn",
                                                               "subquad"])].copy()
-    df["update_resolved"] = (df["update_resolved"].fillna("").astype(str)
-                             if "update_resolved" in df else "")
+    for col in ("update_resolved", "forward_kernel_resolved"):
+        df[col] = df[col].fillna("").astype(str) if col in df else ""
     for col in _NUM:
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
     for col in ("access", "shape"):
@@ -61,7 +61,7 @@ def cell_phases(runs: pd.DataFrame) -> pd.DataFrame:
     if phases.empty:
         raise ConfigError("DIR", "runs.csv has no ok trainer rows to model")
     agg = {c: "median" for c in _NUM} | {"access": "first", "shape": "first",
-                                         "machine": "first"}
+                                         "machine": "first", "forward_kernel_resolved": "first"}
     return phases.groupby(CELL + ["phase"], dropna=False, sort=True).agg(agg).reset_index()
 
 
@@ -83,9 +83,11 @@ def predict_cells(cells: pd.DataFrame, machine: Machine, asymptotic: bool = Fals
             pred.append(math.nan)
             level.append("")
             continue
+        acc, acc_set = accumulator_traffic(r.phase, getattr(r, "forward_kernel_resolved", ""),
+                                           _f(r.work), str(r.dtype))
         pred.append(machine.phase_seconds(
             r.phase, r.access, _f(r.work), _f(r.bytes), _f(r.line_bytes), _f(r.working_set),
-            r.shape, _f(r.calls), float(r.m), asymptotic))
+            r.shape, _f(r.calls), float(r.m), asymptotic, acc, acc_set))
         level.append(machine.level(_f(r.working_set)) if r.access in ("stream", "random",
                                                                        "gemm") else "cache")
     out["predicted"], out["level"] = pred, level
@@ -94,6 +96,20 @@ def predict_cells(cells: pd.DataFrame, machine: Machine, asymptotic: bool = Fals
     if it.any():
         out.loc[it, "predicted"] = out.loc[it, "cell"].map(sums).to_numpy(float)
     return out
+
+
+def accumulator_traffic(phase: str, kernel: str, work: float, dtype: str
+                        ) -> tuple[float, float]:
+    """(bytes, working set) of the input-major forward's accumulators: every multiply-add
+    reads and writes one accumulator element (2 x work x itemsize bytes), over the n tiles of
+    INPUT_MAJOR_TILE_BYTES the kernel keeps in L2. Zero for other phases and kernels: the
+    per-example kernel adds 4 rows per pass into one tile in L1, hidden under the stream."""
+    if phase != "forward" or "input-major" not in str(kernel):
+        return 0.0, 0.0
+    from subquad.model.kernels.cpu import INPUT_MAJOR_TILE_BYTES  # noqa: PLC0415
+
+    isz = 8.0 if str(dtype) == "float64" else 4.0
+    return 2.0 * work * isz, float(INPUT_MAJOR_TILE_BYTES)
 
 
 def _f(x: object) -> float:
@@ -160,6 +176,10 @@ def extrapolate_series(cells: pd.DataFrame, machine: Machine, widths: np.ndarray
     (log-log lines through the measured widths); the access kind and GEMM shape form stay.
     """
     total = np.zeros(len(widths))
+    if "update_resolved" in cells and len(cells):
+        # extrapolate the kernels the largest widths ran (an auto series switches modes)
+        last = cells.loc[cells["m"] == cells["m"].max(), "update_resolved"].iloc[0]
+        cells = cells[cells["update_resolved"] == last]
     for phase, g in cells[cells["phase"] != "iteration"].groupby("phase"):
         g = g.sort_values("m")
         m = g["m"].to_numpy(float)
@@ -167,11 +187,16 @@ def extrapolate_series(cells: pd.DataFrame, machine: Machine, widths: np.ndarray
                 for c in ("work", "bytes", "line_bytes", "working_set", "calls")}
         access = str(g["access"].iloc[-1])
         shape0 = str(g["shape"].iloc[-1])
+        kernel = str(g["forward_kernel_resolved"].iloc[-1]) if "forward_kernel_resolved" in g \
+            else ""
         for i, w in enumerate(widths):
             shape = _scaled_shape(shape0, float(g["m"].iloc[-1]), w)
+            acc, acc_set = accumulator_traffic(str(phase), kernel, cols["work"][i],
+                                               str(g["dtype"].iloc[-1]))
             total[i] += machine.phase_seconds(
                 str(phase), access, cols["work"][i], cols["bytes"][i], cols["line_bytes"][i],
-                cols["working_set"][i], shape, cols["calls"][i], float(w), asymptotic)
+                cols["working_set"][i], shape, cols["calls"][i], float(w), asymptotic, acc,
+                acc_set)
     return total
 
 

@@ -297,6 +297,19 @@ def register_check(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check)
 
 
+def _print_dropped(run_dir: Path) -> None:
+    """The runs.csv rows the loader left out of a run's fits, one line per reason."""
+    from subquad.schema import load_runs  # noqa: PLC0415
+
+    lines = load_runs(run_dir / "runs.csv").drop_summary()
+    if lines:
+        total = sum(int(line.split()[0]) for line in lines)
+        print(f"\n{run_dir}: {total} row(s) of runs.csv are not in its fits (listed in "
+              f"{run_dir / 'dropped.csv'}):")
+        for line in lines:
+            print(f"  {line}")
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Run the checks, print the table, return 1 if any failed (or, --strict, is undecided)."""
     from subquad.analysis.check import run_check  # noqa: PLC0415
@@ -320,6 +333,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         _run_dir(args.baseline, "--baseline", fitted=True)
         results = run_check(args.dir, args.baseline, args.limits)
     print(format_gates(results))
+    for where in (args.dir, None if args.baselines else args.baseline):
+        if where is not None:
+            _print_dropped(Path(where))
     failed = [r for r in results if r.decided and not r.passed]
     undecided = [r for r in results if not r.decided]
     print(f"\n{len(results) - len(failed) - len(undecided)} passed, {len(failed)} failed, "

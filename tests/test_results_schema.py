@@ -214,6 +214,11 @@ def test_doctored_seconds_are_dropped_counted_and_reported(tmp_path, capsys) -> 
     assert "Rows dropped by the loader" in report and "seconds is negative" in report
     assert "rows dropped by the loader: **4**" in report
     assert "Every cell finished with status ok" not in report
+    # a gate run names them too, for the run and for its baseline
+    cli.main(["check", str(tmp_path), "--baseline", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.count("4 row(s) of runs.csv are not in its fits") == 2
+    assert "seconds is not a number" in out
 
 
 def test_empty_fit_window_exits_2(tmp_path, capsys) -> None:

@@ -29,10 +29,10 @@ FORWARD_KERNELS_BY_BACKEND = {"numpy": FORWARD_KERNELS, "cupy": (*FORWARD_KERNEL
 #: 2-4x faster than row-dense at s/m = 0.024-0.034 on this machine, n = 16)
 AUTO_DENSITY_SPLIT = 0.05
 #: auto picks ``fused`` over ``scatter`` once one W_l is at least this large, i.e. twice a
-#: 32 MiB L3 (float32, per iteration fused / scatter on the AMD EPYC VM, docs/CPU_KERNELS.md:
-#: n = 16, 1 thread 1.17 / 1.04 / 0.72 / 0.58 at m = 1024 / 2048 / 4096 / 8192, 2 threads
-#: 1.86 / 2.21 / 0.78 / 0.59 at m = 2048 / 2896 / 4096 / 8192; n = 64, 1 thread 1.10 / 0.87 /
-#: 0.90 / 0.91 at m = 2048 / 2896 / 4096 / 8192)
+#: 32 MiB L3 (results/fused-kernels, AMD EPYC VM, float32, per iteration fused / scatter:
+#: n = 16, 1 thread 1.26 / 1.00 / 0.82 / 0.73 / 0.57 at m = 1024 / 2048 / 2896 / 4096 / 8192,
+#: 2 threads 1.12 / 1.03 / 0.90 / 0.82 / 0.68; n = 64 0.53-0.90 from m = 2048). Conservative:
+#: fused already wins at m = 2896; an earlier run measured it 2.2x slower there at 2 threads)
 AUTO_FUSED_MIN_W_BYTES = 64 * 2**20
 
 

@@ -48,9 +48,9 @@ from subquad.model.sparse import SparseRows, row_ids
 
 FUSED_MAX_TILE_BYTES = 64 * 1024  # per-example fused: widest row tile one task streams
 #: ``auto`` for the fused forward: per-example at every n. Its whole-row tiles stream at 35-39
-#: GB/s where the input-major shape's short row segments and n accumulator tiles do not (AMD
-#: EPYC VM, float32, 1 thread, per iteration per-example / input-major: n = 32, m = 8192: 0.61;
-#: n = 64, m = 4096 / 8192 / 16384: 0.70 / 0.64 / 0.50; n = 128, m = 4096 / 8192: 0.64 / 0.57)
+#: GB/s where the input-major shape's short row segments and n accumulator tiles do not
+#: (results/fused-kernels, AMD EPYC VM, float32, per iteration per-example / input-major:
+#: 0.44-0.72 at one thread, 0.60-0.84 at two, n = 16-128, m = 4096-16384)
 FUSED_AUTO_KERNEL = "per-example"
 
 

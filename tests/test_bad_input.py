@@ -113,6 +113,10 @@ def _no_gpu() -> bool:
 CASES: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
     # ---- experiment files: non-finite numbers, unused options, limits ----------------------
     "toml c = nan": (_toml("seed = 0\n", "seed = 0\nc = nan\n"), 2, "fixed.c"),
+    "toml two labels, one cell": (_toml('update = "scatter"\n', 'update = "scatter"\n'
+                                        'label = "a"\n\n[[methods]]\nmethod = "subquad"\n'
+                                        'update = "scatter"\nlabel = "b"\n'),
+                                  2, "methods 'a' and 'b' have the same method and options"),
     "toml c = inf": (_toml("seed = 0\n", "seed = 0\nc = inf\n"), 2, "fixed.c"),
     "toml c values with nan": (_toml('axis = "m"\nvalues = [64, 128]',
                                      'axis = "c"\nvalues = [0.1, nan]'),

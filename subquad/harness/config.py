@@ -346,6 +346,13 @@ def _methods(w: _Where, raw: Any, key: str, known: tuple[MethodSpec, ...] = ()
     if dup:
         raise w.error(key, f"duplicate method labels {dup}; give each variant a distinct "
                       "`label`")
+    seen: dict[tuple, str] = {}
+    for m in out:
+        same = seen.setdefault((m.method, tuple(sorted(m.options))), m.label)
+        if same != m.label:
+            raise w.error(key, f"methods {same!r} and {m.label!r} have the same method and "
+                          "options, so they would be one cell under two labels; change an "
+                          "option or remove one")
     return tuple(out)
 
 

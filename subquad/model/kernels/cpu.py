@@ -471,18 +471,24 @@ def update_rowdense(
 # ---------------------------------------------------------------- warm-up
 
 
+def tiny_case(dtype: Any) -> tuple[SparseRows, np.ndarray, np.ndarray]:
+    """(H, Wt, b): 5 sparse rows of width 16, a 16 x 16 W^T and zero thresholds in ``dtype``,
+    the inputs the warm-ups compile the kernels on."""
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng(0)
+    m = 16
+    dense = (rng.random((5, m)) < 0.4) * rng.standard_normal((5, m))
+    return (SparseRows.from_dense(dense.astype(dt)), rng.standard_normal((m, m)).astype(dt),
+            np.zeros(5, dt))
+
+
 def warmup(dtype: Any = np.float32) -> None:
     """Compile (or load from the cache) every kernel for ``dtype`` on tiny inputs.
 
     Call it before any timed phase so that compilation is never measured.
     """
-    dt = np.dtype(dtype)
-    rng = np.random.default_rng(0)
-    m = 16
-    dense = (rng.random((5, m)) < 0.4) * rng.standard_normal((5, m))
-    H = SparseRows.from_dense(dense.astype(dt))
-    Wt = rng.standard_normal((m, m)).astype(dt)
-    b = np.zeros(H.n, dt)
+    H, Wt, b = tiny_case(dtype)
+    dt, m = Wt.dtype, Wt.shape[1]
     for kernel in FORWARD_KERNELS[1:]:
         forward_layer(Wt, H, b, forward_kernel=kernel)
         forward_layer(Wt, H, b, extra=np.ones((H.n, m), dt), forward_kernel=kernel)

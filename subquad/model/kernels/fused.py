@@ -43,6 +43,7 @@ from subquad.model.kernels.cpu import (
     _threshold_compact,
     _tile_for,
     _transpose,
+    tiny_case,
 )
 from subquad.model.sparse import SparseRows, row_ids
 
@@ -451,13 +452,8 @@ def top_backward(Wt: np.ndarray, H_in: SparseRows, dots: np.ndarray, P: SparseRo
 def warmup(dtype: Any = np.float32) -> None:
     """Compile the fused kernels for ``dtype`` on a tiny case (with and without a pending
     update, and with a row that flips off)."""
-    dt = np.dtype(dtype)
-    rng = np.random.default_rng(0)
-    m = 16
-    dense = (rng.random((5, m)) < 0.4) * rng.standard_normal((5, m))
-    H = SparseRows.from_dense(dense.astype(dt))
-    Wt = rng.standard_normal((m, m)).astype(dt)
-    b = np.zeros(H.n, dt)
+    H, Wt, b = tiny_case(dtype)
+    dt, m = Wt.dtype, Wt.shape[1]
     pending = (SparseRows.from_dense(np.eye(5, m, dtype=dt)), H, np.ones(5, dt))
     a = np.linspace(-1.0, 1.0, m).astype(dt)
     for kernel in FORWARD_KERNELS[1:]:

@@ -27,7 +27,8 @@ from subquad.files import atomic_write_frame, atomic_write_json, atomic_write_te
 from subquad.harness.environment import collect_environment, limit_threads
 from subquad.harness.measure import warm_kernels
 from subquad.model.train import TrainConfig, build_trainer
-from subquad.model.trainer import PHASES, Trainer
+from subquad.model.trainer import Trainer
+from subquad.vocabulary import ITERATION_PHASES as PHASES
 
 VARIANTS = [("dense-gn", {}), ("subquad", {"update": "scatter"}),
             ("subquad", {"update": "rowdense"}), ("subquad", {"update": "lazy"}),

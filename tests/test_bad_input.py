@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from subquad import cli
-from subquad.harness.tables import RUNS_COLUMNS
+from subquad.results.cells import RUNS_COLUMNS
 from tests.test_sweep import TINY
 
 TRAIN = ["train", "--m", "64", "--n", "4", "--d", "8", "--iters", "2"]

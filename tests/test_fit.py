@@ -19,7 +19,7 @@ from subquad.analysis.fit import (
     selfcheck,
 )
 from subquad.errors import ConfigError
-from subquad.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
+from subquad.results.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
 
 FITS_COLUMNS, LOCAL_SLOPE_COLUMNS, CROSSOVER_COLUMNS, SELFCHECK_COLUMNS = (
     [*TABLES[n].columns, VERSION_COLUMN] for n in ("fits", "local_slopes", "crossover",

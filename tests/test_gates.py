@@ -18,7 +18,7 @@ from subquad.model.sparse import SparseRows
 from subquad.model.subquadratic import SparseKernels, SparseState
 from subquad.model.train import TrainConfig, build_trainer
 from subquad.model.trainer import Work
-from subquad.schema import SCHEMA_VERSION, VERSION_COLUMN
+from subquad.results.schema import SCHEMA_VERSION, VERSION_COLUMN
 
 GRID = (1024, 2048, 4096, 8192)
 N, C, ITERS = 4, 0.2, 2

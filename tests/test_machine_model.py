@@ -14,8 +14,8 @@ import pytest
 from subquad.analysis.check import find_baseline, model_checks, run_portable_check
 from subquad.analysis.fit import FitOptions, _regime_rows, _Series, two_segment
 from subquad.analysis.limits import load_limits, parse_limits
-from subquad.analysis.machine import Machine, fit_factor, load_calibration, slope
-from subquad.analysis.model_run import apply_factors, fit_factors, predict_cells
+from subquad.analysis.perfmodel.machine import Machine, fit_factor, load_calibration, slope
+from subquad.analysis.perfmodel.predict import apply_factors, fit_factors, predict_cells
 from subquad.cli import main
 from subquad.errors import ConfigError
 from subquad.harness.calibrate import calibrate, size_grid, write_calibration
@@ -347,7 +347,7 @@ def _copy_run(src: Path, dst: Path) -> Path:
 
 
 def test_model_and_report_on_the_committed_width_run(tmp_path):
-    from subquad.analysis.model_run import model_run
+    from subquad.analysis.perfmodel.predict import model_run
     from subquad.analysis.report import write_report
 
     run = _copy_run(WIDTH16, tmp_path / "width16")
@@ -364,7 +364,7 @@ def test_model_and_report_on_the_committed_width_run(tmp_path):
 
 
 def test_predict_joins_the_measured_run_of_the_other_machine(tmp_path):
-    from subquad.analysis.model_run import predict_run
+    from subquad.analysis.perfmodel.predict import predict_run
 
     other = WIDTH16.parent / "width16-2threads"
     res = predict_run(WIDTH16, other / "calibration.json", compare=other)
@@ -411,8 +411,8 @@ def test_predict_names_each_series_and_its_crossover(capsys):
 
 
 def test_input_major_forward_is_charged_its_accumulator_traffic():
-    from subquad.analysis.model_run import accumulator_traffic
-    from subquad.model.kernels.cpu import INPUT_MAJOR_TILE_BYTES
+    from subquad.analysis.perfmodel.predict import accumulator_traffic
+    from subquad.model.kernels.numba_common import INPUT_MAJOR_TILE_BYTES
 
     assert accumulator_traffic("forward", "input-major", 1e6, "float32") == (
         8e6, float(INPUT_MAJOR_TILE_BYTES))
@@ -437,7 +437,7 @@ def test_input_major_forward_is_charged_its_accumulator_traffic():
 def test_extrapolation_follows_the_kernels_of_the_largest_widths():
     """An auto series whose update switches from scatter to fused is extrapolated from its
     fused widths only: the scatter widths' update phase would otherwise bend every law."""
-    from subquad.analysis.model_run import extrapolate_series
+    from subquad.analysis.perfmodel.predict import extrapolate_series
 
     mach = Machine(fake_calibration())
     cells = _synthetic_cells(mach, {"forward": 1.0, "update": 1.0, "gram": 1.0}, 0.0, 0)

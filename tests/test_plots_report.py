@@ -20,7 +20,7 @@ from subquad.analysis.fit import fit_run
 from subquad.analysis.plots import FIGURES, plot_run
 from subquad.analysis.report import write_report
 from subquad.errors import ConfigError
-from subquad.schema import SCHEMA_VERSION, VERSION_COLUMN
+from subquad.results.schema import SCHEMA_VERSION, VERSION_COLUMN
 
 MACHINE = "synthetic-box"
 SUB = ";forward_kernel=auto;lr=1;damping=0"

@@ -22,16 +22,10 @@ from subquad.analysis.rundata import load_run
 from subquad.analysis.stats import median_ci, min_samples
 from subquad.errors import ConfigError
 from subquad.harness.sweep import run_sweep
-from subquad.harness.tables import atomic_write_csv, read_cell
-from subquad.schema import (
-    SCHEMA_VERSION,
-    TABLES,
-    VERSION_COLUMN,
-    load_runs,
-    load_table,
-    options_string,
-    parse_context,
-)
+from subquad.results.cells import atomic_write_csv, read_cell
+from subquad.results.format import options_string, parse_context
+from subquad.results.rundir import RunDir
+from subquad.results.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
 from tests.test_fit import synth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +90,7 @@ def variants_run(tmp_path_factory) -> Path:
 
 def test_variants_differing_in_one_option_are_separate_series(variants_run: Path) -> None:
     assert cli.main(["fit", str(variants_run)]) == 0
-    fits = load_table(variants_run / "fits.csv", "fits")
+    fits = RunDir(variants_run).table("fits")
     it = fits[(fits["phase"] == "iteration") & (fits["quantity"] == "work")
               & (fits["fit"] == "slope")]
     sub = it[it["method"] == "subquad"]
@@ -106,14 +100,15 @@ def test_variants_differing_in_one_option_are_separate_series(variants_run: Path
         "input-major", "per-example"]
     assert sorted(gd["label"]) == ["gd-fast", "gd-slow"]
     assert sorted(float(parse_context(o)["lr"]) for o in gd["options"]) == [0.001, 0.01]
-    runs = load_runs(variants_run).frame
+    runs = RunDir(variants_run).runs().frame
     assert set(runs.loc[runs["method"] == "subquad", "forward_kernel_resolved"]) == {
         "per-example", "input-major"}
     assert set(runs.loc[runs["method"] == "subquad", "update_resolved"]) == {"scatter"}
 
 
 def test_schema_1_runs_are_migrated_from_experiment_toml(variants_run: Path, tmp_path) -> None:
-    """Drop every column schema 1 lacked; fit rebuilds them from the copied experiment.toml."""
+    """Drop every column schema 1 lacked: the library refuses it naming `subquad upgrade`, and
+    `subquad fit` upgrades it first (the variant columns from the copied experiment.toml)."""
     new = pd.read_csv(variants_run / "runs.csv", dtype=str, keep_default_na=False)
     old_cols = ["experiment", "cell", "machine", "method", "backend", "dtype", "m", "n", "d",
                 "L", "c", "threshold", "data", "solver", "update", "rank_max", "options",
@@ -123,8 +118,9 @@ def test_schema_1_runs_are_migrated_from_experiment_toml(variants_run: Path, tmp
     run.mkdir()
     new[old_cols].assign(options="").to_csv(run / "runs.csv", index=False)
     (run / "experiment.toml").write_text((variants_run / "experiment.toml").read_text())
-    paths = fit_run(run, n_boot=20)
-    assert paths.migrated
+    with pytest.raises(ConfigError, match="subquad upgrade"):
+        fit_run(run, n_boot=20)
+    assert cli.main(["fit", str(run)]) == 0
     again = pd.read_csv(run / "runs.csv", dtype=str, keep_default_na=False)
     assert set(again[VERSION_COLUMN]) == {str(SCHEMA_VERSION)}
     for col in ("label", "options", "forward_kernel", "update_resolved"):
@@ -132,15 +128,14 @@ def test_schema_1_runs_are_migrated_from_experiment_toml(variants_run: Path, tmp
     assert np.allclose(again["lr"].astype(float), new["lr"].astype(float))
     (run / "experiment.toml").unlink()
     new[old_cols].to_csv(run / "runs.csv", index=False)
-    with pytest.raises(ConfigError, match="no experiment.toml"):
-        fit_run(run)
+    assert cli.main(["upgrade", str(run)]) == 2
 
 
 def test_derived_table_of_an_older_schema_is_refused(tmp_path) -> None:
     pd.DataFrame({"method": ["subquad"], "phase": ["iteration"], "exponent": [1.7]}).to_csv(
         tmp_path / "fits.csv", index=False)
     with pytest.raises(ConfigError, match="subquad fit"):
-        load_table(tmp_path / "fits.csv", "fits")
+        RunDir(tmp_path).table("fits")
 
 
 def test_options_string_is_canonical() -> None:
@@ -208,7 +203,7 @@ def test_doctored_seconds_are_dropped_counted_and_reported(tmp_path, capsys) -> 
     for reason in ("seconds is NaN", "seconds is negative",
                    "seconds is zero although work was done", "seconds is not a number"):
         assert reason in out
-    dropped = load_table(tmp_path / "dropped.csv", "dropped")
+    dropped = RunDir(tmp_path).table("dropped")
     assert int(dropped["rows"].sum()) == 4 and set(dropped["value"]) == set(bad.values())
     report = write_report(tmp_path).read_text()
     assert "Rows dropped by the loader" in report and "seconds is negative" in report
@@ -416,7 +411,7 @@ def test_figures_mark_the_switch_skip_idle_phases_and_label_crossover(tmp_path) 
     drawn = {tuple(np.round(line.get_ydata(), 12)) for ax in fig.axes for line in ax.lines}
     sub = data.runs[(data.runs["method"] == "subquad") & (data.runs["phase"] == "forward")]
     assert tuple(np.round(sub.groupby("m")["seconds"].median().to_numpy(), 12)) in drawn
-    cx = load_table(run / "crossover.csv", "crossover")
+    cx = RunDir(run).table("crossover")
     assert set(cx.loc[cx["quantity"] == "seconds", "kind"]) == {"below range"}
     fig = plots.fig_time_vs_m(data)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]

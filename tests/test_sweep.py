@@ -23,7 +23,7 @@ from subquad.errors import ConfigError, SingularGramError
 from subquad.harness.config import expand_cells, load_experiment
 from subquad.harness.measure import classify
 from subquad.harness.sweep import run_sweep
-from subquad.harness.tables import RUNS_COLUMNS, TRAINING_COLUMNS
+from subquad.results.cells import RUNS_COLUMNS, TRAINING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("forward", "backward", "gram", "solve", "update", "fold")
@@ -347,9 +347,9 @@ def test_fit_table_in_experiment_sets_fit_window(tmp_path):
 
 
 def test_sqrt2_grid_includes_a_printed_stop():
-    from subquad.harness.config import _Where, geometric
+    from subquad.harness.config import Where, geometric
 
-    w = _Where(Path("grid.toml"))
+    w = Where(Path("grid.toml"))
     grid = geometric(w, "m", {"start": 1024, "stop": 23168, "ratio": "sqrt2"}, "values")
     assert grid[-1] == 23168 and grid[:3] == [1024, 1448, 2048]
 

@@ -32,7 +32,7 @@ from subquad.analysis.gates import GateResult
 from subquad.analysis.limits import Limits, load_limits
 from subquad.analysis.stats import median_ci
 from subquad.errors import ConfigError
-from subquad.schema import load_runs, load_table
+from subquad.results.rundir import RunDir
 
 #: what identifies a fitted series independently of the machine it ran on
 FIT_KEYS = ["method", "label", "options", "backend", "dtype", "threshold", "data", "phase",
@@ -45,21 +45,23 @@ CELL_KEYS = ["method", "label", "options", "backend", "dtype", "threshold", "dat
 # ----------------------------------------------------------------------------- loading
 
 
-def load_fits(run_dir: Path, arg: str) -> pd.DataFrame:
+def load_fits(run_dir: RunDir | Path, arg: str) -> pd.DataFrame:
     """The slope rows of ``run_dir/fits.csv`` (schema-checked); ConfigError naming ``arg``."""
-    path = Path(run_dir) / "fits.csv"
-    df = load_table(path, "fits")
+    rd = RunDir.of(run_dir)
+    df = rd.table("fits")
     if df is None:
-        raise ConfigError(arg, f"no fits table at {path}; run `subquad fit {run_dir}` first")
+        raise ConfigError(arg, f"no fits table at {rd.file('fits')}; run `subquad fit "
+                          f"{rd.path}` first")
     return df[df["fit"] == "slope"].drop_duplicates(FIT_KEYS, keep="first")
 
 
-def load_samples(run_dir: Path, arg: str, phase: str) -> pd.DataFrame:
+def load_samples(run_dir: RunDir | Path, arg: str, phase: str) -> pd.DataFrame:
     """The timing rows of one phase from ``run_dir/runs.csv`` (all statuses, validated)."""
-    path = Path(run_dir) / "runs.csv"
-    if not path.is_file():
-        raise ConfigError(arg, f"no runs table at {path}; run `subquad sweep` into it first")
-    runs = load_runs(path).frame
+    rd = RunDir.of(run_dir)
+    if not rd.has("runs"):
+        raise ConfigError(arg, f"no runs table at {rd.file('runs')}; run `subquad sweep` into "
+                          "it first")
+    runs = rd.runs().frame
     return runs[runs["phase"] == phase]
 
 
@@ -81,12 +83,12 @@ def _interval(row: pd.Series) -> str:
 MODE_PHASES = ("forward", "backward", "update")
 
 
-def update_modes(run_dir: Path) -> dict[tuple, dict[tuple, str]]:
+def update_modes(run_dir: RunDir | Path) -> dict[tuple, dict[tuple, str]]:
     """(method, options) -> {(n, d, L, c, m): resolved update mode} of a run's cells."""
-    path = Path(run_dir) / "runs.csv"
-    if not path.is_file():
+    rd = RunDir.of(run_dir)
+    if not rd.has("runs"):
         return {}
-    runs = load_runs(path).frame
+    runs = rd.runs().frame
     if "update_resolved" not in runs:
         return {}
     out: dict[tuple, dict[tuple, str]] = {}
@@ -255,16 +257,16 @@ def factor_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits,
 # ----------------------------------------------------------------------------- command
 
 
-def run_check(run_dir: str | Path, baseline: str | Path,
+def run_check(run_dir: RunDir | str | Path, baseline: RunDir | str | Path,
               limits: str | Path | None = None) -> list[GateResult]:
     """Every check of a fitted run against its baseline and the declared limits."""
     lim = load_limits(limits)
-    run_dir, baseline = Path(run_dir), Path(baseline)
-    if not run_dir.is_dir():
-        raise ConfigError("DIR", f"no run directory at {run_dir}")
-    if not baseline.is_dir():
-        raise ConfigError("--baseline", f"no baseline directory at {baseline}; create it with "
-                          "`make check-scaling-baseline`")
+    run_dir, baseline = RunDir.of(run_dir), RunDir.of(baseline)
+    if not run_dir.path.is_dir():
+        raise ConfigError("DIR", f"no run directory at {run_dir.path}")
+    if not baseline.path.is_dir():
+        raise ConfigError("--baseline", f"no baseline directory at {baseline.path}; create it "
+                          "with `make check-scaling-baseline`")
     results = exponent_checks(load_fits(run_dir, "DIR"), load_fits(baseline, "--baseline"), lim,
                               (update_modes(run_dir), update_modes(baseline)))
     kern_new = load_samples(run_dir, "DIR", "kernel")
@@ -323,24 +325,25 @@ def model_checks(run_dir: Path, limits: Limits) -> list[GateResult]:
     predicted iteration seconds inside the ratio band; per series: the measured exponent's
     ci_low at most the model exponent + tolerance over the same widths.
     """
-    from subquad.analysis.machine import load_calibration, slope  # noqa: PLC0415
-    from subquad.analysis.model_run import (  # noqa: PLC0415
+    from subquad.analysis.perfmodel.machine import load_calibration, slope  # noqa: PLC0415
+    from subquad.analysis.perfmodel.predict import (  # noqa: PLC0415
         SERIES,
         cell_phases,
         predict_cells,
     )
 
-    runs = load_samples(run_dir, "DIR", "iteration")
+    rd = RunDir.of(run_dir)
+    runs = load_samples(rd, "DIR", "iteration")
     machine = str(runs["machine"].iloc[0]) if len(runs) else ""
     try:
-        mach = load_calibration(run_dir / "calibration.json", machine, "DIR")
+        mach = load_calibration(rd.file("calibration.json"), machine, "DIR")
     except ConfigError as exc:
         return [GateResult("model: calibration of this machine", math.nan, "present", False,
                            f"{exc}; cannot gate seconds without a baseline or it")]
     if mach.id != machine:
         return [GateResult("model: calibration of this machine", math.nan, machine, False,
                            f"calibration.json holds {mach.id}, the run {machine}")]
-    full = load_runs(Path(run_dir) / "runs.csv").frame
+    full = rd.runs().frame
     pred = predict_cells(cell_phases(full), mach)
     it = pred[(pred["phase"] == "iteration") & (pred["m"] >= limits.model_min_m)]
     lo, hi = limits.model_ratio
@@ -351,7 +354,7 @@ def model_checks(run_dir: Path, limits: Limits) -> list[GateResult]:
         out.append(GateResult(name, float(ratio), f"measured / predicted in [{lo:g}, {hi:g}]",
                               bool(lo <= ratio <= hi),
                               f"measured {r.seconds:.4g} s, predicted {r.predicted:.4g} s"))
-    fits = load_fits(run_dir, "DIR")
+    fits = load_fits(rd, "DIR")
     tol = limits.model_exponent_tolerance
     for key, g in it.groupby(SERIES, dropna=False, sort=True):
         kd = dict(zip(SERIES, key))
@@ -373,7 +376,7 @@ def model_checks(run_dir: Path, limits: Limits) -> list[GateResult]:
     return out
 
 
-def run_portable_check(run_dir: str | Path, root: str | Path,
+def run_portable_check(run_dir: RunDir | str | Path, root: str | Path,
                        limits: str | Path | None = None) -> tuple[list[GateResult], str]:
     """``subquad check DIR --baselines ROOT``: (results, one line naming the tier used).
 
@@ -382,16 +385,17 @@ def run_portable_check(run_dir: str | Path, root: str | Path,
     the machine model's prediction for this machine (``model_checks``).
     """
     lim = load_limits(limits)
-    run_dir, root = Path(run_dir), Path(root)
-    if not run_dir.is_dir():
-        raise ConfigError("DIR", f"no run directory at {run_dir}")
-    env = _environment(run_dir)
+    run_dir, root = RunDir.of(run_dir), Path(root)
+    if not run_dir.path.is_dir():
+        raise ConfigError("DIR", f"no run directory at {run_dir.path}")
+    env = run_dir.environment()
     same = find_baseline(root, env)
     if same is not None:
         note = f"baseline tier: {same} has this machine's fingerprint ({env.get('machine')})"
         return run_check(run_dir, same, limits), note
     new = load_fits(run_dir, "DIR")
     other = any_baseline(root)
+    other = RunDir(other) if other else None
     base = _work_only(load_fits(other, "--baselines")) if other else new.iloc[0:0]
     modes = (update_modes(run_dir), update_modes(other)) if other else None
     results = exponent_checks(_work_only(new), base, lim, modes)

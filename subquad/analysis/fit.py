@@ -5,7 +5,7 @@ those of docs MEASUREMENT.md, "Fitting". ``fit_run`` reads a run directory (or a
 pytest-benchmark JSON file) and writes ``fits.csv``, ``local_slopes.csv``, ``crossover.csv`` and
 ``selfcheck.csv`` beside it.
 
-Series. Only rows with status ``ok`` are used, as validated by ``schema.load_runs`` (which
+Series. Only rows with status ``ok`` are used, as validated by ``RunDir.runs`` (which
 reports every row it drops, written to ``dropped.csv``). A series is one (machine, method,
 label, options, backend, dtype, threshold, data, phase) -- ``options`` holds every option that
 changes the computation, so two variants are never pooled -- and, for a swept axis in {m, n,
@@ -69,22 +69,11 @@ import pandas as pd
 
 from subquad.analysis.limits import load_limits
 from subquad.errors import ConfigError
-from subquad.schema import (
-    CALIBRATION,
-    FIT_AXES,
-    QUANTITIES,
-    SIZES,
-    TABLES,
-    Runs,
-    context_string,
-    fmt_number,
-    load_runs,
-    load_training,
-    parse_context,
-    validate_runs,
-    write_runs,
-    write_table,
-)
+from subquad.results.format import context_string, fmt_number, parse_context
+from subquad.results.rundir import RunDir
+from subquad.results.runs import Runs, validate_runs
+from subquad.results.schema import TABLES
+from subquad.vocabulary import CALIBRATION, FIT_AXES, QUANTITIES, SIZES
 
 #: what a series is never pooled across (besides the other sizes, see ``series_columns``)
 SERIES_KEYS = ["machine", "method", "label", "options", "backend", "dtype", "threshold", "data",
@@ -161,7 +150,6 @@ class FitPaths(dict):
 
     trustworthy: bool | None = None
     dropped: list[str]
-    migrated: bool = False
 
 
 # ----------------------------------------------------------------------------- input tables
@@ -761,30 +749,19 @@ def trustworthy(check: pd.DataFrame | None) -> bool | None:
 NAMES = ("fits", "local_slopes", "crossover", "selfcheck", "dropped")
 
 
-def last_caches(run_dir: Path) -> dict[str, float]:
+def last_caches(rd: RunDir) -> dict[str, float]:
     """Bytes of the last cache level per machine id, from the run's environment files."""
-    import json  # noqa: PLC0415
-
     out: dict[str, float] = {}
-    files = [run_dir / "environment.json", *sorted((run_dir / "machines").glob("*.json"))]
-    for f in files:
-        try:
-            env = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
+    for env in rd.machine_environments():
         sizes = [c.get("size") or 0 for c in env.get("caches") or []]
         if env.get("machine") and max(sizes, default=0) > 0:
             out[str(env["machine"])] = float(max(sizes))
     return out
 
 
-def _output_paths(path: Path) -> tuple[Path, dict[str, Path]]:
-    """The runs source and the output paths of a run directory or benchmark JSON file."""
-    if path.is_dir():
-        return path / "runs.csv", {n: path / f"{n}.csv" for n in NAMES}
-    if path.suffix.lower() == ".json" and path.is_file():
-        return path, {n: path.with_name(f"{path.stem}-{n}.csv") for n in NAMES}
-    raise ConfigError("run_dir", f"{path} is neither a run directory nor a benchmark JSON file")
+def benchmark_run(path: Path) -> RunDir:
+    """The tables of a pytest-benchmark JSON file: ``<stem>-fits.csv`` etc. beside it."""
+    return RunDir(path.parent, prefix=f"{path.stem}-", runs=read_benchmark_json(path))
 
 
 def _check_window(runs: Runs, slopes: list[dict], opts: FitOptions) -> None:
@@ -798,26 +775,20 @@ def _check_window(runs: Runs, slopes: list[dict], opts: FitOptions) -> None:
                       f"lower it or drop the option")
 
 
-def fit_run(path: Path | str, **options) -> FitPaths:
-    """Fit a run directory (its ``runs.csv``) or a pytest-benchmark JSON file; write the tables.
+def fit_run(rd: RunDir | Path, **options) -> FitPaths:
+    """Fit a run (its ``runs.csv``) or a pytest-benchmark JSON file; write the derived tables.
 
     Writes ``fits.csv``, ``local_slopes.csv``, ``crossover.csv``, ``selfcheck.csv`` and
-    ``dropped.csv`` (rows of runs.csv that could not be used, with the reason) in the directory
-    (``<stem>-fits.csv`` etc. beside a JSON file) and returns their paths by name, with the
-    self-check flag as ``.trustworthy`` and the drop summary as ``.dropped``. A runs.csv of
-    results schema 1 is migrated and rewritten first (``.migrated``). Prints nothing.
+    ``dropped.csv`` (rows of runs.csv that could not be used, with the reason) and returns their
+    paths by name, with the self-check flag as ``.trustworthy`` and the drop summary as
+    ``.dropped``. Prints nothing.
     """
     opts = FitOptions(**options)
-    source, outputs = _output_paths(Path(path))
-    is_json = source.suffix.lower() == ".json"
-    runs = read_benchmark_json(source) if is_json else load_runs(source)
-    if runs.migrated:
-        write_runs(source.parent, runs)
-        training = load_training(source.parent)
-        if training is not None:
-            write_table(source.parent / "training.csv", "training", training)
-    if opts.last_cache is None and not is_json:
-        opts = replace(opts, last_cache=last_caches(source.parent))
+    is_json = not isinstance(rd, RunDir) and Path(rd).suffix.lower() == ".json"
+    rd = benchmark_run(Path(rd)) if is_json and Path(rd).is_file() else RunDir.of(rd)
+    runs = rd.runs()
+    if opts.last_cache is None:
+        opts = replace(opts, last_cache=last_caches(rd))
     ok = runs.ok
     slopes, locals_ = _slopes_and_locals(ok, opts)
     _check_window(runs, slopes, opts)
@@ -833,9 +804,7 @@ def fit_run(path: Path | str, **options) -> FitPaths:
     }
     result = FitPaths()
     for name, table in tables.items():
-        write_table(outputs[name], name, table)
-        result[name] = outputs[name]
+        result[name] = rd.write_table(name, table)
     result.trustworthy = trustworthy(check)
     result.dropped = runs.drop_summary()
-    result.migrated = runs.migrated
     return result

@@ -17,7 +17,7 @@ from subquad.analysis.fit import fit_slope
 from subquad.analysis.limits import ExponentLimit, Limits, load_limits
 from subquad.model.train import TrainConfig, run_training
 from subquad.model.trainer import PHASES
-from subquad.schema import fmt_number
+from subquad.results.format import fmt_number
 
 #: the phases a work scan reports: the m^2 init, each iteration phase and their sum
 SCAN_PHASES = ("init", *PHASES, "iteration")

@@ -15,7 +15,7 @@ import numpy as np
 
 from subquad.errors import ConfigError
 from subquad.model.sparsify import expected_active
-from subquad.schema import parse_context
+from subquad.results.format import parse_context
 
 if sys.version_info >= (3, 11):
     import tomllib

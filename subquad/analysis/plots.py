@@ -38,14 +38,10 @@ from subquad.analysis.rundata import (
 )
 from subquad.analysis.stats import coverage_text, median_ci
 from subquad.files import atomic_savefig
-from subquad.schema import (
-    ITERATION_PHASES,
-    TRAINED_METHODS,
-    fmt_number,
-    fmt_seconds,
-    options_label,
-    series_label,
-)
+from subquad.model.methods import method_names
+from subquad.results.format import fmt_number, fmt_seconds, options_label, series_label
+from subquad.results.rundir import RunDir
+from subquad.vocabulary import ITERATION_PHASES
 
 # -- constants ---------------------------------------------------------------------------------
 
@@ -231,12 +227,12 @@ def _new_figure(rows: int, cols: int, width: float, height: float) -> tuple[Figu
 
 def _trained(summary: pd.DataFrame) -> pd.DataFrame:
     """Rows of the trained methods only (no calibration kernels)."""
-    return summary[summary["method"].isin(TRAINED_METHODS)]
+    return summary[summary["method"].isin(method_names())]
 
 
 def _method_rank(method: str) -> int:
     """Drawing order of methods: dense-gn, dense-gd, subquad, then anything else."""
-    return TRAINED_METHODS.index(method) if method in TRAINED_METHODS else len(TRAINED_METHODS)
+    return method_names().index(method) if method in method_names() else len(method_names())
 
 
 def _series(df: pd.DataFrame, x: str | None = None, min_points: int = 1
@@ -375,8 +371,8 @@ def fig_phases_vs_m(data: RunData) -> Figure | None:
     fixed = main_context(data.runs)
     if fixed is None:
         return None
-    runs = select_rows(data.runs[data.runs["method"].isin(TRAINED_METHODS)], fixed)
-    chosen = [(m, _default_options(runs, m)) for m in TRAINED_METHODS]
+    runs = select_rows(data.runs[data.runs["method"].isin(method_names())], fixed)
+    chosen = [(m, _default_options(runs, m)) for m in method_names()]
     chosen = [(m, o) for m, o in chosen if o is not None]
     if not chosen:
         return None
@@ -494,7 +490,7 @@ def fig_work_vs_m(data: RunData) -> Figure | None:
     fixed = main_context(data.runs)
     if fixed is None or "work" not in data.runs:
         return None
-    runs = select_rows(data.runs[data.runs["method"].isin(TRAINED_METHODS)], fixed)
+    runs = select_rows(data.runs[data.runs["method"].isin(method_names())], fixed)
     quantities = [q for q in ("work", "bytes") if q in runs and runs[q].notna().any()]
     if not quantities:
         return None
@@ -818,7 +814,7 @@ def fig_local_slopes(data: RunData) -> Figure | None:
     ls = data.local_slopes
     if ls is None or "method" not in ls:
         return None
-    ls = ls[ls["method"].isin(TRAINED_METHODS)]
+    ls = ls[ls["method"].isin(method_names())]
     for col, value in (("phase", "iteration"), ("axis", "m")):
         if col in ls:
             ls = ls[ls[col] == value]
@@ -913,11 +909,11 @@ FIGURES: dict[str, Callable[[RunData], Figure | None]] = {
 }
 
 
-def plot_run(run_dir: Path) -> list[Path]:
+def plot_run(run_dir: RunDir | Path) -> list[Path]:
     """Write ``run_dir/figures/<name>.png`` and ``.pdf`` for every figure whose data exists."""
-    data = load_run(Path(run_dir))
+    data = load_run(run_dir)
     data.styles = _assign_styles(data)
-    out_dir = Path(run_dir) / "figures"
+    out_dir = data.run_dir / "figures"
     written: list[Path] = []
     for name, make in FIGURES.items():
         fig = make(data)

@@ -33,15 +33,10 @@ from subquad.analysis.verdicts import (
     write_claims,
 )
 from subquad.errors import ConfigError
-from subquad.files import atomic_write_text, read_table
 from subquad.memory import fmt_bytes
-from subquad.schema import (
-    CROSSOVER_KINDS,
-    fmt_number,
-    fmt_seconds,
-    options_label,
-    series_label,
-)
+from subquad.results.format import fmt_number, fmt_seconds, options_label, series_label
+from subquad.results.rundir import RunDir
+from subquad.vocabulary import CROSSOVER_KINDS
 
 NOT_MEASURED = "not measured in this run"
 #: cells listed individually in the completeness section before the rest is counted
@@ -460,17 +455,17 @@ def figures_section(run_dir: Path) -> str:
     return "## Figures\n\n" + "\n".join(blocks)
 
 
-def _read_optional(path: Path) -> pd.DataFrame | None:
+def _read_optional(rd: RunDir, name: str) -> pd.DataFrame | None:
     try:
-        return read_table(path, path.name, keep_default_na=False, na_values=[""]) \
-            if path.is_file() else None
+        return rd.table(name)
     except ConfigError:
         return None
 
 
-def model_section(run_dir: Path) -> str:
+def model_section(rd: RunDir) -> str:
     """'Why is the measured exponent what it is' from ``subquad model``'s tables (if run)."""
-    summ = _read_optional(run_dir / "model_summary.csv")
+    run_dir = rd.path
+    summ = _read_optional(rd, "model_summary")
     if summ is None or summ.empty:
         return ""
     f = "{:.3f}".format
@@ -486,11 +481,11 @@ def model_section(run_dir: Path) -> str:
         meas = f(r.measured_exponent)
         if pd.notna(r.measured_ci_low):
             meas += f" [{f(r.measured_ci_low)}, {f(r.measured_ci_high)}]"
-        label = series_label(r.method, "" if pd.isna(r.options) else str(r.options))
+        label = series_label(r.method, str(r.options))
         lines.append(f"| {label} n={r.n:g} | {r.fit_range} | {meas} | {f(r.model_exponent)} | "
                      f"{f(r.fitted_exponent)} | {f(r.work_exponent)} | "
                      f"{f(r.asymptotic_exponent)} (m {r.asymptotic_range}) |")
-    model = _read_optional(run_dir / "model.csv")
+    model = _read_optional(rd, "model")
     if model is not None and not model.empty:
         it = model[model["phase"] == "iteration"]
         for meth, g in it.groupby("method"):
@@ -500,17 +495,17 @@ def model_section(run_dir: Path) -> str:
                          f"over {len(g)} cells; per phase in model.csv.")
         if (run_dir / "figures" / "model.png").is_file():
             lines.append("\n![measured vs predicted seconds](figures/model.png)")
-    fac = _read_optional(run_dir / "model_factors.csv")
+    fac = _read_optional(rd, "model_factors")
     if fac is not None and not fac.empty:
         lines += ["\nEfficiency factors (measured / predicted per phase, log-space fit, 95% "
                   "bootstrap interval over cells; 1 = at the calibrated machine limit):\n",
                   "| method | phase | factor | interval | cells |", "|---|---|---|---|---|"]
         for r in fac.dropna(subset=["factor"]).itertuples():
             lines.append(f"| {r.method} | {r.phase} | {r.factor:.2f} | "
-                         f"[{r.ci_low:.2f}, {r.ci_high:.2f}] | {r.n_cells} |")
-    sp = _read_optional(run_dir / "model_speedup.csv")
+                         f"[{r.ci_low:.2f}, {r.ci_high:.2f}] | {r.n_cells:g} |")
+    sp = _read_optional(rd, "model_speedup")
     if sp is not None and not sp.empty:
-        from subquad.analysis.model_run import crossover_m  # noqa: PLC0415
+        from subquad.analysis.perfmodel.predict import crossover_m  # noqa: PLC0415
 
         for opts, g in sp.groupby("sub_options"):
             m_star, kind = crossover_m(g)
@@ -526,19 +521,18 @@ def model_section(run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dir: Path) -> Path:
+def write_report(run_dir: RunDir | Path) -> Path:
     """Write ``run_dir/claims.csv`` and ``run_dir/report.md``; returns the report's path."""
-    run_dir = Path(run_dir)
-    data = load_run(run_dir)
-    scope, claims = write_claims(run_dir, data)
+    rd = RunDir.of(run_dir)
+    run_dir = rd.path
+    data = load_run(rd)
+    scope, claims = write_claims(rd, data)
     title = f"# subquad run report: {run_dir.name}\n\n" + (
         "Empirical check of Song, Zhang, Zhang, *Training multi-layer over-parametrized neural "
         "network in subquadratic time* (arXiv 2112.07628): m^2 work only at initialisation and "
         "m^(2 - Omega(1)) per training iteration.\n")
     sections = [title, environment_section(data.environment), reproduce_section(data),
                 completeness_section(data), claims_section(data, scope, claims),
-                crossover_section(data, scope), model_section(run_dir), selfcheck_section(data),
+                crossover_section(data, scope), model_section(rd), selfcheck_section(data),
                 figures_section(run_dir)]
-    path = run_dir / "report.md"
-    atomic_write_text(path, "\n".join(s for s in sections if s))
-    return path
+    return rd.write_document("report.md", "\n".join(s for s in sections if s))

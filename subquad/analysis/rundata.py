@@ -6,7 +6,6 @@ Nothing here draws: ``report`` and ``verdicts`` import this, never ``plots``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,17 +15,10 @@ import numpy as np
 import pandas as pd
 
 from subquad.analysis.stats import median_ci
-from subquad.schema import (
-    SIZES,
-    TABLES,
-    TRAINED_METHODS,
-    context_matches,
-    fmt_number,
-    load_runs,
-    load_table,
-    load_training,
-    parse_context,
-)
+from subquad.model.methods import method_names
+from subquad.results.format import context_matches, fmt_number, parse_context
+from subquad.results.rundir import RunDir
+from subquad.vocabulary import SIZES
 
 #: columns that never pool: a fit or a curve lives inside one value of each
 CONTEXT_COLS = ("machine", "backend", "dtype", "threshold", "data")
@@ -41,7 +33,7 @@ class RunData:
     (failed and censored cells); ``dropped`` the rows the loader could not use, with reasons.
     """
 
-    run_dir: Path
+    rd: RunDir
     runs: pd.DataFrame | None = None
     all_runs: pd.DataFrame | None = None
     dropped: pd.DataFrame | None = None
@@ -55,26 +47,26 @@ class RunData:
     styles: dict[tuple[str, str], dict] = field(default_factory=dict)
 
 
-def load_run(run_dir: Path) -> RunData:
-    """Load every table of ``run_dir`` that exists (schema-checked; see ``schema``)."""
-    run_dir = Path(run_dir)
-    data = RunData(run_dir=run_dir)
-    if (run_dir / "runs.csv").is_file():
-        runs = load_runs(run_dir)
+    @property
+    def run_dir(self) -> Path:
+        return self.rd.path
+
+
+def load_run(run_dir: RunDir | Path) -> RunData:
+    """Every table of a run directory that exists (through its ``RunDir``: parsed once)."""
+    rd = RunDir.of(run_dir)
+    data = RunData(rd=rd)
+    if rd.has("runs"):
+        runs = rd.runs()
         data.all_runs = runs.frame
         data.dropped = runs.dropped
         ok = runs.ok
         data.runs = ok.reset_index(drop=True) if not ok.empty else None
-    data.training = load_training(run_dir)
+    data.training = rd.table("training")
     for name in ("fits", "local_slopes", "crossover", "selfcheck", "claims"):
-        table = load_table(run_dir / TABLES[name].file, name)
+        table = rd.table(name)
         setattr(data, name, table if table is not None and not table.empty else None)
-    env = run_dir / "environment.json"
-    if env.is_file():
-        try:
-            data.environment = json.loads(env.read_text())
-        except (OSError, ValueError):
-            data.environment = {}
+    data.environment = rd.environment()
     return data
 
 
@@ -122,7 +114,7 @@ def main_context(runs: pd.DataFrame | None, axis: str = "m") -> dict[str, object
     """The fixed values of the longest ``axis`` sweep of the trained methods (None if none)."""
     if runs is None:
         return None
-    summ = summarise(runs[runs["method"].isin(TRAINED_METHODS)], "iteration")
+    summ = summarise(runs[runs["method"].isin(method_names())], "iteration")
     found = sweeps(summ, axis)
     return found[0][0] if found else None
 

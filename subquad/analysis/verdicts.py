@@ -42,7 +42,8 @@ from subquad.analysis.rundata import (
     select_rows,
 )
 from subquad.analysis.stats import median_ci
-from subquad.schema import fmt_seconds, options_label, write_table
+from subquad.results.format import fmt_seconds, options_label
+from subquad.results.rundir import RunDir
 
 SUPPORTED, INCONCLUSIVE, REJECTED = "supported", "inconclusive", "not supported"
 NOT_MEASURED, NOT_IMPLEMENTED = "not measured", "not implemented"
@@ -537,11 +538,11 @@ def scope_text(scope: Scope | None) -> str:
             f"`{scope.options.get('dense-gn') or '-'}`. ")
 
 
-def write_claims(run_dir: Path, data: RunData, limits: Limits | None = None
+def write_claims(run_dir: RunDir | Path, data: RunData, limits: Limits | None = None
                  ) -> tuple[Scope | None, pd.DataFrame]:
     """Evaluate the claims of a loaded run and write ``run_dir/claims.csv``."""
     scope, rows = evaluate(data, limits)
     frame = pd.DataFrame([asdict(c) for c in rows])
-    write_table(Path(run_dir) / "claims.csv", "claims", frame)
+    RunDir.of(run_dir).write_table("claims", frame)
     return scope, frame
 

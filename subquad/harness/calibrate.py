@@ -33,7 +33,12 @@ from numba import prange
 from subquad.errors import ConfigError
 from subquad.files import atomic_write_json
 from subquad.harness.environment import cache_levels, current_environment, limit_threads
-from subquad.model.backend import gemm_accumulate
+from subquad.model.backend import gemm_accumulate, gpu_available
+from subquad.model.kernels import get_kernels
+from subquad.model.solve import CholeskySolver
+from subquad.model.sparse import SparseRows
+from subquad.model.trainer import CACHE_LINE, lines_touched
+from subquad.vocabulary import BACKENDS
 
 FORMAT = 1
 #: smallest working set probed (inside every L1 data cache we know of)
@@ -49,8 +54,6 @@ ROW_SAMPLES = 16
 #: inner dimensions of the GEMM probes (n or the lazy rank r); rates interpolate between them
 GEMM_K = (16, 64)
 GEMM_M = (512, 1024, 2048, 4096, 8192)
-BACKENDS = ("numpy", "cupy")
-
 
 # ------------------------------------------------------------------------------- probes
 
@@ -119,8 +122,6 @@ def size_grid(last_cache: int, top: int | None = None) -> list[int]:
 def sparse_rows(xp: Any, rng: np.random.Generator, n: int, m: int, s: int, dtype: np.dtype
                 ) -> Any:
     """n rows of width m with s sorted random active indices each, positive values."""
-    from subquad.model.sparse import SparseRows  # noqa: PLC0415
-
     idx = np.concatenate([np.sort(rng.choice(m, s, replace=False)) for _ in range(n)])
     vals = rng.uniform(0.5, 1.5, idx.size).astype(dtype)
     ptr = np.arange(0, (n + 1) * s, s, dtype=np.int64)
@@ -156,9 +157,6 @@ def kernel_probes(backend: str, dtype: np.dtype, sizes: list[int], m_grid: list[
     each working set, as cache-line bandwidth (lines counted exactly as the trainer counts
     them); ``gather``: forward_layer's row bytes per second for rows of each width m.
     """
-    from subquad.model.kernels import get_kernels  # noqa: PLC0415
-    from subquad.model.trainer import CACHE_LINE, lines_touched  # noqa: PLC0415
-
     xp = _xp(backend)
     kern = get_kernels(backend)
     rng = np.random.default_rng(0)
@@ -213,8 +211,6 @@ def kernel_probes(backend: str, dtype: np.dtype, sizes: list[int], m_grid: list[
     H = sparse_rows(xp, rng, ROW_SAMPLES, m, max(4, int(round(ROW_DENSITY * m))), dtype)
     t = time_call(lambda: kern.gram(H), sync=sync)
     out["gram_rate"] = float(ROW_SAMPLES * H.nnz + ROW_SAMPLES**2) / t
-    from subquad.model.solve import CholeskySolver  # noqa: PLC0415
-
     A = rng.standard_normal((ROW_SAMPLES, 4 * ROW_SAMPLES))
     K = xp.asarray((A @ A.T + np.eye(ROW_SAMPLES)).astype(dtype))
     r = xp.ones(ROW_SAMPLES, dtype)
@@ -341,8 +337,6 @@ def calibrate(backend: str = "numpy", dtype: str = "float32", threads: int | Non
     if bad:
         raise ConfigError("m", f"probe widths must be integers in [64, 131072], got {bad}")
     if backend == "cupy":
-        from subquad.model.backend import gpu_available  # noqa: PLC0415
-
         ok, why = gpu_available()
         if not ok:
             raise ConfigError("backend", f"cupy needs a usable GPU: {why}")

@@ -19,14 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from subquad.errors import ConfigError
-from subquad.model.train import METHODS, TrainConfig
+from subquad.memory import available_bytes, fmt_bytes
+from subquad.model.backend import gpu_available
+from subquad.model.data import DATASETS, LABELS, REAL_SETS, default_d, fixed_dimension, load
+from subquad.model.methods import method_names
+from subquad.model.sparsify import THRESHOLDS
+from subquad.model.train import TrainConfig
+from subquad.vocabulary import BACKENDS, CALIBRATION, DTYPES
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-CALIBRATION_METHODS = ("calib-axpy", "calib-gemv")
 AXES = ("m", "n", "d", "L", "c", "seed")
 #: axes along which cost grows, so a censored cell stops the larger values of its series
 GROWING_AXES = ("m", "n", "d", "L")
@@ -146,7 +151,7 @@ class Cell:
 
     @property
     def is_calibration(self) -> bool:
-        return self.method in CALIBRATION_METHODS
+        return self.method in CALIBRATION
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
@@ -197,7 +202,7 @@ class Experiment:
 # ------------------------------------------------------------------------------- helpers
 
 
-class _Where:
+class Where:
     """Builds ConfigErrors that name the file and the key path."""
 
     def __init__(self, path: Path):
@@ -247,7 +252,7 @@ class _Where:
         return value
 
 
-def axis_value(w: _Where, axis: str, value: Any, key: str) -> int | float:
+def axis_value(w: Where, axis: str, value: Any, key: str) -> int | float:
     """One value of an axis, type- and range-checked (m >= 8, c in (0, 0.5], ...)."""
     if axis in INT_AXES:
         v = w.integer(value, key)
@@ -262,7 +267,7 @@ def axis_value(w: _Where, axis: str, value: Any, key: str) -> int | float:
     return v
 
 
-def geometric(w: _Where, axis: str, grid: Mapping, key: str) -> list[int | float]:
+def geometric(w: Where, axis: str, grid: Mapping, key: str) -> list[int | float]:
     """Values start, start r, start r^2, ... <= stop (r = 2 or sqrt 2); integers rounded."""
     w.keys(grid, GRID_KEYS, key)
     for k in ("start", "stop"):
@@ -292,7 +297,7 @@ def geometric(w: _Where, axis: str, grid: Mapping, key: str) -> list[int | float
     return out
 
 
-def axis_values(w: _Where, axis: str, spec: Any, key: str) -> list[int | float]:
+def axis_values(w: Where, axis: str, spec: Any, key: str) -> list[int | float]:
     """An explicit list (no duplicates) or a geometric grid table, sorted ascending."""
     if isinstance(spec, dict):
         return geometric(w, axis, spec, key)
@@ -307,12 +312,12 @@ def axis_values(w: _Where, axis: str, spec: Any, key: str) -> list[int | float]:
 # ------------------------------------------------------------------------------- sections
 
 
-def _method(w: _Where, raw: Any, key: str) -> MethodSpec:
+def _method(w: Where, raw: Any, key: str) -> MethodSpec:
     t = w.table(raw, key)
     w.keys(t, METHOD_KEYS, key)
     if "method" not in t:
-        raise w.error(f"{key}.method", f"missing; accepted: {', '.join(METHODS)}")
-    method = w.string(t["method"], f"{key}.method", METHODS)
+        raise w.error(f"{key}.method", f"missing; accepted: {', '.join(method_names())}")
+    method = w.string(t["method"], f"{key}.method", method_names())
     opts = []
     for k, types in OPTION_TYPES.items():
         if k in t:
@@ -325,7 +330,7 @@ def _method(w: _Where, raw: Any, key: str) -> MethodSpec:
     return MethodSpec(method, label, tuple(opts))
 
 
-def _methods(w: _Where, raw: Any, key: str, known: tuple[MethodSpec, ...] = ()
+def _methods(w: Where, raw: Any, key: str, known: tuple[MethodSpec, ...] = ()
              ) -> tuple[MethodSpec, ...]:
     """A list of method tables, or (per sweep) a list of labels of the top-level methods."""
     if not isinstance(raw, list) or not raw:
@@ -356,11 +361,8 @@ def _methods(w: _Where, raw: Any, key: str, known: tuple[MethodSpec, ...] = ()
     return tuple(out)
 
 
-def _fixed(w: _Where, raw: Mapping, key: str, base: Mapping[str, Any]) -> dict[str, Any]:
+def _fixed(w: Where, raw: Mapping, key: str, base: Mapping[str, Any]) -> dict[str, Any]:
     """Fixed values (m, n, d, L, c, seed(s), data, labels, threshold, dtype) over ``base``."""
-    from subquad.model.data import DATASETS, LABELS  # noqa: PLC0415
-    from subquad.model.network import DTYPES  # noqa: PLC0415
-    from subquad.model.sparsify import THRESHOLDS  # noqa: PLC0415
 
     out = dict(base)
     for k in ("m", "n", "d", "L", "c"):
@@ -379,7 +381,7 @@ def _fixed(w: _Where, raw: Mapping, key: str, base: Mapping[str, Any]) -> dict[s
     return out
 
 
-def _timing(w: _Where, raw: Any) -> Timing:
+def _timing(w: Where, raw: Any) -> Timing:
     t = w.table(raw, "timing")
     w.keys(t, tuple(f.name for f in fields(Timing)), "timing")
     d = Timing()
@@ -401,7 +403,7 @@ def _timing(w: _Where, raw: Any) -> Timing:
     return Timing(warmup, iters, samples, mss, max_iters, budget, stop, threads, rounds)
 
 
-def parse_minutes(value: Any, key: str = "time", w: _Where | None = None) -> int:
+def parse_minutes(value: Any, key: str = "time", w: Where | None = None) -> int:
     """Slurm time as minutes (int) or "HH:MM:SS" / "D-HH:MM:SS" -> whole minutes."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
@@ -416,7 +418,7 @@ def parse_minutes(value: Any, key: str = "time", w: _Where | None = None) -> int
     raise w.error(key, msg) if w is not None else ConfigError(key, msg)
 
 
-def _executor(w: _Where, raw: Any) -> Executor:
+def _executor(w: Where, raw: Any) -> Executor:
     t = w.table(raw, "executor")
     w.keys(t, EXECUTOR_KEYS, "executor")
     d = Executor()
@@ -446,7 +448,7 @@ def _executor(w: _Where, raw: Any) -> Executor:
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment file, including every cell it expands to."""
     path = Path(path)
-    w = _Where(path)
+    w = Where(path)
     if not path.is_file():
         raise ConfigError(str(path), "no such experiment file")
     try:
@@ -454,8 +456,6 @@ def load_experiment(path: str | Path) -> Experiment:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
     w.keys(raw, TOP_KEYS, "")
-    from subquad.model.backend import BACKENDS  # noqa: PLC0415
-    from subquad.model.network import DTYPES  # noqa: PLC0415
 
     name = w.string(raw.get("name", path.stem), "name")
     if not NAME_RE.match(name):
@@ -466,7 +466,7 @@ def load_experiment(path: str | Path) -> Experiment:
     dtype = w.string(raw.get("dtype", "float64"), "dtype", DTYPES)
     if "methods" not in raw:
         raise w.error("methods", "missing; add at least one [[methods]] table with "
-                      f"method = one of {', '.join(METHODS)}")
+                      f"method = one of {', '.join(method_names())}")
     methods = _methods(w, raw["methods"], "methods")
     fixed_raw = w.table(raw.get("fixed", {}), "fixed")
     w.keys(fixed_raw, FIXED_KEYS, "fixed")
@@ -486,9 +486,9 @@ def load_experiment(path: str | Path) -> Experiment:
     return exp
 
 
-def fit_options(raw: Mapping, w: _Where | None = None) -> dict:
+def fit_options(raw: Mapping, w: Where | None = None) -> dict:
     """The [fit] table as ``fit_run`` options: window ('all'|'auto') and min_m (fit from m)."""
-    w = w or _Where(Path("experiment.toml"))
+    w = w or Where(Path("experiment.toml"))
     fit = w.table(raw.get("fit", {}), "fit")
     w.keys(fit, FIT_KEYS, "fit")
     out: dict = {}
@@ -502,7 +502,7 @@ def fit_options(raw: Mapping, w: _Where | None = None) -> dict:
     return out
 
 
-def _sweeps(w: _Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping
+def _sweeps(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping
             ) -> list[dict]:
     if not isinstance(raw, list):
         raise w.error("sweeps", "must be an array of tables ([[sweeps]])")
@@ -528,7 +528,7 @@ def _sweeps(w: _Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping
     return out
 
 
-def _factorial(w: _Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping) -> dict:
+def _factorial(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping) -> dict:
     t = w.table(raw, "factorial")
     w.keys(t, FACTORIAL_KEYS, "factorial")
     grid = {}
@@ -546,7 +546,7 @@ def _factorial(w: _Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapp
     return {"grid": grid, "fixed": f, "methods": ms, "training": training}
 
 
-def _training_and_calibration(w: _Where, raw: Mapping
+def _training_and_calibration(w: Where, raw: Mapping
                               ) -> tuple[int, bool, tuple[int, ...] | None, bool]:
     tr = w.table(raw.get("training", {}), "training")
     w.keys(tr, ("iterations",), "training")
@@ -566,7 +566,6 @@ def _training_and_calibration(w: _Where, raw: Mapping
 
 def _cell(exp: Experiment, spec: MethodSpec, fixed: Mapping, training: bool, **axes: Any
           ) -> Cell:
-    from subquad.model.data import default_d  # noqa: PLC0415
 
     p = {**fixed, **axes}
     d = p["d"] if p["d"] is not None else default_d(p["data"])
@@ -594,7 +593,7 @@ def expand_cells(exp: Experiment) -> list[Cell]:
 
     if exp.calibration:
         grid = exp.calibration_m or _m_grid(exp)
-        for kernel in CALIBRATION_METHODS:
+        for kernel in CALIBRATION:
             spec = MethodSpec(kernel, kernel)
             for pos, m in enumerate(grid):
                 add(_cell(exp, spec, {**exp.fixed, "seed": exp.fixed["seeds"][0]}, False, m=m),
@@ -639,12 +638,9 @@ def _m_grid(exp: Experiment) -> tuple[int, ...]:
 
 def validate_cells(exp: Experiment, cells: list[Cell]) -> None:
     """Run ``TrainConfig.validate()`` (memory estimate included) on every cell, up front."""
-    from subquad.memory import available_bytes, fmt_bytes  # noqa: PLC0415
-    from subquad.model.data import REAL_SETS, fixed_dimension, load  # noqa: PLC0415
 
-    w = _Where(exp.path)
+    w = Where(exp.path)
     if exp.backend != "numpy":
-        from subquad.model.backend import gpu_available  # noqa: PLC0415
 
         usable, why = gpu_available()
         if not usable:

@@ -23,7 +23,7 @@ from typing import Any
 from subquad.errors import ConfigError
 from subquad.harness.config import EXECUTOR_KINDS, Cell, Executor, Timing
 from subquad.harness.measure import run_cell, status_rows, write_cell
-from subquad.harness.tables import cell_path
+from subquad.results.cells import cell_path, read_cell_status
 
 #: slack on top of a cell's budget before a scheduler kills its task (init, imports, writing)
 SLACK_SECONDS = 300
@@ -87,8 +87,6 @@ def local_runner(run_dir: Path, timing: Timing) -> Runner:
 def lost(run_dir: Path, cell: Cell, why: str) -> str:
     """Record a cell whose worker died without writing it (``--resume`` runs it again)."""
     if cell_path(run_dir, cell.cell_id).exists():  # it did finish; trust its file
-        from subquad.harness.tables import read_cell_status  # noqa: PLC0415
-
         return read_cell_status(cell_path(run_dir, cell.cell_id))[0]
     from subquad.harness.environment import current_environment  # noqa: PLC0415
 

@@ -23,7 +23,12 @@ from subquad.errors import ConvergenceError, DivergenceError, SingularGramError
 from subquad.files import atomic_write_json
 from subquad.harness.config import Cell, Timing
 from subquad.harness.environment import current_environment, limit_threads
-from subquad.harness.tables import (
+from subquad.model.kernels import get_kernels
+from subquad.model.lowrank import parse_rank_max
+from subquad.model.methods import get_method
+from subquad.model.subquadratic import choose_update
+from subquad.model.train import build_trainer
+from subquad.results.cells import (
     RUNS_COLUMNS,
     SOLVER_INFO_COLUMNS,
     TRAINING_COLUMNS,
@@ -31,7 +36,8 @@ from subquad.harness.tables import (
     cell_path,
     training_path,
 )
-from subquad.model.trainer import PHASES
+from subquad.results.format import options_string
+from subquad.vocabulary import ITERATION_PHASES as PHASES
 
 MESSAGE_LIMIT = 500
 #: calibration kernels stream their operands from a pool this large (beyond the caches), so
@@ -50,11 +56,9 @@ def variant_columns(cell: Cell, legacy: bool = False) -> dict[str, Any]:
     Options as requested (``update``, ``forward_kernel``) and resolved where the cell's sizes
     decide (solver, lr, cg_tol, ``update_resolved``); ``forward_kernel_resolved`` is only
     known after a forward pass and is added by the trainer cell. ``options`` is the canonical
-    string of them all (``subquad.schema.options_string``): series are keyed by it.
+    string of them all (``results.format.options_string``): series are keyed by it.
     ``legacy``: resolve ``auto`` as runs of results schema 1 did (before the fused update).
     """
-    from subquad.schema import options_string  # noqa: PLC0415
-
     out: dict[str, Any] = {"label": cell.label or cell.method,
                            "threshold": cell.option("threshold", cell.threshold)}
     if cell.is_calibration:
@@ -64,9 +68,7 @@ def variant_columns(cell: Cell, legacy: bool = False) -> dict[str, Any]:
     out |= {"solver": solver, "lr": cfg.eta, "damping": float(cfg.damping)}
     if solver.startswith("pcg"):
         out |= {"sketch_size": cfg.sketch_size, "cg_tol": cfg.tol}
-    if cell.method == "subquad":
-        from subquad.model.subquadratic import choose_update  # noqa: PLC0415
-
+    if get_method(cell.method).sparse:
         update = cell.option("update", "auto")
         if update == "lazy":
             exp = cell.option("rank_exponent")
@@ -95,8 +97,6 @@ def cell_columns(cell: Cell, machine: str) -> dict[str, Any]:
 
 
 def _rank_max(cell: Cell) -> int:
-    from subquad.model.lowrank import parse_rank_max  # noqa: PLC0415
-
     spec = cell.train_config().rank_spec()
     return parse_rank_max(spec if spec is not None else "m^0.5", cell.m, cell.n)
 
@@ -143,8 +143,6 @@ def warm_kernels(backend: str, dtype: str) -> None:
     """Compile the sparse kernels of a backend once per process, outside any timed phase."""
     if (backend, dtype) in _WARM:
         return
-    from subquad.model.kernels import get_kernels  # noqa: PLC0415
-
     warm = getattr(get_kernels(backend), "warmup", None)
     if warm is not None:
         warm(np.dtype(dtype))
@@ -176,8 +174,6 @@ def _probe_iters(step: Callable[[], float], timing: Timing, clock: _Clock, t_war
 def _trainer_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, rows: list,
                   trows: list) -> None:
     """Init row, optional training rows, warm-up, then ``timing.samples`` samples."""
-    from subquad.model.train import build_trainer  # noqa: PLC0415
-
     tr = build_trainer(cell.train_config())
     net = tr.net
     init = {**base, "sample": cell.round, "iters": 1, "phase": "init",
@@ -330,7 +326,7 @@ def measure_cell(cell: Cell, timing: Timing, machine: str, budget_s: float | Non
     status, message = "ok", ""
     started = utc_now()
     try:
-        if cell.method == "subquad":
+        if not cell.is_calibration and get_method(cell.method).sparse:
             warm_kernels(cell.backend, cell.dtype)
         if budget_s is not None and budget_s < timing.cell_budget_seconds:
             clock = _Clock(budget_s, "sweep budget")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from subquad.errors import ConfigError, Interrupted, Terminated
 from subquad.files import atomic_write_bytes, atomic_write_json
+from subquad.harness.calibrate import run_calibrate
 from subquad.harness.config import Cell, Experiment, Timing, expand_cells, load_experiment
 from subquad.harness.environment import current_environment, limit_threads, load_average
 from subquad.harness.executors import (
@@ -31,7 +32,8 @@ from subquad.harness.executors import (
 )
 from subquad.harness.measure import status_rows, warm_kernels, write_cell
 from subquad.harness.progress import Progress
-from subquad.harness.tables import (
+from subquad.model.methods import get_method
+from subquad.results.cells import (
     bad_cells,
     cell_files,
     cell_path,
@@ -170,7 +172,8 @@ def _merge(run_dir: Path, progress: Progress) -> tuple[Path, int]:
 def _compile(cells: list[Cell], done: dict, report: Progress) -> None:
     """Compile the sparse kernels up front, so no cell (and no ETA) pays for it."""
     combos = sorted({(c.backend, c.dtype) for c in cells
-                     if c.method == "subquad" and c.cell_id not in done})
+                     if not c.is_calibration and get_method(c.method).sparse
+                     and c.cell_id not in done})
     for backend, dtype in combos:
         t0 = time.perf_counter()
         try:
@@ -236,8 +239,6 @@ def run_sweep(config_path: str | Path, out_dir: str | Path | None = None, resume
 
 def _probes(exp: Experiment, run_dir: Path, report: Progress) -> None:
     """``[calibration] probes = true``: the machine model's probes into calibration.json."""
-    from subquad.harness.calibrate import run_calibrate  # noqa: PLC0415
-
     grid = sorted({c.m for c in expand_cells(exp)})
     t0 = time.perf_counter()
     path, _ = run_calibrate(run_dir, exp.backend, exp.dtype, exp.timing.threads, m_grid=grid)

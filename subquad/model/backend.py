@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from subquad.errors import ConfigError
-
-BACKENDS = ("numpy", "cupy")
+from subquad.vocabulary import BACKENDS
 
 
 @dataclass

@@ -15,8 +15,8 @@ from subquad.errors import ConfigError, check_choice
 from subquad.memory import available_bytes, fmt_bytes
 from subquad.model.backend import BACKENDS, Backend, get_backend
 from subquad.model.sparsify import THRESHOLDS, beta, check_c, tail, threshold, weight_std
+from subquad.vocabulary import DTYPES
 
-DTYPES = ("float32", "float64")
 #: largest width accepted (the m x m weights of one layer would need 2^62 bytes beyond it)
 M_MAX = 1 << 20
 
@@ -216,12 +216,12 @@ class Network:
         return 0.5 * float(self.be.to_host(r @ r))
 
 
-def memory_estimate(spec: NetworkSpec, method: str, rank_max: int = 0) -> float:
+def memory_estimate(spec: NetworkSpec, dense: bool, rank_max: int = 0) -> float:
     """Bytes a trainer needs beyond the weights: dense rank-n updates build an m x m product,
     the lazy structure keeps U and V (m x r_max per layer)."""
     b = spec.itemsize
     act = 3.0 * (spec.L + 1) * spec.n * spec.m * b
-    if method.startswith("dense"):
+    if dense:
         return act + float(spec.m) * spec.m * b
     return act + 2.0 * spec.L * spec.m * max(rank_max, 0) * b
 

@@ -12,13 +12,15 @@ from typing import Any
 
 from subquad.errors import ConfigError, SubquadError, check_choice
 from subquad.model.data import DATASETS, LABELS, check_dimension, load
+from subquad.model.lowrank import parse_rank_max
+from subquad.model.methods import Method, get_method
 from subquad.model.network import DTYPES, Network, NetworkSpec, memory_estimate
 from subquad.model.solve import SOLVERS, IdentitySolver, make_solver
-from subquad.model.trainer import PHASES, Step, Trainer
+from subquad.model.sparsify import beta, check_c, tail
+from subquad.model.subquadratic import FORWARD_KERNELS_BY_BACKEND, choose_update
+from subquad.model.trainer import Step, Trainer
+from subquad.vocabulary import ITERATION_PHASES as PHASES
 
-METHODS = ("dense-gd", "dense-gn", "subquad")
-#: default step sizes: a pure Gauss-Newton step, and a small stable gradient step
-DEFAULT_LR = {"dense-gd": 1e-3, "dense-gn": 1.0, "subquad": 1.0}
 #: CG tolerance per dtype: float32 cannot reach a 1e-10 relative residual
 DEFAULT_CG_TOL = {"float64": 1e-10, "float32": 1e-5}
 #: solver ``auto``: Cholesky at every n. Measured (results/solver, m = 2048, float64): the
@@ -68,8 +70,12 @@ class TrainConfig:
                            dtype=self.dtype, backend=self.backend, threshold=self.threshold)
 
     @property
+    def meth(self) -> Method:
+        return get_method(self.method)
+
+    @property
     def eta(self) -> float:
-        return DEFAULT_LR[self.method] if self.lr is None else float(self.lr)
+        return self.meth.default_lr if self.lr is None else float(self.lr)
 
     @property
     def tol(self) -> float:
@@ -84,10 +90,10 @@ class TrainConfig:
         return DEFAULT_CG_MAXITER if self.cg_maxiter is None else int(self.cg_maxiter)
 
     def resolved_solver(self) -> str:
-        if self.method == "dense-gd":
+        if not self.meth.solves:
             return "gradient"
         if self.solver == "auto":
-            return AUTO_SOLVER
+            return AUTO_SOLVER if AUTO_SOLVER in self.meth.solvers else self.meth.solvers[0]
         return self.solver
 
     def rank_spec(self) -> Any:
@@ -97,7 +103,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """All checks, before anything is allocated; raises ConfigError naming the parameter."""
-        check_choice("method", self.method, METHODS)
+        meth = get_method(self.method)
         check_choice("data", self.data, DATASETS)
         check_dimension(self.data, self.d)
         check_choice("labels", self.labels, LABELS)
@@ -111,44 +117,38 @@ class TrainConfig:
         if self.solver not in ("auto", *SOLVERS):
             raise ConfigError("solver", f"unknown solver {self.solver!r}; accepted: auto, "
                               f"{', '.join(SOLVERS)}")
-        if self.method == "dense-gn" and self.resolved_solver() != "cholesky":
-            raise ConfigError("solver", "dense-gn is the naive baseline and solves by Cholesky; "
-                              "accepted: auto, cholesky")
-        if self.method != "subquad" and self.update not in ("auto", "dense"):
+        if meth.solves and self.resolved_solver() not in meth.solvers:
+            raise ConfigError("solver", f"{self.method} solves by {', '.join(meth.solvers)}; "
+                              f"accepted: auto, {', '.join(meth.solvers)}")
+        if not meth.sparse and self.update not in ("auto", "dense"):
             raise ConfigError("update", f"--update applies to --method subquad only (got "
                               f"{self.update!r} with {self.method})")
         self._check_iterative()
-        from subquad.model.subquadratic import FORWARD_KERNELS_BY_BACKEND, choose_update  # noqa: PLC0415
-
         kernels = FORWARD_KERNELS_BY_BACKEND.get(self.backend, ("auto",))
         if self.forward_kernel not in kernels:
             raise ConfigError("forward-kernel", f"unknown kernel {self.forward_kernel!r} for "
                               f"backend {self.backend!r}; accepted: {', '.join(kernels)}")
-        if self.method != "subquad" and self.forward_kernel != "auto":
+        if not meth.sparse and self.forward_kernel != "auto":
             raise ConfigError("forward-kernel", f"{self.method} runs the dense forward pass and "
                               "has no sparse kernel to choose; accepted: auto (or omit it)")
         rank = 0
         mode = "dense"
-        if self.method == "subquad":
-            from subquad.model.sparsify import beta, check_c, tail  # noqa: PLC0415
-
+        if meth.sparse:
             check_c(self.c)
             check_choice("dtype", self.dtype, DTYPES)
             mode = choose_update(self.update, tail(beta(max(self.m, 2), self.c)), self.backend,
                                  float(self.m) * self.m * self.spec.itemsize)
         self._check_rank_options(mode)
         if mode == "lazy":
-            from subquad.model.lowrank import parse_rank_max  # noqa: PLC0415
-
             rank = parse_rank_max(self.rank_spec() if self.rank_spec() is not None
                                   else "m^0.5", self.m, self.n)
-        self.spec.validate(extra_bytes=memory_estimate(self.spec, self.method, rank))
+        self.spec.validate(extra_bytes=memory_estimate(self.spec, not meth.sparse, rank))
         return self
 
     def _check_iterative(self) -> None:
         """Solver options only where the resolved solver uses them; limits checked up front."""
         solver = self.resolved_solver()
-        if self.method == "dense-gd":
+        if not self.meth.solves:
             if self.solver not in ("auto", "gradient"):
                 raise ConfigError("solver", f"dense-gd takes plain gradient steps and solves no "
                                   f"system, so --solver {self.solver} does not apply; accepted: "
@@ -182,7 +182,7 @@ class TrainConfig:
         """--rank-max / --rank-exponent only with the lazy update, and not both."""
         for param, value in (("rank-max", self.rank_max), ("rank-exponent", self.rank_exponent)):
             if value is not None and mode != "lazy":
-                used = f"update {mode}" if self.method == "subquad" else self.method
+                used = f"update {mode}" if self.meth.sparse else self.method
                 raise ConfigError(param, f"only the lazy low-rank update keeps a rank ({used} "
                                   "does not); accepted with --method subquad --update lazy")
         if self.rank_max is not None and self.rank_exponent is not None:
@@ -210,17 +210,7 @@ def build_trainer(cfg: TrainConfig, X: Any = None, y: Any = None) -> Trainer:
               make_solver(solver_name, cfg.damping, cfg.sketch_size, cfg.tol, cfg.maxiter,
                           cfg.seed))
     net = Network.init(cfg.spec)
-    if cfg.method == "subquad":
-        from subquad.model.kernels import get_kernels  # noqa: PLC0415
-        from subquad.model.subquadratic import SparseKernels  # noqa: PLC0415
-
-        kernels: Any = SparseKernels(get_kernels(cfg.backend), cfg.update, cfg.rank_spec(),
-                                     cfg.forward_kernel)
-    else:
-        from subquad.model.dense import DenseKernels  # noqa: PLC0415
-
-        kernels = DenseKernels()
-    return Trainer(net, X, y, kernels, solver, eta=cfg.eta, method=cfg.method)
+    return Trainer(net, X, y, cfg.meth.kernels(cfg), solver, eta=cfg.eta, method=cfg.method)
 
 
 def run_training(cfg: TrainConfig, on_step: Callable[[int, Step], None] | None = None

@@ -18,15 +18,8 @@ from subquad.errors import DivergenceError, SingularGramError
 from subquad.model.network import Network
 from subquad.model.solve import Solver
 from subquad.model.sparsify import activity_advice, check_activity
+from subquad.vocabulary import ITERATION_PHASES as PHASES
 
-PHASES = ("forward", "backward", "gram", "solve", "update", "fold")
-
-
-#: how a phase's bytes move (docs/MACHINE_MODEL.md): ``stream`` (contiguous rows at the
-#: streaming bandwidth), ``random`` (isolated elements, each moving a whole cache line), ``gemm``
-#: (a BLAS GEMM of ``shape`` whose calibrated rate includes its memory traffic), ``compute``
-#: (operands in cache: multiply-adds at the in-cache loop rate)
-ACCESS_KINDS = ("stream", "random", "gemm", "compute")
 #: bytes one random element access moves (x86 and the GPUs the suite targets)
 CACHE_LINE = 64
 

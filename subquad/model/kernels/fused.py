@@ -31,7 +31,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from subquad.model.kernels.cpu import (
+from subquad.model.kernels.numba_common import (
     FORWARD_KERNELS,
     _axpy1,
     _axpy4,

@@ -1,4 +1,4 @@
-"""Result files of a run directory: per-cell CSVs written atomically, merged into runs.csv.
+"""The cell files of a run directory: per-cell CSVs written atomically, merged into runs.csv.
 
 A cell's rows go to ``DIR/cells/<cell_id>.csv`` (and its training rows to
 ``<cell_id>.training.csv``, written first) through a temporary file in the same directory,
@@ -24,8 +24,9 @@ import pandas as pd
 
 from subquad.errors import CorruptFileError
 from subquad.files import atomic_write_text
-from subquad.schema import PHASES as PHASE_ORDER
-from subquad.schema import SCHEMA_VERSION, STATUSES, TABLES, VERSION_COLUMN
+from subquad.results.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
+from subquad.vocabulary import PHASES as PHASE_ORDER
+from subquad.vocabulary import RETRY_OUTCOMES, STATUSES
 
 #: docs/DESIGN.md, "runs.csv" and "training.csv": declared once, in the results schema
 RUNS_COLUMNS = [*TABLES["runs"].columns, VERSION_COLUMN]
@@ -33,8 +34,6 @@ TRAINING_COLUMNS = [*TABLES["training"].columns, VERSION_COLUMN]
 #: training.csv columns taken from the solver's info of that iteration (empty if it has none)
 SOLVER_INFO_COLUMNS = ("cg_iters", "cond_K", "cond_preconditioned")
 CELL_FILE = re.compile(r"^[0-9a-f]{16}\.csv$")
-#: messages of outcomes that say nothing about the cell itself: ``--resume`` runs it again
-RETRY_PREFIXES = ("sweep budget", "worker lost", "corrupt cell file")
 #: first line of every cell file: this prefix, then the sha256 of the rest of the file
 CHECKSUM_PREFIX = "# subquad-sha256 "
 
@@ -138,7 +137,7 @@ def read_cell_status(path: Path) -> tuple[str, str]:
 
 def is_final(status: str, message: str) -> bool:
     """False for outcomes that ``--resume`` retries (sweep budget, lost worker)."""
-    return not (status in ("censored", "error") and message.startswith(RETRY_PREFIXES))
+    return not (status in ("censored", "error") and message.startswith(RETRY_OUTCOMES))
 
 
 def clear_cells(run_dir: Path) -> int:

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from subquad.analysis.machine import Machine, fit_factor, load_calibration, slope
+from subquad.analysis.perfmodel.machine import Machine, fit_factor, load_calibration, slope
 from subquad.errors import ConfigError
-from subquad.files import atomic_write_frame
-from subquad.model.trainer import PHASES
-from subquad.schema import load_runs, load_table
+from subquad.harness.config import fit_options, tomllib
+from subquad.model.kernels.numba_common import INPUT_MAJOR_TILE_BYTES
+from subquad.results.rundir import RunDir
+from subquad.results.schema import TABLES
+from subquad.vocabulary import ITERATION_PHASES as PHASES
 
 SERIES = ["method", "options", "backend", "dtype", "n", "d", "L", "c"]
 #: fit mode's factors are per series, phase and the update mode the cell resolved to: an auto
@@ -28,20 +30,6 @@ SERIES = ["method", "options", "backend", "dtype", "n", "d", "L", "c"]
 #: one factor across two kernels would be right for neither
 FACTOR_KEY = [*SERIES, "update_resolved"]
 CELL = ["cell", *SERIES, "update_resolved", "m"]
-MODEL_COLUMNS = [
-    "machine", "calibration", *SERIES, "update_resolved", "m", "phase", "access",
-    "working_set", "level",
-    "work", "bytes", "line_bytes", "measured", "predicted", "ratio", "factor", "fitted",
-    "fit_ratio",
-]
-FACTOR_COLUMNS = [*FACTOR_KEY, "phase", "factor", "ci_low", "ci_high", "n_cells", "min_m"]
-SUMMARY_COLUMNS = [
-    *SERIES, "fit_range", "n_widths", "measured_exponent", "measured_ci_low",
-    "measured_ci_high", "model_exponent", "fitted_exponent", "work_exponent",
-    "asymptotic_exponent", "asymptotic_range",
-]
-EXTRA_COLUMNS = ["backend", "dtype", "n", "d", "L", "c", "sub_options", "m", "dense_seconds",
-                 "subquad_seconds", "speedup", "kind"]
 #: extrapolation: the measured widths, then the largest times these factors
 EXTRAPOLATE = (2.0, 4.0, 8.0, 16.0)
 _NUM = ["work", "bytes", "line_bytes", "working_set", "calls", "seconds"]
@@ -106,8 +94,6 @@ def accumulator_traffic(phase: str, kernel: str, work: float, dtype: str
     per-example kernel adds 4 rows per pass into one tile in L1, hidden under the stream."""
     if phase != "forward" or "input-major" not in str(kernel):
         return 0.0, 0.0
-    from subquad.model.kernels.cpu import INPUT_MAJOR_TILE_BYTES  # noqa: PLC0415
-
     isz = 8.0 if str(dtype) == "float64" else 4.0
     return 2.0 * work * isz, float(INPUT_MAJOR_TILE_BYTES)
 
@@ -132,7 +118,7 @@ def fit_factors(pred: pd.DataFrame, min_m: float = 0.0, n_boot: int = 1000, seed
         e, lo, hi = fit_factor(g["seconds"].to_numpy(), g["predicted"].to_numpy(), n_boot, seed)
         rows.append(dict(zip(FACTOR_KEY + ["phase"], key)) | {
             "factor": e, "ci_low": lo, "ci_high": hi, "n_cells": int(len(g)), "min_m": min_m})
-    return pd.DataFrame(rows, columns=FACTOR_COLUMNS)
+    return pd.DataFrame(rows, columns=TABLES["model_factors"].columns)
 
 
 def apply_factors(pred: pd.DataFrame, factors: pd.DataFrame) -> pd.DataFrame:
@@ -228,7 +214,7 @@ def summary(pred: pd.DataFrame, machine: Machine, min_m: float, fits: pd.DataFra
             "fitted_exponent": slope(m, it["fitted"]), "work_exponent": slope(m, it["work"]),
             "asymptotic_exponent": slope(big, asym),
             "asymptotic_range": f"{int(big.min())}-{int(big.max())}"})
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    return pd.DataFrame(rows, columns=TABLES["model_summary"].columns)
 
 
 def _fitted_ci(fits: pd.DataFrame | None, kd: dict) -> tuple[float, float]:
@@ -273,7 +259,7 @@ def speedups(pred: pd.DataFrame, machine: Machine, column: str = "predicted") ->
                 rows.append(kd | {"sub_options": opts, "m": m, "dense_seconds": dt,
                                   "subquad_seconds": st, "speedup": dt / st,
                                   "kind": "extrapolation"})
-    return pd.DataFrame(rows, columns=EXTRA_COLUMNS)
+    return pd.DataFrame(rows, columns=TABLES["model_speedup"].columns)
 
 
 def crossover_m(sp: pd.DataFrame) -> tuple[float, str]:
@@ -296,10 +282,8 @@ def crossover_m(sp: pd.DataFrame) -> tuple[float, str]:
 # ------------------------------------------------------------------------------- commands
 
 
-def _min_m(run_dir: Path) -> float:
-    from subquad.harness.config import fit_options, tomllib  # noqa: PLC0415
-
-    exp = run_dir / "experiment.toml"
+def _min_m(rd: RunDir) -> float:
+    exp = rd.file("experiment.toml")
     if exp.is_file():
         mins = fit_options(tomllib.loads(exp.read_text())).get("min_axis") or {}
         return float(mins.get("m", 0.0))
@@ -314,33 +298,31 @@ def _run_machine(run_dir: Path, runs: pd.DataFrame) -> str:
     return ids[0] if ids else ""
 
 
-def model_run(run_dir: str | Path, calibration: str | Path | None = None,
+def model_run(run_dir: RunDir | str | Path, calibration: str | Path | None = None,
               n_boot: int = 1000, min_m: float | None = None) -> dict[str, Path]:
     """``subquad model DIR``: model.csv, model_factors.csv, model_summary.csv,
     model_speedup.csv and figures/model.{png,pdf}; returns their paths by name."""
-    run_dir = Path(run_dir)
-    runs = load_runs(run_dir / "runs.csv").frame
+    rd = RunDir.of(run_dir)
+    run_dir = rd.path
+    runs = rd.runs().frame
     machine_id = _run_machine(run_dir, runs)
-    machine = load_calibration(calibration or run_dir / "calibration.json", machine_id)
+    machine = load_calibration(calibration or rd.file("calibration.json"), machine_id)
     if machine.id != machine_id:
         raise ConfigError("--calibration", f"calibration of machine {machine.id}, run measured "
                           f"on {machine_id}: use `subquad predict` to predict another machine")
     cells = cell_phases(runs)
     _missing_counts(cells)
-    lo = _min_m(run_dir) if min_m is None else min_m
+    lo = _min_m(rd) if min_m is None else min_m
     pred = predict_cells(cells, machine)
     factors = fit_factors(pred, lo, n_boot)
     pred = apply_factors(pred, factors)
-    fits = _read_fits(run_dir)
-    table = _model_table(pred, machine)
-    paths = {"model": run_dir / "model.csv", "factors": run_dir / "model_factors.csv",
-             "summary": run_dir / "model_summary.csv", "speedup": run_dir / "model_speedup.csv"}
-    atomic_write_frame(paths["model"], table)
-    atomic_write_frame(paths["factors"], factors)
-    atomic_write_frame(paths["summary"], summary(pred, machine, lo, fits))
-    atomic_write_frame(paths["speedup"], speedups(pred, machine))
+    fits = rd.table("fits")
+    paths = {"model": rd.write_table("model", _model_table(pred, machine)),
+             "factors": rd.write_table("model_factors", factors),
+             "summary": rd.write_table("model_summary", summary(pred, machine, lo, fits)),
+             "speedup": rd.write_table("model_speedup", speedups(pred, machine))}
     try:
-        from subquad.analysis.machine_plots import bandwidth_figure, model_figure  # noqa: PLC0415
+        from subquad.analysis.perfmodel.plots import bandwidth_figure, model_figure  # noqa: PLC0415
     except ImportError:
         return paths
     for p in bandwidth_figure(machine.cal, run_dir / "figures" / f"bandwidth-{machine.id}"):
@@ -352,16 +334,12 @@ def model_run(run_dir: str | Path, calibration: str | Path | None = None,
     return paths
 
 
-def _read_fits(run_dir: Path) -> pd.DataFrame | None:
-    return load_table(run_dir / "fits.csv", "fits")
-
-
 def _model_table(pred: pd.DataFrame, machine: Machine) -> pd.DataFrame:
     out = pred.rename(columns={"seconds": "measured"}).copy()
     out["calibration"] = machine.id
     out["ratio"] = out["predicted"] / out["measured"]
     out["fit_ratio"] = out["fitted"] / out["measured"]
-    return out[MODEL_COLUMNS]
+    return out[TABLES["model"].columns]
 
 
 def _figure_cells(pred: pd.DataFrame) -> pd.DataFrame:
@@ -372,25 +350,26 @@ def _figure_cells(pred: pd.DataFrame) -> pd.DataFrame:
                                                        "fitted"]]
 
 
-def predict_run(run_dir: str | Path, calibration: str | Path, machine: str | None = None,
-                compare: str | Path | None = None) -> dict[str, pd.DataFrame]:
+def predict_run(run_dir: RunDir | str | Path, calibration: str | Path,
+                machine: str | None = None, compare: RunDir | str | Path | None = None
+                ) -> dict[str, pd.DataFrame]:
     """``subquad predict RUN --calibration OTHER``: another machine's seconds from this run's
     counts. With ``compare`` (a run measured on that machine) the measured medians join in."""
-    run_dir = Path(run_dir)
-    runs = load_runs(run_dir / "runs.csv").frame
+    rd = RunDir.of(run_dir)
+    runs = rd.runs().frame
     other = load_calibration(calibration, machine)
     cells = cell_phases(runs)
     _missing_counts(cells)
     pred = predict_cells(cells, other)
     it = pred[pred["phase"] == "iteration"][SERIES + ["m", "predicted"]].copy()
     if compare is not None:
-        meas = cell_phases(load_runs(Path(compare) / "runs.csv").frame)
+        meas = cell_phases(RunDir.of(compare).runs().frame)
         meas = meas[meas["phase"] == "iteration"][SERIES + ["m", "seconds"]]
         it = it.merge(meas.rename(columns={"seconds": "measured"}), on=SERIES + ["m"],
                       how="left")
         it["ratio"] = it["predicted"] / it["measured"]
     pred["fitted"] = pred["predicted"]
-    lo = _min_m(run_dir)
+    lo = _min_m(rd)
     summ = summary(pred, other, lo, None).drop(
         columns=["measured_exponent", "measured_ci_low", "measured_ci_high", "fitted_exponent"])
     if compare is not None:  # exponents over the widths both runs have

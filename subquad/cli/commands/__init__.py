@@ -1,0 +1,1 @@
+"""One module per ``subquad`` command; each defines ``register(subparsers)``."""

@@ -1,0 +1,42 @@
+"""``subquad model``: predict every cell's phases from counted work and the calibration."""
+
+from __future__ import annotations
+
+import argparse
+
+from subquad.analysis.perfmodel.predict import model_run
+from subquad.cli.present import num, wrote
+from subquad.results.rundir import RunDir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """``subquad model DIR [--calibration FILE]``."""
+    p = sub.add_parser("model", help="predict every cell's phases from counted work, bytes and "
+                       "the machine's calibration; fit efficiency factors; explain exponents")
+    p.add_argument("dir", metavar="DIR", help="run directory (runs.csv with per-phase bytes)")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="calibration.json of the run's machine (default DIR/calibration.json)")
+    p.add_argument("--min-m", type=float, default=None,
+                   help="fit factors and exponents from this width (default: the run's "
+                   "[fit] min_m)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rd = RunDir.load(args.dir)
+    paths = model_run(rd, args.calibration, min_m=args.min_m)
+    summ = rd.table("model_summary")
+    print(f"{'method':<9} {'widths':<12} {'measured':>9} {'model':>7} {'fitted':>7} "
+          f"{'work':>6} {'asympt.':>7}")
+    for r in summ.itertuples():
+        print(f"{r.method:<9} {r.fit_range:<12} {num(r.measured_exponent):>9} "
+              f"{num(r.model_exponent):>7} {num(r.fitted_exponent):>7} "
+              f"{num(r.work_exponent, '.2f'):>6} {num(r.asymptotic_exponent, '.2f'):>7}")
+    model = rd.table("model")
+    it = model[model["phase"] == "iteration"]
+    for meth, g in it.groupby("method"):
+        r = g["ratio"].astype(float)
+        print(f"{meth}: predicted / measured iteration seconds {r.min():.2f}..{r.max():.2f} "
+              f"over {len(g)} cells")
+    wrote(paths.values())
+    return 0

@@ -1,0 +1,23 @@
+"""``subquad plot``: the figures of a run directory (PNG and PDF)."""
+
+from __future__ import annotations
+
+import argparse
+
+from subquad.analysis.plots import plot_run
+from subquad.results.rundir import RunDir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw the figures of a run directory")
+    p.add_argument("dir", metavar="DIR", help="run directory (holds runs.csv)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    written = plot_run(RunDir.load(args.dir, fitted=None))
+    for path in written or []:
+        print(f"wrote {path}")
+    if not written:
+        print("no figures: the run has no data for any of them")
+    return 0

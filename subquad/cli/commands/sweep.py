@@ -1,0 +1,67 @@
+"""``subquad sweep``: run an experiment file's cells into a run directory (or merge it)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from subquad.errors import ConfigError
+from subquad.harness.config import EXECUTOR_KINDS, parse_minutes
+from subquad.harness.sweep import merge_only, run_sweep
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run an experiment file: every cell, timed, into runs.csv",
+                       description="Run the cells of an experiment TOML (see README, Sweeps). "
+                       "`subquad sweep --merge DIR` only rebuilds DIR/runs.csv.")
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="experiment file (.toml)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default results/<name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep finished cell files and run only the missing or damaged cells")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in the output directory (cells, "
+                   "runs.csv and the fits, report and figures derived from it)")
+    p.add_argument("--budget", type=float, metavar="S",
+                   help="seconds for the whole sweep; cells left are recorded as censored")
+    p.add_argument("--executor", choices=EXECUTOR_KINDS, default=None,
+                   help="where cells run (default: the file's [executor] kind, else local)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--merge", metavar="DIR", help="only merge DIR/cells/*.csv into runs.csv")
+    g = p.add_argument_group("slurm (override the file's [executor] table)")
+    g.add_argument("--partition")
+    g.add_argument("--time", help="minutes or HH:MM:SS per task")
+    g.add_argument("--gpus-per-task", type=int)
+    g.add_argument("--array-parallelism", type=int)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.merge:
+        if args.config:
+            raise ConfigError("merge", "give either CONFIG or --merge DIR, not both")
+        path, bad = merge_only(args.merge)
+        print(f"wrote {path}")
+        if bad:
+            print(f"subquad: {len(bad)} damaged cell file(s) left out of {path}; "
+                  f"`subquad sweep CONFIG --out {args.merge} --resume` runs them again",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if not args.config:
+        raise ConfigError("CONFIG", "missing experiment file, e.g. experiments/smoke.toml "
+                          "(or --merge DIR)")
+    overrides: dict[str, Any] = {"partition": args.partition,
+                                 "gpus_per_task": args.gpus_per_task,
+                                 "array_parallelism": args.array_parallelism}
+    if args.time is not None:
+        overrides["time"] = parse_minutes(_int_or_str(args.time), "--time")
+    run_dir = run_sweep(args.config, args.out, resume=args.resume, budget=args.budget,
+                        executor=args.executor, progress=not args.quiet,
+                        executor_options=overrides, overwrite=args.overwrite)
+    print(f"wrote {run_dir / 'runs.csv'}")
+    return 0
+
+
+def _int_or_str(text: str) -> int | str:
+    return int(text) if text.isdigit() else text

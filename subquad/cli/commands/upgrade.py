@@ -1,0 +1,25 @@
+"""``subquad upgrade``: rewrite a run measured in an older results schema in the current one."""
+
+from __future__ import annotations
+
+import argparse
+
+from subquad.analysis.upgrade import needs_upgrade, upgrade
+from subquad.cli.present import wrote
+from subquad.results.rundir import RunDir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upgrade", help="rewrite runs.csv and training.csv of an older results "
+                       "schema in the current one (variant columns from experiment.toml)")
+    p.add_argument("dir", metavar="DIR", help="run directory (holds runs.csv)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rd = RunDir.load(args.dir)
+    if not needs_upgrade(rd):
+        print(f"{rd.path} is already in the current results schema")
+        return 0
+    wrote(upgrade(rd))
+    return 0

@@ -1,0 +1,213 @@
+"""``RunDir``: the only reader and writer of a run directory's files.
+
+Every table is parsed at most once per ``RunDir`` (commands make one per directory) and checked
+against its declaration in ``schema``; writes are atomic (``subquad.files``) and refresh the
+cache. ``PARSES`` counts the CSV parses per file, so a test can hold a command to one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from subquad.errors import ConfigError
+from subquad.files import atomic_write_frame, atomic_write_json, atomic_write_text, read_table
+from subquad.results.cells import merge_run
+from subquad.results.runs import Runs, validate_runs
+from subquad.results.schema import (
+    SCHEMA_VERSION,
+    TABLES,
+    refresh_hint,
+    table_frame,
+    version_of,
+)
+from subquad.vocabulary import STATUSES
+
+#: CSV parses per file path since the process started (tests reset it)
+PARSES: Counter[str] = Counter()
+
+
+class OldSchema(ConfigError):
+    """A measured table of results schema 1: ``subquad upgrade DIR`` (or ``fit``) rewrites it."""
+
+
+class RunDir:
+    """One run directory (or the tables beside a benchmark JSON file, ``prefix`` = its stem)."""
+
+    def __init__(self, path: Path | str, prefix: str = "", runs: Runs | None = None):
+        self.path = Path(path)
+        self.prefix = prefix
+        self._cache: dict[str, Any] = {}
+        if runs is not None:
+            self._cache["runs"] = runs
+
+    @classmethod
+    def of(cls, where: RunDir | Path | str) -> RunDir:
+        """``where`` itself when it is a RunDir (its parsed tables are reused), else a new one."""
+        return where if isinstance(where, RunDir) else cls(where)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    # ---------------------------------------------------------------------------- soundness
+
+    @classmethod
+    def load(cls, path: Path | str, param: str = "DIR", fitted: bool | None = False
+             ) -> RunDir:
+        """A run directory whose runs.csv (and fits.csv: if ``fitted``, or if present when
+        ``fitted`` is None) is a sound subquad table; one clear ConfigError otherwise."""
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(param, f"{p} does not exist; run `subquad sweep` first")
+        if not p.is_dir():
+            raise ConfigError(param, f"{p} is not a directory; give the run directory holding "
+                              "runs.csv")
+        rd = cls.of(path)
+        if not rd.has("runs"):
+            raise ConfigError(param, f"{p} has no runs.csv; run `subquad sweep ... --out {p}` "
+                              "(or `subquad sweep --merge` on it) first")
+        runs = rd.raw("runs")
+        if runs.empty:
+            raise ConfigError(str(rd.file("runs")), "has no rows; the sweep recorded no cell")
+        status = runs["status"] if "status" in runs else None
+        # a table may carry no statuses at all (all ok); one that has them needs one on every row
+        bad = None if status is None or (status == "").all() else ~status.isin(STATUSES)
+        if bad is not None and bad.any():
+            raise ConfigError(str(rd.file("runs")), f"row {int(bad.idxmax()) + 2} has status "
+                              f"{runs['status'][bad].iloc[0]!r} (accepted: "
+                              f"{', '.join(STATUSES)}); the file is truncated or damaged: "
+                              f"rebuild it with `subquad sweep --merge {p}`")
+        if fitted or (fitted is None and rd.has("fits")):
+            if not rd.has("fits"):
+                raise ConfigError(param, f"{p} has no fits.csv; run `subquad fit {p}` first")
+            rd.raw("fits")
+        return rd
+
+    # ------------------------------------------------------------------------------ reading
+
+    def file(self, name: str) -> Path:
+        """The path of a declared table, or of any other file of the directory."""
+        return self.path / (f"{self.prefix}{name}.csv" if name in TABLES else name)
+
+    def has(self, name: str) -> bool:
+        return self.file(name).is_file()
+
+    def raw(self, name: str) -> pd.DataFrame:
+        """A declared table as text, parsed once (every column a string; the status ``nan``
+        stays text); a truncated or unreadable file is a ConfigError naming it."""
+        key = f"raw:{name}"
+        if key not in self._cache:
+            path, table = self.file(name), TABLES[name]
+            _complete_lines(path)
+            PARSES[str(path)] += 1
+            self._cache[key] = read_table(path, str(path), table.required, dtype=str,
+                                          keep_default_na=False)
+        return self._cache[key]
+
+    def version(self, name: str) -> int:
+        return version_of(self.raw(name)) if TABLES[name].versioned else SCHEMA_VERSION
+
+    def runs(self) -> Runs:
+        """runs.csv, typed and validated (rows it cannot use are in ``.dropped``)."""
+        if "runs" not in self._cache:
+            if not self.has("runs"):
+                raise ConfigError("run_dir", f"no runs table at {self.file('runs')}; run "
+                                  "`subquad sweep` first")
+            self._check_version("runs")
+            self._cache["runs"] = validate_runs(self.raw("runs"))
+        return self._cache["runs"]
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """A declared table, typed, or None when the file is absent; a table of another
+        schema version is refused with the command that refreshes it."""
+        if name not in self._cache:
+            if not self.has(name):
+                self._cache[name] = None
+            else:
+                self._check_version(name)
+                df = TABLES[name].typed(self.raw(name))
+                if name == "training":
+                    df.loc[df["label"] == "", "label"] = df["method"]
+                self._cache[name] = df
+        return self._cache[name]
+
+    def _check_version(self, name: str) -> None:
+        version = self.version(name)
+        if version == SCHEMA_VERSION:
+            return
+        hint = refresh_hint(name, self.path)
+        if version == 1 and not TABLES[name].derived:
+            raise OldSchema(TABLES[name].file, f"{self.file(name)} is in results schema 1; "
+                            f"`subquad upgrade {self.path}` rewrites it in schema "
+                            f"{SCHEMA_VERSION} (or {hint})")
+        raise ConfigError(TABLES[name].file, f"{self.file(name)} is in results schema "
+                          f"{version}, this subquad reads {SCHEMA_VERSION}; {hint}")
+
+    def json(self, name: str) -> dict:
+        """A JSON file of the directory (environment.json, calibration.json); {} if absent or
+        unreadable."""
+        if name not in self._cache:
+            try:
+                self._cache[name] = json.loads(self.file(name).read_text())
+            except (OSError, ValueError):
+                self._cache[name] = {}
+        return self._cache[name]
+
+    def environment(self) -> dict:
+        return self.json("environment.json")
+
+    def machine_environments(self) -> list[dict]:
+        """environment.json and every ``machines/<id>.json`` (cells run on other nodes)."""
+        envs = [self.environment()]
+        for f in sorted((self.path / "machines").glob("*.json")):
+            envs.append(self.json(str(f.relative_to(self.path))))
+        return [e for e in envs if e]
+
+    # ------------------------------------------------------------------------------ writing
+
+    def write_table(self, name: str, rows: Iterable[Mapping] | pd.DataFrame) -> Path:
+        """One declared table, atomically; the cache is refreshed."""
+        frame = table_frame(name, rows)
+        path = atomic_write_frame(self.file(name), frame)
+        for key in (name, f"raw:{name}"):
+            self._cache.pop(key, None)
+        return path
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        self._cache.pop(name, None)
+        return atomic_write_json(self.file(name), obj)
+
+    def write_document(self, name: str, text: str) -> Path:
+        return atomic_write_text(self.file(name), text)
+
+    def merge_cells(self) -> tuple[Path, int]:
+        """Rebuild runs.csv (and training.csv) from the sound cell files."""
+        for key in ("runs", "raw:runs", "training", "raw:training"):
+            self._cache.pop(key, None)
+        return merge_run(self.path)
+
+
+def _complete_lines(path: Path) -> None:
+    """A table the project wrote ends with a newline; one that does not was cut short."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            if fh.tell() == 0:
+                raise ConfigError(str(path), "is empty; rerun the step that writes it")
+            fh.seek(-1, 2)
+            if fh.read(1) != b"\n":
+                raise ConfigError(str(path), "is truncated (its last line is incomplete); "
+                                  "rerun the step that writes it")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "does not exist") from None

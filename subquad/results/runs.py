@@ -1,0 +1,91 @@
+"""runs.csv typed and validated: the usable rows, and those dropped with their reason.
+
+The loader never hides data: a measured row whose ``seconds`` is missing, text, negative, or
+zero while work was done is returned in ``dropped``, one row per (cell, phase, reason) with
+the count, and every consumer prints or renders it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from subquad.results.format import options_string
+from subquad.results.schema import TABLES
+
+
+@dataclass
+class Runs:
+    """runs.csv, typed and validated: usable rows, and what was dropped with the reason."""
+
+    frame: pd.DataFrame
+    dropped: pd.DataFrame
+    #: every row as read (text), after a migration: what ``write_runs`` writes back
+    raw: pd.DataFrame | None = None
+    migrated: bool = False
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        return self.frame[self.frame["status"] == "ok"]
+
+    def drop_summary(self) -> list[str]:
+        """'3 rows: seconds is text ('abc')' lines, one per reason."""
+        if self.dropped.empty:
+            return []
+        by = self.dropped.groupby("reason", sort=True)["rows"].sum()
+        return [f"{int(n)} row{'s' if n != 1 else ''}: {reason}" for reason, n in by.items()]
+
+
+def _drop_reasons(raw: pd.DataFrame, typed: pd.DataFrame) -> pd.Series:
+    """Why each measured (status ok) row cannot be used; '' when it can."""
+    text = raw["seconds"].astype(str).str.strip()
+    sec, work = typed["seconds"], typed["work"]
+    ok = typed["status"] == "ok"
+    reason = pd.Series("", index=raw.index, dtype=object)
+    reason[ok & (text == "")] = "seconds missing"
+    reason[ok & (text != "") & sec.isna()] = "seconds is not a number"
+    reason[ok & sec.notna() & ~np.isfinite(sec.fillna(0))] = "seconds is not finite"
+    reason[ok & text.str.lower().isin(["nan", "-nan"])] = "seconds is NaN"
+    reason[ok & (sec < 0)] = "seconds is negative"
+    reason[ok & (sec == 0) & ~(work == 0)] = "seconds is zero although work was done"
+    m = typed["m"]
+    reason[ok & (reason == "") & ~(np.isfinite(m.fillna(np.nan)) & (m > 0))] = "m is not > 0"
+    return reason
+
+
+def _dropped_rows(raw: pd.DataFrame, typed: pd.DataFrame, reason: pd.Series) -> pd.DataFrame:
+    """One row per (cell, phase, reason): what was dropped, with an example value and count."""
+    bad = reason != ""
+    if not bad.any():
+        return TABLES["dropped"].typed(pd.DataFrame(columns=TABLES["dropped"].columns))
+    d = typed.loc[bad, ["cell", "method", "label", "options", "m", "phase"]].copy()
+    d["column"] = np.where(reason[bad].str.startswith("m "), "m", "seconds")
+    d["value"] = raw.loc[bad, "seconds"].astype(str)
+    d["reason"] = reason[bad]
+    keys = ["cell", "method", "label", "options", "m", "phase", "column", "reason"]
+    out = d.groupby(keys, dropna=False, sort=True).agg(value=("value", "first"),
+                                                        rows=("value", "size")).reset_index()
+    out.insert(0, "table", "runs.csv")
+    return TABLES["dropped"].typed(out)
+
+
+def validate_runs(raw: pd.DataFrame) -> Runs:
+    """Type a runs table (strings kept as read) and split off the rows it cannot use."""
+    table = TABLES["runs"]
+    raw = raw.copy()
+    for col in table.columns:
+        if col not in raw:
+            raw[col] = ""
+    raw = raw.astype(object).where(raw.notna(), "")
+    typed = table.typed(raw)
+    typed.loc[typed["status"] == "", "status"] = "ok"
+    if (typed["options"] == "").all():
+        typed["options"] = [options_string(r) for r in typed.to_dict("records")]
+    typed.loc[typed["label"] == "", "label"] = typed["method"]
+    reason = _drop_reasons(raw, typed)
+    return Runs(typed[reason == ""].reset_index(drop=True), _dropped_rows(raw, typed, reason),
+                raw)
+
+

@@ -19,7 +19,7 @@ from subquad.analysis.perfmodel.predict import apply_factors, fit_factors, predi
 from subquad.cli import main
 from subquad.errors import ConfigError
 from subquad.harness.calibrate import calibrate, size_grid, write_calibration
-from subquad.harness.environment import fingerprint
+from subquad.harness.environment import fingerprint, machine_id
 from subquad.model.train import TrainConfig, build_trainer
 from subquad.model.trainer import lines_touched
 
@@ -386,10 +386,10 @@ def test_record_baseline_files_it_under_its_machine_id(tmp_path):
     (run / "cells").mkdir()
     (run / "cells" / "0123456789abcdef.csv").write_text("x\n")
     dest = record_baseline(run, tmp_path / "baselines")
-    assert dest == tmp_path / "baselines" / RECORDED.name
+    env = json.loads((run / "environment.json").read_text())
+    assert dest == tmp_path / "baselines" / machine_id(env)  # recomputed, not the stored id
     assert (dest / "fits.csv").read_bytes() == (RECORDED / "fits.csv").read_bytes()
     assert (dest / "machines").is_dir() and not (dest / "cells").exists()
-    env = json.loads((run / "environment.json").read_text())
     assert find_baseline(tmp_path / "baselines", env) == dest
 
 

@@ -21,6 +21,7 @@ undecided), 0 otherwise.
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from subquad.analysis.gates import GateResult
 from subquad.analysis.limits import Limits, load_limits
 from subquad.analysis.stats import median_ci
 from subquad.errors import ConfigError
+from subquad.files import atomic_write_bytes
+from subquad.harness.environment import fingerprint, machine_id
 from subquad.results.rundir import RunDir
 
 #: what identifies a fitted series independently of the machine it ran on
@@ -272,8 +275,11 @@ def run_check(run_dir: RunDir | str | Path, baseline: RunDir | str | Path,
     kern_new = load_samples(run_dir, "DIR", "kernel")
     kern_base = load_samples(baseline, "--baseline", "kernel")
     drift = machine_drift(kern_new, kern_base, lim.factor_normalize_by)
-    results += factor_checks(load_samples(run_dir, "DIR", lim.factor_phase),
-                             load_samples(baseline, "--baseline", lim.factor_phase), lim, drift)
+    base = load_samples(baseline, "--baseline", lim.factor_phase)
+    env, base_env = run_dir.environment(), baseline.environment()
+    if env and fingerprint(env) == fingerprint(base_env):  # one machine, maybe an old id
+        base = base.replace({"machine": {base_env.get("machine"): env.get("machine")}})
+    results += factor_checks(load_samples(run_dir, "DIR", lim.factor_phase), base, lim, drift)
     if drift is not None:
         results.append(GateResult(f"machine drift ({lim.factor_normalize_by}, new / baseline)",
                                   drift, "informational", True,
@@ -284,24 +290,13 @@ def run_check(run_dir: RunDir | str | Path, baseline: RunDir | str | Path,
 # ----------------------------------------------------------------------------- portable tiers
 
 
-def _environment(run_dir: Path) -> dict:
-    import json  # noqa: PLC0415
-
-    p = Path(run_dir) / "environment.json"
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def find_baseline(root: Path, env: dict) -> Path | None:
     """The baseline under ``root`` (one directory per machine) whose fingerprint equals
-    ``env``'s (CPU model, cache sizes, cores, threads, BLAS); None when there is none."""
-    from subquad.harness.environment import fingerprint  # noqa: PLC0415
-
+    ``env``'s (CPU model, cache sizes, cores, threads, BLAS; any directory name, old ids too);
+    None when there is none."""
     want = fingerprint(env)
     for d in sorted(p for p in Path(root).iterdir() if p.is_dir()) if root.is_dir() else []:
-        if fingerprint(_environment(d)) == want:
+        if fingerprint(RunDir(d).environment()) == want:
             return d
     return None
 
@@ -406,23 +401,22 @@ def run_portable_check(run_dir: RunDir | str | Path, root: str | Path,
     return results, note
 
 
-def record_baseline(run_dir: str | Path, root: str | Path) -> Path:
-    """Copy a fitted run to ``root/<machine>/`` (replacing it): this machine's baseline.
+def record_baseline(run_dir: RunDir | str | Path, root: str | Path) -> Path:
+    """Copy a fitted run to ``root/<machine_id(its environment)>/``: this machine's baseline.
 
-    Every file goes through ``subquad.files`` (atomic); cell files and figures are left out.
+    It replaces the baseline of its fingerprint, also one under an old id (that directory is
+    removed: a migration), never another machine's. Every file goes through ``subquad.files``
+    (atomic); cell files and figures are left out.
     """
-    import shutil  # noqa: PLC0415
-
-    from subquad.files import atomic_write_bytes  # noqa: PLC0415
-
-    run_dir = Path(run_dir)
-    machine = _environment(run_dir).get("machine")
-    if not machine:
+    rd, root = RunDir.of(run_dir), Path(root)
+    run_dir, env = rd.path, rd.environment()
+    if not env.get("machine"):
         raise ConfigError("DIR", f"{run_dir}/environment.json names no machine")
-    load_fits(run_dir, "DIR")
-    dest = Path(root) / str(machine)
-    if dest.exists():
-        shutil.rmtree(dest)
+    load_fits(rd, "DIR")
+    dest, same = root / machine_id(env), find_baseline(root, env)
+    for old in {dest, same} - {None}:
+        if old.exists():
+            shutil.rmtree(old)
     for f in sorted(run_dir.rglob("*")):
         rel = f.relative_to(run_dir)
         if f.is_file() and rel.parts[0] not in ("cells", "figures"):

@@ -20,6 +20,7 @@ launch overhead). The result is keyed by machine id: ``{"machines": {id: calibra
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -32,7 +33,12 @@ from numba import prange
 
 from subquad.errors import ConfigError
 from subquad.files import atomic_write_json
-from subquad.harness.environment import cache_levels, current_environment, limit_threads
+from subquad.harness.environment import (
+    cache_levels,
+    current_environment,
+    fingerprint,
+    limit_threads,
+)
 from subquad.model.backend import gemm_accumulate, gpu_available
 from subquad.model.kernels import get_kernels
 from subquad.model.solve import CholeskySolver
@@ -358,16 +364,17 @@ def calibrate(backend: str = "numpy", dtype: str = "float32", threads: int | Non
 
 
 def write_calibration(cal: dict[str, Any], path: Path) -> Path:
-    """Add (or replace) this machine's entry in ``path`` (``{"machines": {id: cal}}``)."""
-    import json  # noqa: PLC0415
-
+    """Add (or replace) this machine's entry in ``path`` (``{"machines": {id: cal}}``); one of
+    its fingerprint under an old id is replaced too, other fingerprints' entries are kept."""
     path = Path(path)
     data: dict[str, Any] = {"format": FORMAT, "machines": {}}
+    mine = fingerprint(cal) if "environment" in cal else None
     if path.is_file():
         try:
             old = json.loads(path.read_text())
             if isinstance(old.get("machines"), dict):
-                data["machines"].update(old["machines"])
+                data["machines"].update({k: v for k, v in old["machines"].items()
+                                         if fingerprint(v) != mine})
         except (OSError, ValueError, AttributeError):
             pass
     data["machines"][cal["machine"]] = cal

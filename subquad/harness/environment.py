@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 import platform
 import socket
@@ -191,24 +192,25 @@ def collect_environment() -> dict[str, Any]:
 
 
 def machine_id(env: dict[str, Any]) -> str:
-    """Short fingerprint of CPU model, cores, memory (GiB), GPU and thread counts; no hostname.
-
-    Thread counts are part of it because a 1-thread and an all-thread series are different
-    series (docs MEASUREMENT.md). Example: ``2c-23g-5e1f0c2a``.
-    """
+    """``<usable cores>c-<memory GiB>g[-gpu]-<fingerprint_digest(env)>``, no hostname: it differs
+    whenever the fingerprint does (caches, threads, BLAS; docs MEASUREMENT.md). Older ids (e.g.
+    ``2c-24g-0d940d9a``, two AMD EPYC VMs with different caches) are found by fingerprint."""
     gib = round((env.get("memory_bytes") or 0) / 2**30)
-    gpu = (env.get("gpu") or {}).get("name", "")
-    blas_threads = _blas_threads(env.get("blas") or [])
-    numba_threads = (env.get("numba") or {}).get("num_threads")
-    key = "|".join(map(str, (env.get("cpu_model"), env.get("usable_cores"), gib, gpu,
-                             blas_threads, numba_threads)))
-    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
-    return f"{env.get('usable_cores')}c-{gib}g{'-gpu' if gpu else ''}-{digest}"
+    gpu = "-gpu" if (env.get("gpu") or {}).get("name") else ""
+    return f"{env.get('usable_cores')}c-{gib}g{gpu}-{fingerprint_digest(env)}"
+
+
+def fingerprint_digest(env: dict[str, Any]) -> str:
+    """Eight hex digits of a hash of ``fingerprint(env)``: the tail of the machine id."""
+    return hashlib.sha256(json.dumps(fingerprint(env), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def fingerprint(env: dict[str, Any]) -> dict[str, Any]:
     """What seconds depend on (CPU model, cache sizes, cores, threads, BLAS): two runs with
-    equal fingerprints may compare seconds; different ones may not (portable gates)."""
+    equal fingerprints may compare seconds; different ones may not (portable gates). ``env``
+    may also be a calibration.json entry (an ``environment``, the ``caches`` beside it)."""
+    if "environment" in env:
+        env = {**env["environment"], "caches": env.get("caches")}
     blas = sorted({f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
                    for b in env.get("blas") or [] if b.get("user_api") == "blas"})
     return {"cpu_model": env.get("cpu_model"), "usable_cores": env.get("usable_cores"),

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from subquad.errors import ConfigError
+from subquad.harness.environment import fingerprint_digest
 
 RMW_PHASES = ("update",)
 
@@ -181,7 +182,8 @@ class Machine:
 
 def load_calibration(path: str | Path, machine: str | None = None, arg: str = "--calibration"
                      ) -> Machine:
-    """One machine of a calibration.json; ``machine`` picks it (default: the only one)."""
+    """One machine of a calibration.json; ``machine`` picks it (default: the only one) by id,
+    or by fingerprint digest an entry stored under an old id (it then answers to ``machine``)."""
     p = Path(path)
     if p.is_dir():
         p = p / "calibration.json"
@@ -195,6 +197,9 @@ def load_calibration(path: str | Path, machine: str | None = None, arg: str = "-
         raise ConfigError(arg, f"{p} is not a calibration file: {exc}") from None
     if machine is not None and machine in machines:
         return Machine(machines[machine])
+    for cal in machines.values() if machine else ():
+        if machine.endswith(f"-{fingerprint_digest(cal)}"):
+            return Machine({**cal, "machine": machine})
     if len(machines) == 1:
         return Machine(next(iter(machines.values())))
     ids = ", ".join(sorted(machines)) or "none"

@@ -8,9 +8,9 @@ import sys
 
 from subquad.errors import ConfigError, SubquadError
 from subquad.harness.measure import classify
+from subquad.model import train as training
 from subquad.model.data import DATASETS, LABELS, default_d
 from subquad.model.methods import method_names
-from subquad.model import train as training
 from subquad.vocabulary import ITERATION_PHASES as PHASES
 
 

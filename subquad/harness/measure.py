@@ -31,6 +31,7 @@ from subquad.harness.tables import (
     cell_path,
     training_path,
 )
+from subquad.model.backend import recorded_backend
 from subquad.model.trainer import PHASES
 
 MESSAGE_LIMIT = 500
@@ -89,9 +90,9 @@ def variant_columns(cell: Cell, legacy: bool = False) -> dict[str, Any]:
 def cell_columns(cell: Cell, machine: str) -> dict[str, Any]:
     """The cell columns shared by every row of the cell (DESIGN.md, runs.csv)."""
     return {"experiment": cell.experiment, "cell": cell.base_id, "machine": machine,
-            "method": cell.method, "backend": cell.backend, "dtype": cell.dtype, "m": cell.m,
-            "n": cell.n, "d": cell.d, "L": cell.L, "c": cell.c, "data": cell.data,
-            "seed": cell.seed, **variant_columns(cell)}
+            "method": cell.method, "backend": recorded_backend(cell.backend),
+            "dtype": cell.dtype, "m": cell.m, "n": cell.n, "d": cell.d, "L": cell.L,
+            "c": cell.c, "data": cell.data, "seed": cell.seed, **variant_columns(cell)}
 
 
 def _rank_max(cell: Cell) -> int:

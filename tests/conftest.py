@@ -35,3 +35,22 @@ def slurm_cluster():
     tests/slurm_cluster.py for when it starts one, reuses one, skips or fails."""
     with _slurm.cluster() as info:
         yield info
+
+
+@pytest.fixture(scope="module")
+def emulated_cupy():
+    """The test-only host stand-in for cupy (random thread order), removed after the module.
+
+    Skips, saying why, where no C/C++ compiler exists to build the host kernels.
+    """
+    from subquad.model.kernels.emulation import fake_cupy, host  # noqa: PLC0415
+
+    try:
+        host.find_compiler()
+    except host.HostCompilerMissing as exc:
+        pytest.skip(str(exc))
+    fake_cupy.install(schedule="random", seed=0)
+    import cupy  # noqa: PLC0415
+
+    yield cupy
+    fake_cupy.uninstall()

@@ -39,7 +39,7 @@ from subquad.harness.environment import (
     fingerprint,
     limit_threads,
 )
-from subquad.model.backend import gemm_accumulate, gpu_available
+from subquad.model.backend import gemm_accumulate, gpu_available, recorded_backend
 from subquad.model.kernels import get_kernels
 from subquad.model.solve import CholeskySolver
 from subquad.model.sparse import SparseRows
@@ -355,7 +355,8 @@ def calibrate(backend: str = "numpy", dtype: str = "float32", threads: int | Non
     grid = sorted(m_grid or [1024, 2048, 4096, 8192, 16384])
     t0 = time.perf_counter()
     probes = (_gpu_probes if backend == "cupy" else _cpu_probes)(dt, sizes, grid, quick)
-    return {"format": FORMAT, "machine": env["machine"], "backend": backend, "dtype": dtype,
+    return {"format": FORMAT, "machine": env["machine"], "backend": recorded_backend(backend),
+            "dtype": dtype,
             "threads": threads, "caches": caches, "line_bytes": 64,
             "environment": {k: env.get(k) for k in ("cpu_model", "usable_cores", "blas",
                                                     "numba", "gpu", "date_utc", "git",

@@ -73,10 +73,10 @@ def _numba() -> dict:
 
 
 def _gpu() -> dict | None:
-    from subquad.model.backend import gpu_available  # noqa: PLC0415
+    from subquad.model.backend import emulated, gpu_available  # noqa: PLC0415
 
     ok, name = gpu_available()
-    if not ok:
+    if not ok or emulated():  # the host stand-in for cupy is no GPU
         return None
     import cupy as cp  # noqa: PLC0415
 

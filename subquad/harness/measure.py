@@ -23,6 +23,7 @@ from subquad.errors import ConvergenceError, DivergenceError, SingularGramError
 from subquad.files import atomic_write_json
 from subquad.harness.config import Cell, Timing
 from subquad.harness.environment import current_environment, limit_threads
+from subquad.model.backend import recorded_backend
 from subquad.model.kernels import get_kernels
 from subquad.model.lowrank import parse_rank_max
 from subquad.model.methods import get_method
@@ -91,9 +92,9 @@ def variant_columns(cell: Cell, legacy: bool = False) -> dict[str, Any]:
 def cell_columns(cell: Cell, machine: str) -> dict[str, Any]:
     """The cell columns shared by every row of the cell (DESIGN.md, runs.csv)."""
     return {"experiment": cell.experiment, "cell": cell.base_id, "machine": machine,
-            "method": cell.method, "backend": cell.backend, "dtype": cell.dtype, "m": cell.m,
-            "n": cell.n, "d": cell.d, "L": cell.L, "c": cell.c, "data": cell.data,
-            "seed": cell.seed, **variant_columns(cell)}
+            "method": cell.method, "backend": recorded_backend(cell.backend),
+            "dtype": cell.dtype, "m": cell.m, "n": cell.n, "d": cell.d, "L": cell.L,
+            "c": cell.c, "data": cell.data, "seed": cell.seed, **variant_columns(cell)}
 
 
 def _rank_max(cell: Cell) -> int:

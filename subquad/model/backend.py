@@ -6,6 +6,8 @@ only kernels that must differ per device sit in ``subquad.model.kernels``.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +18,9 @@ import numpy as np
 
 from subquad.errors import ConfigError
 from subquad.vocabulary import BACKENDS
+
+#: set to 1 to run the cupy backend on the test-only host stand-in (docs/GPU.md, "Emulation")
+EMULATE_ENV = "SUBQUAD_EMULATE_CUPY"
 
 
 @dataclass
@@ -89,8 +94,28 @@ def gemm_accumulate(Ct: Any, A: Any, B: Any, xp: Any) -> None:
     Ct += A @ B.T
 
 
+def emulated() -> bool:
+    """Whether ``cupy`` is the test-only host stand-in (then nothing measured is GPU data)."""
+    return bool(getattr(sys.modules.get("cupy"), "SUBQUAD_EMULATED", False))
+
+
+def recorded_backend(name: str) -> str:
+    """The backend name a result records: 'cupy-emulated' for cupy under the stand-in."""
+    return "cupy-emulated" if name == "cupy" and emulated() else name
+
+
 def gpu_available() -> tuple[bool, str]:
-    """Probe for a usable CUDA device by allocating on it (an import alone proves nothing)."""
+    """Probe for a usable CUDA device by allocating on it (an import alone proves nothing).
+
+    With SUBQUAD_EMULATE_CUPY set this first installs the host stand-in, which then "passes".
+    """
+    if os.environ.get(EMULATE_ENV, "") not in ("", "0"):
+        # test-only code, loaded only on request (it does not import this module)
+        from subquad.model.kernels.emulation.fake_cupy import (  # noqa: PLC0415
+            install_from_environment,
+        )
+
+        install_from_environment()
     try:
         import cupy as cp  # noqa: PLC0415
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from subquad.errors import ConfigError, SubquadError, check_choice
+from subquad.model.backend import recorded_backend
 from subquad.model.data import DATASETS, LABELS, check_dimension, load
 from subquad.model.lowrank import parse_rank_max
 from subquad.model.methods import Method, get_method
@@ -256,5 +257,5 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int, Step], None] | None =
 
 def _config_record(cfg: TrainConfig, tr: Trainer) -> dict:
     """The resolved configuration (defaults filled in) plus what the trainer chose."""
-    return {**asdict(replace(cfg, lr=cfg.eta, cg_tol=cfg.tol, cg_maxiter=cfg.maxiter)),
-            **tr.describe()}
+    return {**asdict(replace(cfg, lr=cfg.eta, cg_tol=cfg.tol, cg_maxiter=cfg.maxiter,
+                             backend=recorded_backend(cfg.backend))), **tr.describe()}

@@ -11,11 +11,15 @@ import io
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from subquad.errors import ConfigError
+
+#: CSV tables parsed per path since the process started (a test holds a command to one each)
+PARSES: Counter[str] = Counter()
 
 
 def _umask() -> int:
@@ -94,6 +98,7 @@ def read_table(path: Path, what: str, required: tuple[str, ...] = (), **kwargs: 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(what, f"{path} does not exist")
+    PARSES[str(path)] += 1
     try:
         frame = pd.read_csv(path, **kwargs)
     except pd.errors.EmptyDataError:

@@ -50,3 +50,5 @@ DROP_REASONS = ("seconds missing", "seconds is not a number", "seconds is not fi
 SUPPORTED, INCONCLUSIVE, REJECTED = "supported", "inconclusive", "not supported"
 NOT_MEASURED, NOT_IMPLEMENTED, INFORMATIONAL = "not measured", "not implemented", "informational"
 VERDICTS = (SUPPORTED, INCONCLUSIVE, REJECTED, NOT_MEASURED, NOT_IMPLEMENTED, INFORMATIONAL)
+#: outcomes of a gate of ``subquad check`` (UNDECIDED: the data could not decide it)
+PASS, FAIL, UNDECIDED = "PASS", "FAIL", "UNDECIDED"

@@ -145,11 +145,11 @@ class FitPaths(dict):
     run's flag and what the loader dropped.
 
     ``trustworthy`` is True/False from the calibration self-check, None when none was run;
-    ``dropped`` lists one line per reason a runs.csv row could not be used.
+    ``dropped`` counts the runs.csv rows that could not be used, per reason.
     """
 
     trustworthy: bool | None = None
-    dropped: list[str]
+    dropped: dict[str, int]
 
 
 # ----------------------------------------------------------------------------- input tables
@@ -710,7 +710,7 @@ def selfcheck(runs: pd.DataFrame | Runs, tolerance: float | None = None, **optio
         return TABLES["selfcheck"].frame([{"kernel": "not run"}])
     out = TABLES["selfcheck"].frame(rows)
     out["ok"] = out["ok"].astype(bool)
-    out["trustworthy"] = str(bool(out["ok"].all()))
+    out["trustworthy"] = bool(out["ok"].all())
     return out
 
 
@@ -737,7 +737,7 @@ def trustworthy(check: pd.DataFrame | None) -> bool | None:
         return None
     ran = check[check["kernel"] != "not run"]
     fitted = pd.to_numeric(ran["exponent"], errors="coerce").notna()
-    ok = ran["ok"].astype(str).str.lower().isin(["true", "1"])
+    ok = ran["ok"].astype(bool)
     if (fitted & ~ok).any():
         return False
     return True if fitted.all() else None  # a kernel with < 3 widths: could not check
@@ -806,5 +806,5 @@ def fit_run(rd: RunDir | Path, **options) -> FitPaths:
     for name, table in tables.items():
         result[name] = rd.write_table(name, table)
     result.trustworthy = trustworthy(check)
-    result.dropped = runs.drop_summary()
+    result.dropped = runs.drop_counts()
     return result

@@ -18,6 +18,7 @@ from subquad.analysis.limits import ExponentLimit, Limits, load_limits
 from subquad.model.train import TrainConfig, run_training
 from subquad.model.trainer import PHASES
 from subquad.results.format import fmt_number
+from subquad.vocabulary import FAIL, PASS, UNDECIDED
 
 #: the phases a work scan reports: the m^2 init, each iteration phase and their sum
 SCAN_PHASES = ("init", *PHASES, "iteration")
@@ -38,7 +39,7 @@ class GateResult:
 
     @property
     def verdict(self) -> str:
-        return "UNDECIDED" if not self.decided else ("PASS" if self.passed else "FAIL")
+        return UNDECIDED if not self.decided else (PASS if self.passed else FAIL)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """The Markdown report of a run: environment, how to reproduce it, the paper's claims (from
 ``claims.csv``, written by ``verdicts``), crossover and speed-up, the self-check, the run's
 completeness (planned, measured, censored, failed, missing cells; every dropped row) and the
-figures. It renders tables; it decides nothing itself and draws nothing (no matplotlib).
+figures. ``write_report`` has the claims evaluated (``verdicts.write_claims``) and renders
+them with the run's other tables; it draws nothing (no matplotlib).
 
-An input that is absent turns its section into "not measured in this run" instead of an error.
+An input that is absent turns its section into "not measured" instead of an error.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ from subquad.errors import ConfigError
 from subquad.memory import fmt_bytes
 from subquad.results.format import fmt_number, fmt_seconds, options_label, series_label
 from subquad.results.rundir import RunDir
-from subquad.vocabulary import CROSSOVER_KINDS
+from subquad.results.schema import ENVIRONMENT
+from subquad.vocabulary import CROSSOVER_KINDS, NOT_MEASURED
 
-NOT_MEASURED = "not measured in this run"
 #: cells listed individually in the completeness section before the rest is counted
 LIST_LIMIT = 200
 
@@ -60,22 +61,6 @@ def _finite(*xs: float | None) -> bool:
 
 
 # -- sections --------------------------------------------------------------------------------
-
-ENV_KEYS = (
-    ("CPU", ("cpu_model", "cpu", "processor", "cpu.model")),
-    ("cores", ("cores", "cpu_count", "n_cores")),
-    ("usable cores", ("usable_cores",)),
-    ("memory", ("memory_bytes", "memory", "memory_gb", "mem_total")),
-    ("BLAS (threads)", ("blas", "threadpoolctl", "blas_info")),
-    ("numba threads", ("numba.num_threads", "numba_threads", "numba")),
-    ("GPU", ("gpu.name", "gpu", "gpu_name")),
-    ("GPU driver", ("gpu.driver", "gpu_driver")),
-    ("Python", ("python",)),
-    ("versions", ("versions", "packages")),
-    ("git commit", ("git", "git_commit", "commit")),
-    ("date", ("date_utc", "date", "timestamp")),
-)
-
 
 def _env_lookup(env: dict, path: str) -> tuple[bool, object]:
     """Value of a dotted key in ``env`` (found, value)."""
@@ -127,31 +112,23 @@ def _fmt_env(value: object, key: str = "") -> str:
     return str(value).replace("|", "/").replace("\n", " ")
 
 
-FORMATTERS = {"blas": _fmt_blas, "threadpoolctl": _fmt_blas, "git": _fmt_git}
+FORMATTERS = {"blas": _fmt_blas, "git": _fmt_git}
 
 
 def environment_section(env: dict) -> str:
-    """The environment table; keys it does not know are listed after the known ones."""
+    """The environment table in the order of ``schema.ENVIRONMENT``; keys it does not declare
+    are listed after the declared ones."""
     if not env:
         return "## Environment\n\nEnvironment " + NOT_MEASURED + " (no environment.json).\n"
     lines = ["## Environment", "", "| item | value |", "|---|---|"]
-    used: set[str] = set()
-    for label, paths in ENV_KEYS:
-        if label == "GPU driver" and not env.get("gpu"):
-            continue
-        for path in paths:
-            found, value = _env_lookup(env, path)
-            if found:
-                top, leaf = path.split(".")[0], path.split(".")[-1]
-                text = FORMATTERS.get(top, lambda v, k=leaf: _fmt_env(v, k))(value)
-                lines.append(f"| {label} | {text} |")
-                used.add(top)
-                break
-        else:
-            lines.append(f"| {label} | not recorded |")
-    for key, value in env.items():
-        if key not in used:
-            lines.append(f"| {key} | {_fmt_env(value, key)} |")
+    for path, label in ENVIRONMENT.items():
+        found, value = _env_lookup(env, path)
+        top, leaf = path.split(".")[0], path.split(".")[-1]
+        text = FORMATTERS.get(top, lambda v, k=leaf: _fmt_env(v, k))(value) if found \
+            else "not recorded"
+        lines.append(f"| {label} | {text} |")
+    declared = {path.split(".")[0] for path in ENVIRONMENT}
+    lines += [f"| {k} | {_fmt_env(v, k)} |" for k, v in env.items() if k not in declared]
     return "\n".join(lines) + "\n"
 
 

@@ -26,10 +26,10 @@ def wrote(paths: Iterable[Path | str]) -> None:
         print(f"wrote {path}")
 
 
-def dropped(lines: list[str], header: str) -> None:
-    """The runs.csv rows the loader left out (one line per reason) under ``header``, which
-    gets the total; nothing when none was left out."""
-    if lines:
-        print(header.format(total=sum(int(line.split()[0]) for line in lines)))
-        for line in lines:
-            print(f"  {line}")
+def dropped(counts: dict[str, int], header: str) -> None:
+    """The runs.csv rows the loader left out, one line per reason, under ``header`` (which
+    gets the total); nothing when none was left out."""
+    if counts:
+        print(header.format(total=sum(counts.values())))
+        for reason, n in counts.items():
+            print(f"  {n} row{'s' if n != 1 else ''}: {reason}")

@@ -15,12 +15,10 @@ Ctrl-C / SIGTERM end the sweep with ``Interrupted`` (cells finished, the command
 from __future__ import annotations
 
 import shlex
-import shutil
 import time
 from pathlib import Path
 
 from subquad.errors import ConfigError, Interrupted, Terminated
-from subquad.files import atomic_write_bytes, atomic_write_json
 from subquad.harness.calibrate import run_calibrate
 from subquad.harness.config import Cell, Experiment, Timing, expand_cells, load_experiment
 from subquad.harness.environment import current_environment, limit_threads, load_average
@@ -40,17 +38,12 @@ from subquad.results.cells import (
     cells_dir,
     clear_cells,
     is_final,
-    merge_run,
     read_cell_status,
 )
+from subquad.results.rundir import RunDir
 
 #: statuses after which the larger values of the same axis series are not attempted
 STOPPING = ("censored", "oom")
-#: what ``fit``, ``plot`` and ``report`` derive from runs.csv (removed when runs.csv changes)
-DERIVED = ("fits.csv", "local_slopes.csv", "crossover.csv", "selfcheck.csv", "report.md",
-           "figures")
-#: the tables a sweep itself writes; any other *.csv in a run directory is derived
-SWEEP_TABLES = ("runs.csv", "training.csv")
 
 
 class AxisStops:
@@ -95,25 +88,6 @@ def _existing(run_dir: Path, report: Progress | None = None) -> dict[str, tuple[
     return out
 
 
-def derived_files(run_dir: Path) -> list[Path]:
-    """The files of ``run_dir`` computed from runs.csv: fits, slopes, report, figures."""
-    run_dir = Path(run_dir)
-    found = {run_dir / name for name in DERIVED if (run_dir / name).exists()}
-    found |= {p for p in run_dir.glob("*.csv") if p.name not in SWEEP_TABLES}
-    return sorted(found)
-
-
-def retire_derived(run_dir: Path) -> list[Path]:
-    """Remove the derived files (they describe a runs.csv that no longer exists)."""
-    gone = derived_files(run_dir)
-    for p in gone:
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-    return gone
-
-
 def _check_out(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """``--out`` must be a directory we can create; a fresh sweep must not clobber results."""
     if run_dir.exists() and not run_dir.is_dir():
@@ -125,7 +99,7 @@ def _check_out(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume or overwrite or not run_dir.is_dir():
         return
     held = [f"{len(cell_files(run_dir))} cell files"] if cell_files(run_dir) else []
-    held += [name for name in SWEEP_TABLES if (run_dir / name).exists()]
+    held += RunDir(run_dir).measured_files()
     if held:
         raise ConfigError("out", f"{run_dir} already holds results ({', '.join(held)}); pass "
                           "--resume to finish that sweep or --overwrite to replace it")
@@ -140,15 +114,16 @@ def _prepare(run_dir: Path, exp: Experiment, resume: bool, progress: Progress) -
                           "writable directory") from None
     for tmp in cells_dir(run_dir).glob(".*.tmp"):  # left by a killed writer
         tmp.unlink(missing_ok=True)
+    rd = RunDir(run_dir)
     if not resume:
         gone = clear_cells(run_dir)
-        for name in SWEEP_TABLES:
+        for name in rd.measured_files():
             (run_dir / name).unlink(missing_ok=True)
         if gone:
             progress.note(f"cleared {gone} cell files of an earlier run in {run_dir}")
-        _note_retired(retire_derived(run_dir), progress)
-    atomic_write_json(run_dir / "environment.json", current_environment())
-    atomic_write_bytes(run_dir / "experiment.toml", exp.path.read_bytes())
+        _note_retired(rd.retire_derived(), progress)
+    rd.write_json("environment.json", current_environment())
+    rd.copy_in("experiment.toml", exp.path)
 
 
 def _note_retired(gone: list[Path], progress: Progress) -> None:
@@ -159,13 +134,14 @@ def _note_retired(gone: list[Path], progress: Progress) -> None:
 
 def _merge(run_dir: Path, progress: Progress) -> tuple[Path, int]:
     """Rebuild runs.csv; report damaged cells; retire derived files if runs.csv changed."""
-    old = run_dir / "runs.csv"
+    rd = RunDir(run_dir)
+    old = rd.file("runs")
     before = old.read_bytes() if old.is_file() else None
     for message in bad_cells(run_dir):
         progress.warn(f"{message}; left out of runs.csv (`--resume` runs it again)")
-    path, n = merge_run(run_dir)
+    path, n = rd.merge_cells()
     if path.read_bytes() != before:
-        _note_retired(retire_derived(run_dir), progress)
+        _note_retired(rd.retire_derived(), progress)
     return path, n
 
 
@@ -247,15 +223,10 @@ def _probes(exp: Experiment, run_dir: Path, report: Progress) -> None:
 
 def _record_end(run_dir: Path) -> None:
     """Load average at the end of the run beside the one at its start (environment.json)."""
-    import json  # noqa: PLC0415
-
-    path = run_dir / "environment.json"
-    try:
-        env = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    env["load_average_end"] = load_average()
-    atomic_write_json(path, env)
+    rd = RunDir(run_dir)
+    env = rd.environment()
+    if env:
+        rd.write_json("environment.json", {**env, "load_average_end": load_average()})
 
 
 def _run_in_order(cells: list[Cell], done: dict, run_dir: Path, budget: float | None,

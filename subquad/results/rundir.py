@@ -2,13 +2,13 @@
 
 Every table is parsed at most once per ``RunDir`` (commands make one per directory) and checked
 against its declaration in ``schema``; writes are atomic (``subquad.files``) and refresh the
-cache. ``PARSES`` counts the CSV parses per file, so a test can hold a command to one.
+cache (``files.PARSES`` counts the parses, so a test can hold a command to one per file).
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,13 @@ from typing import Any
 import pandas as pd
 
 from subquad.errors import ConfigError
-from subquad.files import atomic_write_frame, atomic_write_json, atomic_write_text, read_table
+from subquad.files import (
+    atomic_write_bytes,
+    atomic_write_frame,
+    atomic_write_json,
+    atomic_write_text,
+    read_table,
+)
 from subquad.results.cells import merge_run
 from subquad.results.runs import Runs, validate_runs
 from subquad.results.schema import (
@@ -28,8 +34,8 @@ from subquad.results.schema import (
 )
 from subquad.vocabulary import STATUSES
 
-#: CSV parses per file path since the process started (tests reset it)
-PARSES: Counter[str] = Counter()
+#: what commands derive from runs.csv besides the derived tables (removed with them)
+DOCUMENTS = ("report.md", "axis_claims.md", "figures")
 
 
 class OldSchema(ConfigError):
@@ -110,7 +116,6 @@ class RunDir:
         if key not in self._cache:
             path, table = self.file(name), TABLES[name]
             _complete_lines(path)
-            PARSES[str(path)] += 1
             self._cache[key] = read_table(path, str(path), table.required, dtype=str,
                                           keep_default_na=False)
         return self._cache[key]
@@ -184,12 +189,37 @@ class RunDir:
             self._cache.pop(key, None)
         return path
 
+    def measured_files(self) -> list[str]:
+        """The names of the measured tables (runs.csv, training.csv) the directory holds."""
+        return [t.file for t in TABLES.values() if not t.derived and self.has(t.name)]
+
+    def derived_files(self) -> list[Path]:
+        """The files computed from runs.csv (fits, claims, model tables, report, figures);
+        only these are ever removed, never a file the suite did not write."""
+        names = [t.file for t in TABLES.values() if t.derived] + list(DOCUMENTS)
+        return sorted(p for p in (self.path / n for n in names) if p.exists())
+
+    def retire_derived(self) -> list[Path]:
+        """Remove the derived files (they describe a runs.csv that no longer exists)."""
+        gone = self.derived_files()
+        for p in gone:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        self._cache.clear()
+        return gone
+
     def write_json(self, name: str, obj: Any) -> Path:
         self._cache.pop(name, None)
         return atomic_write_json(self.file(name), obj)
 
     def write_document(self, name: str, text: str) -> Path:
         return atomic_write_text(self.file(name), text)
+
+    def copy_in(self, name: str, source: Path) -> Path:
+        """A file copied into the directory (the experiment file a sweep ran)."""
+        return atomic_write_bytes(self.file(name), Path(source).read_bytes())
 
     def merge_cells(self) -> tuple[Path, int]:
         """Rebuild runs.csv (and training.csv) from the sound cell files."""

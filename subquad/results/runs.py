@@ -30,12 +30,12 @@ class Runs:
     def ok(self) -> pd.DataFrame:
         return self.frame[self.frame["status"] == "ok"]
 
-    def drop_summary(self) -> list[str]:
-        """'3 rows: seconds is text ('abc')' lines, one per reason."""
+    def drop_counts(self) -> dict[str, int]:
+        """Rows left out per reason (sorted by reason)."""
         if self.dropped.empty:
-            return []
+            return {}
         by = self.dropped.groupby("reason", sort=True)["rows"].sum()
-        return [f"{int(n)} row{'s' if n != 1 else ''}: {reason}" for reason, n in by.items()]
+        return {str(reason): int(n) for reason, n in by.items()}
 
 
 def _drop_reasons(raw: pd.DataFrame, typed: pd.DataFrame) -> pd.Series:

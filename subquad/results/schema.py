@@ -100,7 +100,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
           "speedup_at_max_m:float speedup_ci_low:float speedup_ci_high:float min_m:float "
           "max_m:float threshold data", ("kind",)),
     Table("selfcheck", "kernel expected:float tolerance:float exponent:float ci_low:float "
-          "ci_high:float ok:bool trustworthy machine backend dtype context n_points:float",
+          "ci_high:float ok:bool trustworthy:bool machine backend dtype context n_points:float",
           ("kernel",)),
     Table("claims", _CLAIM, ("claim", "verdict"), writer="report"),
     Table("axis_claims", _CLAIM, ("claim", "verdict"), writer="report"),
@@ -126,8 +126,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 ENVIRONMENT = {
     "machine": "machine id", "cpu_model": "CPU", "cores": "cores",
     "usable_cores": "usable cores", "memory_bytes": "memory", "caches": "caches",
-    "blas": "BLAS (threads)", "numba.num_threads": "numba threads", "gpu.name": "GPU",
-    "gpu.driver": "GPU driver", "python": "Python", "versions": "versions",
+    "blas": "BLAS (threads)", "numba.num_threads": "numba threads", "gpu": "GPU",
+    "python": "Python", "versions": "versions",
     "git": "git commit", "date_utc": "date", "hostname": "hostname",
     "platform": "platform", "cpu_governor": "CPU governor", "load_average": "load average",
     "load_average_end": "load average at the end", "omp_wait_policy": "OMP_WAIT_POLICY",

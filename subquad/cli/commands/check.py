@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         shown = [rd, base]
     print(format_gates(results))
     for where in shown:
-        dropped(where.runs().drop_summary(), f"\n{where.path}: {{total}} row(s) of runs.csv "
+        dropped(where.runs().drop_counts(), f"\n{where.path}: {{total}} row(s) of runs.csv "
                 f"are not in its fits (listed in {where.file('dropped')}):")
     failed = [r for r in results if r.decided and not r.passed]
     undecided = [r for r in results if not r.decided]

@@ -23,12 +23,12 @@ from subquad.errors import ConvergenceError, DivergenceError, SingularGramError
 from subquad.files import atomic_write_json
 from subquad.harness.config import Cell, Timing
 from subquad.harness.environment import current_environment, limit_threads
+from subquad.model import train as training
 from subquad.model.backend import recorded_backend
 from subquad.model.kernels import get_kernels
 from subquad.model.lowrank import parse_rank_max
 from subquad.model.methods import get_method
 from subquad.model.subquadratic import choose_update
-from subquad.model.train import build_trainer
 from subquad.results.cells import (
     RUNS_COLUMNS,
     SOLVER_INFO_COLUMNS,
@@ -175,7 +175,7 @@ def _probe_iters(step: Callable[[], float], timing: Timing, clock: _Clock, t_war
 def _trainer_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, rows: list,
                   trows: list) -> None:
     """Init row, optional training rows, warm-up, then ``timing.samples`` samples."""
-    tr = build_trainer(cell.train_config())
+    tr = training.build_trainer(cell.train_config())
     net = tr.net
     init = {**base, "sample": cell.round, "iters": 1, "phase": "init",
             "seconds": net.init_seconds,

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from subquad.files import atomic_write_bytes, atomic_write_text
+
 SCHEDULES = ("forward", "reverse", "random")
 BUILD_DIR_ENV = "SUBQUAD_HOST_BUILD_DIR"
 
@@ -338,7 +340,7 @@ def build(code: str, kind: str, label: str = "kernels.cu") -> Path:
     if out.exists():
         return out
     src = out.with_suffix(".c" if lang == "c" else ".cpp")
-    src.write_text(tu)
+    atomic_write_text(src, tu)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     proc = subprocess.run([cc, *flags, str(src), "-o", str(tmp)], capture_output=True, text=True,
                           timeout=600)
@@ -433,7 +435,7 @@ class HostModule:
                 parts.append(struct.pack("<BQ", int(isinstance(a, np.ndarray)), len(raw)) + raw)
         with tempfile.TemporaryDirectory(prefix="sq-launch-") as tmp:
             src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
-            src.write_bytes(b"".join(parts))
+            atomic_write_bytes(src, b"".join(parts))
             env = {**os.environ,
                    "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:abort_on_error=0",
                    "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}

@@ -28,9 +28,9 @@ STATUSES = ("ok", "censored", "nan", "cg-not-converged", "singular", "oom", "err
 #: (requested values; ``update_resolved`` and ``forward_kernel_resolved`` say what ran)
 OPTION_KEYS = ("solver", "update", "rank_max", "forward_kernel", "lr", "damping",
                "sketch_size", "cg_tol")
-#: columns that identify a variant besides ``options``: never pooled
-VARIANT_COLUMNS = ("label", *OPTION_KEYS, "update_resolved", "forward_kernel_resolved",
-                   "threshold")
+#: what identifies a variant of a method on any machine: a series, a check or a claim lives
+#: inside one value of each (only seeds and samples are pooled)
+VARIANT = ("method", "label", "options", "backend", "dtype", "threshold", "data")
 #: kinds of ``crossover.csv``, with the words the figure and the report use for each
 CROSSOVER_KINDS = {
     "interpolated": "interpolated between measured widths",

@@ -36,13 +36,12 @@ from subquad.errors import ConfigError
 from subquad.files import atomic_write_bytes
 from subquad.harness.environment import fingerprint, machine_id
 from subquad.results.rundir import RunDir
+from subquad.vocabulary import SIZES, VARIANT
 
 #: what identifies a fitted series independently of the machine it ran on
-FIT_KEYS = ["method", "label", "options", "backend", "dtype", "threshold", "data", "phase",
-            "quantity", "axis", "fit", "context"]
+FIT_KEYS = [*VARIANT, "phase", "quantity", "axis", "fit", "context"]
 #: what identifies a timed cell (seconds are compared only where machine also agrees)
-CELL_KEYS = ["method", "label", "options", "backend", "dtype", "threshold", "data", "m", "n",
-             "d", "L", "c", "seed"]
+CELL_KEYS = [*VARIANT, *SIZES, "seed"]
 
 
 # ----------------------------------------------------------------------------- loading

@@ -73,17 +73,13 @@ from subquad.results.format import context_string, fmt_number, parse_context
 from subquad.results.rundir import RunDir
 from subquad.results.runs import Runs, validate_runs
 from subquad.results.schema import TABLES
-from subquad.vocabulary import CALIBRATION, FIT_AXES, QUANTITIES, SIZES
+from subquad.vocabulary import CALIBRATION, FIT_AXES, QUANTITIES, SIZES, VARIANT
 
 #: what a series is never pooled across (besides the other sizes, see ``series_columns``)
-SERIES_KEYS = ["machine", "method", "label", "options", "backend", "dtype", "threshold", "data",
-               "phase"]
+SERIES_KEYS = ["machine", *VARIANT, "phase"]
 CROSSOVER_QUANTITIES = ("seconds", "work")
 WINDOWS = ("all", "auto")
-#: regime-aware fits (docs/MACHINE_MODEL.md): ``regime`` = widths whose weight matrix exceeds
-#: the last cache level; ``segment-1``/``segment-2`` = the two slopes of a continuous two-segment
-#: fit with its breakpoint. Verdicts use ``regime`` when it has enough widths.
-REGIME_FITS = ("regime", "segment-1", "segment-2")
+#: regime-aware fits (docs/MACHINE_MODEL.md, ``rundata.REGIME_KINDS``): enough widths for them
 REGIME_MIN_POINTS = 5
 REGIME_MIN_DECADES = 0.5
 _MAX_DRAWS_PER_CHUNK = 4_000_000

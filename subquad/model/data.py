@@ -60,7 +60,6 @@ REAL_SETS: dict[str, RealSet] = {
 }
 SYNTHETIC_SETS = ("synthetic", "clustered")
 DATASETS = SYNTHETIC_SETS + tuple(REAL_SETS)
-DIGITS_D = REAL_SETS["digits"].d
 #: d when none is given for synthetic data
 DEFAULT_D = 16
 
@@ -156,10 +155,6 @@ def real(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     idx = np.sort(rng.choice(total, size=n, replace=False))
     return _unit_rows(data[idx]), y_all[idx].astype(np.float64)
 
-
-def digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n samples of digits 0 (label -1) and 1 (label +1), unit-norm 64-pixel features."""
-    return real("digits", n, seed)
 
 
 def check_dimension(name: str, d: int) -> None:

@@ -136,14 +136,6 @@ class LazyLowRank:
         """Multiply-adds of ``fold``: m_in r m_out."""
         return float(self.m_in) * self.r * self.m_out
 
-    def forward_bytes(self, nnz: int) -> float:
-        """Bytes of V and U read by ``forward_extra``: nnz gathered rows of V, all of U."""
-        return float(self.r) * (nnz + self.m_out) * self.itemsize
-
-    def backward_bytes(self, nnz_in: int, nnz_out: int) -> float:
-        """Bytes of V and U read by ``backward_extra``: the gathered rows only."""
-        return float(self.r) * (nnz_in + nnz_out) * self.itemsize
-
     def fold_bytes(self, itemsize: float | None = None) -> float:
         """Bytes read by ``fold``: W0t once plus the r columns of U and V (writes excluded)."""
         if self.r == 0:

@@ -6,7 +6,7 @@ so the sparse forward streams whole rows and the dense forward is H_{l-1} @ W_l^
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -93,9 +93,6 @@ class NetworkSpec:
     def s_w(self) -> float:
         """The weight standard deviation 1/sqrt(m kappa)."""
         return weight_std(self.m, self.beta)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -133,8 +133,7 @@ ENVIRONMENT = {
     "load_average_end": "load average at the end", "omp_wait_policy": "OMP_WAIT_POLICY",
     "thread_env": "thread variables",
 }
-#: ``calibration.json``: {"format": CALIBRATION_FORMAT, "machines": {id: probes}}
-CALIBRATION_FORMAT = 1
+
 
 def table_frame(name: str, rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
     """One declared table as written: exact columns, the schema version, and float columns

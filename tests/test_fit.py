@@ -322,7 +322,7 @@ def test_fit_run_writes_tables_and_prints_nothing(tmp_path, capsys):
     paths = fit_run(tmp_path, n_boot=200)
     assert capsys.readouterr() == ("", "")
     assert set(paths) == {"fits", "local_slopes", "crossover", "selfcheck", "dropped"}
-    assert paths.dropped == []
+    assert paths.dropped == {}
     assert paths["fits"] == tmp_path / "fits.csv" and paths.trustworthy is True
     fits = pd.read_csv(paths["fits"], keep_default_na=False)
     assert list(fits.columns) == FITS_COLUMNS

@@ -13,8 +13,8 @@ import pytest
 from scipy.stats import binom, bootstrap
 
 from subquad import cli
-from subquad.analysis import verdicts
 from subquad.analysis.check import factor_checks
+from subquad.analysis.claims import engine as verdicts
 from subquad.analysis.fit import fit_run, fit_slope
 from subquad.analysis.limits import load_limits
 from subquad.analysis.report import write_report
@@ -342,8 +342,9 @@ def test_verdict_near_at_each_boundary(lo, hi, expected) -> None:
 def test_every_downgrade(n_points, lo_m, flagged, quantity, expected) -> None:
     scope = verdicts.Scope({}, {}, flagged, load_limits())
     row = pd.Series({"n_points": n_points, "fit_range": f"m={lo_m}..10000"})
-    claim = verdicts.Claim("c", "< 2", verdict=verdicts.SUPPORTED, reason="upper bound 1.8 < 2")
-    out = verdicts.downgrade(claim, [row], quantity, scope)
+    claim = verdicts.Claim("c", "< 2", verdict=verdicts.SUPPORTED, reason="upper bound 1.8 < 2",
+                           fits=(row,), quantity=quantity)
+    out = verdicts.downgrade(claim, scope)
     assert out.verdict == expected
     if expected == verdicts.INCONCLUSIVE:
         assert out.reason.startswith("downgraded from supported")
@@ -359,8 +360,9 @@ def test_fused_widths_cannot_judge_backward_or_update_work(phase, modes, expecte
     scope = verdicts.Scope({}, {}, False, load_limits())
     row = pd.Series({"n_points": 9, "fit_range": "m=1024..16384", "phase": phase,
                      "update_resolved": modes})
-    claim = verdicts.Claim("c", "< 2", verdict=verdicts.SUPPORTED, reason="upper bound 1.5 < 2")
-    out = verdicts.downgrade(claim, [row], "work", scope)
+    claim = verdicts.Claim("c", "< 2", verdict=verdicts.SUPPORTED, reason="upper bound 1.5 < 2",
+                           fits=(row,), quantity="work")
+    out = verdicts.downgrade(claim, scope)
     assert out.verdict == expected
     if expected == verdicts.INCONCLUSIVE:
         assert "fused" in out.reason and "forward computes" in out.reason
@@ -370,7 +372,7 @@ def test_fused_widths_cannot_judge_backward_or_update_work(phase, modes, expecte
 
 
 def test_report_does_not_load_matplotlib() -> None:
-    code = ("import sys, subquad.analysis.report, subquad.analysis.verdicts, "
+    code = ("import sys, subquad.analysis.report, subquad.analysis.claims.catalog, "
             "subquad.analysis.check; print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True)

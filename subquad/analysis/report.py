@@ -1,5 +1,5 @@
-"""The Markdown report of a run: environment, how to reproduce it, the paper's claims (from
-``claims.csv``, written by ``verdicts``), crossover and speed-up, the self-check, the run's
+"""The Markdown report of a run: environment, how to reproduce it, the claims (from
+``claims.csv``, written by ``claims.catalog``), crossover and speed-up, the self-check, the run's
 completeness (planned, measured, censored, failed, missing cells; every dropped row) and the
 figures. It renders tables; it decides nothing itself and draws nothing (no matplotlib).
 
@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from subquad.analysis.claims.catalog import scope_text, write_claims
+from subquad.analysis.claims.engine import REJECTED, SUPPORTED, Scope
+from subquad.analysis.claims.engine import finite as _finite
+from subquad.analysis.claims.paper import largest_common_m
 from subquad.analysis.fit import trustworthy
 from subquad.analysis.limits import load_limits
 from subquad.analysis.rundata import (
@@ -24,14 +28,6 @@ from subquad.analysis.rundata import (
     select_rows,
 )
 from subquad.analysis.stats import coverage_text, median_ci
-from subquad.analysis.verdicts import (
-    REJECTED,
-    SUPPORTED,
-    Scope,
-    largest_common_m,
-    scope_text,
-    write_claims,
-)
 from subquad.errors import ConfigError
 from subquad.files import atomic_write_text, read_table
 from subquad.memory import fmt_bytes
@@ -58,10 +54,6 @@ FIGURE_CAPTIONS = {
     "ablation": "Update modes and solvers vs dense Gauss-Newton",
     "local_slopes": "Local slopes between neighbouring widths (update-mode switches marked)",
 }
-
-
-def _finite(*xs: float | None) -> bool:
-    return all(x is not None and np.isfinite(x) for x in xs)
 
 
 # -- sections --------------------------------------------------------------------------------
@@ -199,7 +191,8 @@ def claims_section(data: RunData, scope: Scope | None, claims: pd.DataFrame) -> 
               "it lies wholly outside, inconclusive otherwise. Either is downgraded to "
               f"inconclusive when the fit has fewer than {lim.claim_min_points} widths or spans "
               f"less than {lim.claim_min_decades:g} decade, and wall-clock verdicts also when "
-              "the calibration self-check flagged the run (limits.toml, `[claims]`)."]
+              "the calibration self-check flagged the run (limits.toml, `[claims]`). Training "
+              "claims are judged per variant (method, label, options, threshold; in brackets)."]
     return "\n".join(lines) + "\n" + _variants_table(data, scope)
 
 

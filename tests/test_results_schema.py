@@ -13,8 +13,8 @@ import pytest
 from scipy.stats import binom, bootstrap
 
 from subquad import cli
-from subquad.analysis import verdicts
 from subquad.analysis.check import factor_checks
+from subquad.analysis.claims import engine as verdicts
 from subquad.analysis.fit import fit_run, fit_slope
 from subquad.analysis.limits import load_limits
 from subquad.analysis.report import write_report
@@ -26,6 +26,7 @@ from subquad.results.cells import atomic_write_csv, read_cell
 from subquad.results.format import options_string, parse_context
 from subquad.results.rundir import RunDir
 from subquad.results.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
+from subquad.vocabulary import INCONCLUSIVE, NOT_MEASURED, REJECTED, SUPPORTED
 from tests.test_fit import synth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -303,61 +304,63 @@ def test_undecidable_factor_check_fails_only_under_strict(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("lo, hi, base, expected", [
-    (1.70, 1.80, None, verdicts.SUPPORTED),
-    (1.70, 2.00, None, verdicts.INCONCLUSIVE),  # hi == 2 is not below 2
-    (1.90, 2.10, None, verdicts.INCONCLUSIVE),
-    (1.95, 2.10, None, verdicts.REJECTED),  # lo == 2 - min_saving
-    (1.70, 1.80, 1.80, verdicts.INCONCLUSIVE),  # hi == baseline lo: not below it
-    (1.70, 1.80, 1.79, verdicts.INCONCLUSIVE),
-    (1.80, 1.85, 1.80, verdicts.REJECTED),  # lo >= baseline lo
-    (np.nan, np.nan, None, verdicts.NOT_MEASURED),
+    (1.70, 1.80, None, SUPPORTED),
+    (1.70, 2.00, None, INCONCLUSIVE),  # hi == 2 is not below 2
+    (1.90, 2.10, None, INCONCLUSIVE),
+    (1.95, 2.10, None, REJECTED),  # lo == 2 - min_saving
+    (1.70, 1.80, 1.80, INCONCLUSIVE),  # hi == baseline lo: not below it
+    (1.70, 1.80, 1.79, INCONCLUSIVE),
+    (1.80, 1.85, 1.80, REJECTED),  # lo >= baseline lo
+    (np.nan, np.nan, None, NOT_MEASURED),
 ])
 def test_verdict_below_at_each_boundary(lo, hi, base, expected) -> None:
     assert verdicts.verdict_below(lo, hi, 2.0, 0.05, base)[0] == expected
 
 
 @pytest.mark.parametrize("lo, hi, expected", [
-    (1.85, 2.15, verdicts.SUPPORTED),  # exactly the band
-    (1.84, 2.00, verdicts.INCONCLUSIVE),
-    (2.00, 2.16, verdicts.INCONCLUSIVE),
-    (2.16, 2.30, verdicts.REJECTED),
-    (1.50, 1.84, verdicts.REJECTED),
+    (1.85, 2.15, SUPPORTED),  # exactly the band
+    (1.84, 2.00, INCONCLUSIVE),
+    (2.00, 2.16, INCONCLUSIVE),
+    (2.16, 2.30, REJECTED),
+    (1.50, 1.84, REJECTED),
 ])
 def test_verdict_near_at_each_boundary(lo, hi, expected) -> None:
     assert verdicts.verdict_near(lo, hi, 2.0, 0.15)[0] == expected
 
 
 @pytest.mark.parametrize("n_points, lo_m, flagged, quantity, expected", [
-    (6, 1000, False, "seconds", verdicts.SUPPORTED),
-    (5, 1000, False, "work", verdicts.INCONCLUSIVE),  # too few widths
-    (6, 1001, False, "work", verdicts.INCONCLUSIVE),  # under one decade
-    (6, 1000, True, "seconds", verdicts.INCONCLUSIVE),  # self-check flagged the timing
-    (6, 1000, True, "work", verdicts.SUPPORTED),  # counted work does not depend on it
+    (6, 1000, False, "seconds", SUPPORTED),
+    (5, 1000, False, "work", INCONCLUSIVE),  # too few widths
+    (6, 1001, False, "work", INCONCLUSIVE),  # under one decade
+    (6, 1000, True, "seconds", INCONCLUSIVE),  # self-check flagged the timing
+    (6, 1000, True, "work", SUPPORTED),  # counted work does not depend on it
 ])
 def test_every_downgrade(n_points, lo_m, flagged, quantity, expected) -> None:
     scope = verdicts.Scope({}, {}, flagged, load_limits())
     row = pd.Series({"n_points": n_points, "fit_range": f"m={lo_m}..10000"})
-    claim = verdicts.Claim("c", "< 2", verdict=verdicts.SUPPORTED, reason="upper bound 1.8 < 2")
-    out = verdicts.downgrade(claim, [row], quantity, scope)
+    claim = verdicts.Claim("c", "< 2", verdict=SUPPORTED, reason="upper bound 1.8 < 2",
+                           fits=(row,), quantity=quantity)
+    out = verdicts.downgrade(claim, scope)
     assert out.verdict == expected
-    if expected == verdicts.INCONCLUSIVE:
+    if expected == INCONCLUSIVE:
         assert out.reason.startswith("downgraded from supported")
 
 
 @pytest.mark.parametrize(("phase", "modes", "expected"), [
-    ("backward", "scatter->fused", verdicts.INCONCLUSIVE),  # block computed by the forward
-    ("update", "fused", verdicts.INCONCLUSIVE),
-    ("forward", "scatter->fused", verdicts.SUPPORTED),  # the forward keeps its own work
-    ("backward", "rowdense->scatter", verdicts.SUPPORTED),
+    ("backward", "scatter->fused", INCONCLUSIVE),  # block computed by the forward
+    ("update", "fused", INCONCLUSIVE),
+    ("forward", "scatter->fused", SUPPORTED),  # the forward keeps its own work
+    ("backward", "rowdense->scatter", SUPPORTED),
 ])
 def test_fused_widths_cannot_judge_backward_or_update_work(phase, modes, expected) -> None:
     scope = verdicts.Scope({}, {}, False, load_limits())
     row = pd.Series({"n_points": 9, "fit_range": "m=1024..16384", "phase": phase,
                      "update_resolved": modes})
-    claim = verdicts.Claim("c", "< 2", verdict=verdicts.SUPPORTED, reason="upper bound 1.5 < 2")
-    out = verdicts.downgrade(claim, [row], "work", scope)
+    claim = verdicts.Claim("c", "< 2", verdict=SUPPORTED, reason="upper bound 1.5 < 2",
+                           fits=(row,), quantity="work")
+    out = verdicts.downgrade(claim, scope)
     assert out.verdict == expected
-    if expected == verdicts.INCONCLUSIVE:
+    if expected == INCONCLUSIVE:
         assert "fused" in out.reason and "forward computes" in out.reason
 
 
@@ -365,7 +368,7 @@ def test_fused_widths_cannot_judge_backward_or_update_work(phase, modes, expecte
 
 
 def test_report_does_not_load_matplotlib() -> None:
-    code = ("import sys, subquad.analysis.report, subquad.analysis.verdicts, "
+    code = ("import sys, subquad.analysis.report, subquad.analysis.claims.catalog, "
             "subquad.analysis.check; print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True)

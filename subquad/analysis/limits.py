@@ -101,6 +101,10 @@ class Limits:
     claim_min_saving: float = 0.05
     claim_min_points: int = 6
     claim_min_decades: float = 1.0
+    claim_grid_axes: tuple[str, ...] = ("m",)
+    claim_activity_ratio: float = 1.5
+    claim_same_rtol: float = 1e-4
+    claim_converged_ratio: float = 1e-6
     #: model tier (no same-machine baseline): min width, ratio band, exponent tolerance
     model_min_m: float = 1024.0
     model_ratio: tuple[float, float] = (0.5, 2.0)
@@ -165,6 +169,7 @@ def parse_limits(doc: dict, source: str = "limits.toml") -> Limits:
         work, base, factor = doc["work"], doc["baseline"], doc["factor"]
     except KeyError as exc:
         raise ConfigError("limits", f"{source}: missing table [{exc.args[0]}]") from None
+    claims = doc.get("claims", {})
     models = {name: PhaseModel(name, _num(t, "m_power", f"work.model.{name}"),
                                _num(t, "s_power", f"work.model.{name}"),
                                _num(t, "tolerance", f"work.model.{name}"))
@@ -180,10 +185,14 @@ def parse_limits(doc: dict, source: str = "limits.toml") -> Limits:
         factor_normalize_by=str(factor.get("normalize_by", "")),
         calibration_tolerance=_num(doc.get("calibration", {}), "tolerance", "calibration",
                                    0.15),
-        claim_tolerance=_num(doc.get("claims", {}), "tolerance", "claims", 0.15),
-        claim_min_saving=_num(doc.get("claims", {}), "min_saving", "claims", 0.05),
-        claim_min_points=int(_num(doc.get("claims", {}), "min_fit_points", "claims", 6)),
-        claim_min_decades=_num(doc.get("claims", {}), "min_decades", "claims", 1.0),
+        claim_tolerance=_num(claims, "tolerance", "claims", 0.15),
+        claim_min_saving=_num(claims, "min_saving", "claims", 0.05),
+        claim_min_points=int(_num(claims, "min_fit_points", "claims", 6)),
+        claim_min_decades=_num(claims, "min_decades", "claims", 1.0),
+        claim_grid_axes=tuple(str(a) for a in claims.get("grid_axes", ["m"])),
+        claim_activity_ratio=_num(claims, "activity_ratio", "claims", 1.5),
+        claim_same_rtol=_num(claims, "same_iterates_rtol", "claims", 1e-4),
+        claim_converged_ratio=_num(claims, "converged_ratio", "claims", 1e-6),
         **_model_tier(doc.get("model", {})), source=source)
 
 

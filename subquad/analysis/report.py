@@ -1,5 +1,5 @@
-"""The Markdown report of a run: environment, how to reproduce it, the paper's claims (from
-``claims.csv``, written by ``verdicts``), crossover and speed-up, the self-check, the run's
+"""The Markdown report of a run: environment, how to reproduce it, the claims (from
+``claims.csv``, written by ``claims.catalog``), crossover and speed-up, the self-check, the run's
 completeness (planned, measured, censored, failed, missing cells; every dropped row) and the
 figures. ``write_report`` has the claims evaluated (``verdicts.write_claims``) and renders
 them with the run's other tables; it draws nothing (no matplotlib).
@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from subquad.analysis.claims.catalog import scope_text, write_claims
+from subquad.analysis.claims.engine import Scope
+from subquad.analysis.claims.engine import finite as _finite
+from subquad.analysis.claims.paper import largest_common_m
 from subquad.analysis.fit import trustworthy
 from subquad.analysis.limits import load_limits
 from subquad.analysis.rundata import (
@@ -25,20 +29,12 @@ from subquad.analysis.rundata import (
     select_rows,
 )
 from subquad.analysis.stats import coverage_text, median_ci
-from subquad.analysis.verdicts import (
-    REJECTED,
-    SUPPORTED,
-    Scope,
-    largest_common_m,
-    scope_text,
-    write_claims,
-)
 from subquad.errors import ConfigError
 from subquad.memory import fmt_bytes
 from subquad.results.format import fmt_number, fmt_seconds, options_label, series_label
 from subquad.results.rundir import RunDir
 from subquad.results.schema import ENVIRONMENT
-from subquad.vocabulary import CROSSOVER_KINDS, NOT_MEASURED
+from subquad.vocabulary import CROSSOVER_KINDS, NOT_MEASURED, REJECTED, SUPPORTED
 
 #: cells listed individually in the completeness section before the rest is counted
 LIST_LIMIT = 200
@@ -54,10 +50,6 @@ FIGURE_CAPTIONS = {
     "ablation": "Update modes and solvers vs dense Gauss-Newton",
     "local_slopes": "Local slopes between neighbouring widths (update-mode switches marked)",
 }
-
-
-def _finite(*xs: float | None) -> bool:
-    return all(x is not None and np.isfinite(x) for x in xs)
 
 
 # -- sections --------------------------------------------------------------------------------
@@ -171,7 +163,8 @@ def claims_section(data: RunData, scope: Scope | None, claims: pd.DataFrame) -> 
               "it lies wholly outside, inconclusive otherwise. Either is downgraded to "
               f"inconclusive when the fit has fewer than {lim.claim_min_points} widths or spans "
               f"less than {lim.claim_min_decades:g} decade, and wall-clock verdicts also when "
-              "the calibration self-check flagged the run (limits.toml, `[claims]`)."]
+              "the calibration self-check flagged the run (limits.toml, `[claims]`). Training "
+              "claims are judged per variant (method, label, options, threshold; in brackets)."]
     return "\n".join(lines) + "\n" + _variants_table(data, scope)
 
 

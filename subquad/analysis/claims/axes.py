@@ -1,12 +1,9 @@
-"""Claims on the axes beyond m: exponents in n and d per phase, depth L, the solver at
-growing n, and real data. Every claim has a prediction, the measurement and a verdict by the
-project's rules (``verdict_near``: the whole interval within the prediction +- 0.15).
-
-``axis_claims(run_dir)`` returns the claims a run directory can support (a claim whose axis
-the run does not vary is left out, not invented), as rows in the columns of claims.csv;
-``verdicts.evaluate`` appends them to every run's claims.csv (so the report shows them), and
-``python -m subquad.analysis.axis_claims DIR...`` also
-writes ``DIR/axis_claims.csv`` and ``DIR/axis_claims.md``. Models (ALGORITHM.md section 5,
+"""The axis claims, a family of the claims engine: exponents in n and d per phase, depth L,
+the solver at growing n, and real data, each with a prediction, the measurement and a verdict
+by the engine's rules and downgrades. A claim whose axis the run does not vary is left out,
+not invented. Every run's claims.csv has them after the paper's; ``python -m
+subquad.analysis.claims.axes DIR...`` also writes ``DIR/axis_claims.csv`` and
+``DIR/axis_claims.md``. Models (ALGORITHM.md section 5,
 s = m Q(beta) active neurons per layer and sample; d enters only h_0 = sigma(A x), computed
 once before the iterations):
 
@@ -22,49 +19,26 @@ once before the iterations):
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from subquad.analysis.claims import engine
+from subquad.analysis.claims.engine import Claim, Scope
 from subquad.analysis.fit import fit_slope
-from subquad.analysis.verdicts import (
-    INCONCLUSIVE,
-    NOT_MEASURED,
-    REJECTED,
-    SUPPORTED,
-    fused_note,
-    verdict_near,
-)
-from subquad.files import atomic_write_frame, atomic_write_text, read_table
+from subquad.analysis.limits import Limits
+from subquad.analysis.rundata import RunData, load_run
+from subquad.results.format import parse_context
+from subquad.results.rundir import RunDir
+from subquad.vocabulary import INCONCLUSIVE, NOT_MEASURED, REJECTED, SUPPORTED
 
-# Verdict vocabulary and rules of the project's claims (claims.csv); kept here so that this
-# module does not depend on how the report or the verdicts module are organised.
-#: an exponent within this distance of its prediction counts as "~ x^k" (limits.toml [claims])
-TOLERANCE = 0.15
-#: the sparsifier's warning ratio of ALGORITHM.md section 1 (active fraction vs Q(beta))
-ACTIVITY_RATIO = 1.5
-#: relative loss difference under which two trainers "produce the same iterates"
-SAME_ITERATES_RTOL = 1e-4
-CLAIM_COLUMNS = ["claim", "predicted", "measured", "interval", "verdict", "reason"]
+FAMILY = "axes"
 
 
-@dataclass
-class Claim:
-    """One claim, in the columns of claims.csv (interval and reason optional)."""
-
-    claim: str
-    predicted: str
-    measured: str
-    verdict: str
-    interval: str = ""
-    reason: str = ""
-
-
-def _near(lo: float, hi: float, target: float) -> dict[str, str]:
-    """verdict, interval and reason of ``~ x^target`` by the report's rule (verdicts.py)."""
-    verdict, reason = verdict_near(lo, hi, target, TOLERANCE)
+def _near(lo: float, hi: float, target: float, limits: Limits) -> dict[str, str]:
+    """verdict, interval and reason of ``~ x^target`` by the engine's ``near`` rule."""
+    verdict, reason = engine.verdict_near(lo, hi, target, limits.claim_tolerance)
     finite = bool(np.isfinite(lo) and np.isfinite(hi))
     return {"verdict": verdict, "interval": f"[{lo:.3f}, {hi:.3f}]" if finite else "-",
             "reason": reason}
@@ -72,22 +46,16 @@ def _near(lo: float, hi: float, target: float) -> dict[str, str]:
 
 PHASES_N = {"forward": 1.0, "backward": 1.0, "update": 1.0, "gram": 2.0, "iteration": 1.0}
 QUANTITIES = ("work", "seconds")
-#: a loss ratio (final / initial) below this counts as converged
-CONVERGED_RATIO = 1e-6
 
 
 def _solver_of(options: str) -> str:
-    for part in str(options).split(";"):
-        if part.startswith("solver="):
-            return part.split("=", 1)[1]
-    return "cholesky"  # dense-gn solves by Cholesky
+    return parse_context(str(options)).get("solver", "cholesky")  # dense-gn: Cholesky
 
 
-def _grid(fit_range: str, n_points: int | None, axis: str = "n") -> np.ndarray:
+def _grid(fit_range: str, n_points: int | None) -> np.ndarray:
     """The n values of a geometric fit range: 'n=4..256' with n_points points, or the n part of
     a joint range 'm=256..16384;n=4..64;d=4..64' (ratio 2 assumed there)."""
-    part = next(p for p in str(fit_range).split(";") if p.startswith(f"{axis}="))
-    lo, hi = (float(v) for v in part.split("=", 1)[1].split(".."))
+    lo, hi = engine.fit_span(fit_range, "n")
     count = int(n_points) if n_points else int(round(np.log2(hi / lo))) + 1
     return np.geomspace(lo, hi, max(count, 2))
 
@@ -115,7 +83,7 @@ def _interval_text(e: float, lo: float, hi: float, axis: str, extra: str = "") -
     return f"{axis}^{e:.3f} [{lo:.3f}, {hi:.3f}]" + (f" ({extra})" if extra else "")
 
 
-def n_d_claims(fits: pd.DataFrame) -> list[Claim]:
+def n_d_claims(fits: pd.DataFrame, limits: Limits) -> list[Claim]:
     """Exponent of every phase in n and in d against its model (table in the module doc)."""
     out = []
     f = fits[fits["fit"].isin(["slope", "joint"]) & fits["axis"].isin(["n", "d"])
@@ -134,16 +102,12 @@ def n_d_claims(fits: pd.DataFrame) -> list[Claim]:
             continue
         lo, hi = float(row["ci_low"]), float(row["ci_high"])
         how = "joint fit in m, n, d; " if joint else ""
-        judged = _near(lo, hi, pred)
-        note = fused_note(row)
-        if note and judged["verdict"] in (SUPPORTED, REJECTED):
-            judged["reason"] = f"downgraded from {judged['verdict']} ({judged['reason']}): {note}"
-            judged["verdict"] = INCONCLUSIVE
         out.append(Claim(f"{row['phase']} {row['quantity']} ~ {axis}^{pred:.3g} "
                          f"[{how}{_series_name(row)}]", f"{pred:.3g}",
                          _interval_text(float(row["exponent"]), lo, hi, axis,
                                         f"{int(row['n_points'])} points, {row['fit_range']}"),
-                         **judged))
+                         **_near(lo, hi, pred, limits), fits=(row,),
+                         quantity=row["quantity"]))
     return out
 
 
@@ -160,8 +124,9 @@ def _axis_fit(df: pd.DataFrame, axis: str, col: str) -> tuple[float, float, floa
     return fit.exponent, fit.ci_low, fit.ci_high, len(pts)
 
 
-def depth_claims(runs: pd.DataFrame, training: pd.DataFrame | None) -> list[Claim]:
-    """Cost ~ L^1, activity within 1.5x of Q(beta) at every layer, convergence at every L."""
+def depth_claims(runs: pd.DataFrame, training: pd.DataFrame | None, limits: Limits
+                 ) -> list[Claim]:
+    """Cost ~ L^1, activity near Q(beta) at every layer, convergence at every L."""
     out: list[Claim] = []
     if runs["L"].nunique() < 2:
         return out
@@ -175,7 +140,7 @@ def depth_claims(runs: pd.DataFrame, training: pd.DataFrame | None) -> list[Clai
             fit = _axis_fit(_ok_iteration(g), "L", q)
             if fit is None:
                 out.append(Claim(f"per-iteration {q} ~ L^1 [{name}]", "1",
-                                 NOT_MEASURED + failed, NOT_MEASURED))
+                                 NOT_MEASURED + failed, quantity=q))
                 continue
             e, lo, hi, k = fit
             med = _ok_iteration(g).groupby("L")[q].median().sort_index()
@@ -184,29 +149,28 @@ def depth_claims(runs: pd.DataFrame, training: pd.DataFrame | None) -> list[Clai
                    f"(affine in L when these agree)") if len(step) else ""
             out.append(Claim(f"per-iteration {q} ~ L^1 [{name}]", "1",
                              _interval_text(e, lo, hi, "L", f"{k} depths") + inc + failed,
-                             **_near(lo, hi, 1.0)))
+                             **_near(lo, hi, 1.0, limits), quantity=q))
     if training is None or training.empty:
         return out
-    t = training.fillna({"options": ""})
+    t, band = training.fillna({"options": ""}), limits.claim_activity_ratio
     for key, g in t.groupby(keys):
         name = f"{key[0]} ({key[2]} threshold)"
-        ratio = g["active_fraction"] / g["expected_active_fraction"]
-        worst = g.assign(r=ratio).groupby("L")["r"].agg(["min", "max"])
-        inside = (worst["min"] >= 1 / ACTIVITY_RATIO) & (worst["max"] <= ACTIVITY_RATIO)
+        worst = g.assign(r=engine.activity_ratio(g)).groupby("L")["r"].agg(["min", "max"])
         detail = "; ".join(f"L={int(L)}: [{r['min']:.2f}, {r['max']:.2f}]"
                            for L, r in worst.iterrows())
-        out.append(Claim(f"active fraction within {ACTIVITY_RATIO:g}x of Q(beta) at every "
-                         f"layer and step [{name}]",
-                         f"ratio in [{1 / ACTIVITY_RATIO:.2f}, {ACTIVITY_RATIO:g}]", detail,
-                         SUPPORTED if inside.all() else REJECTED))
+        out.append(Claim(f"active fraction within {band:g}x of Q(beta) at every "
+                         f"layer and step [{name}]", f"ratio in [{1 / band:.2f}, {band:g}]",
+                         detail, verdict=engine.verdict_band(worst["min"].min(), worst["max"].max(),
+                                                      band)))
         last = g[g["layer"] == 0].sort_values("iteration").groupby("L")
         conv = (last["loss"].last() / last["loss"].first()).sort_index()
         steps = last["iteration"].max()
         out.append(Claim(f"Gauss-Newton converges at every depth [{name}]",
-                         f"loss ratio <= {CONVERGED_RATIO:g} after the last step",
+                         f"loss ratio <= {limits.claim_converged_ratio:g} after the last step",
                          "; ".join(f"L={int(L)}: {v:.2g} after {int(steps[L])} steps"
                                    for L, v in conv.items()),
-                         SUPPORTED if (conv <= CONVERGED_RATIO).all() else REJECTED))
+                         verdict=SUPPORTED if (conv <= limits.claim_converged_ratio).all()
+                         else REJECTED))
     return out
 
 
@@ -216,7 +180,8 @@ def _solve_rows(runs: pd.DataFrame) -> pd.DataFrame:
     return s
 
 
-def solver_claims(runs: pd.DataFrame, training: pd.DataFrame | None) -> list[Claim]:
+def solver_claims(runs: pd.DataFrame, training: pd.DataFrame | None, limits: Limits
+                  ) -> list[Claim]:
     """PCG iterations flat in n; PCG solve below Cholesky from some n*; the preconditioner's
     effect on conditioning and on time, per data setting."""
     out: list[Claim] = []
@@ -233,7 +198,7 @@ def solver_claims(runs: pd.DataFrame, training: pd.DataFrame | None) -> list[Cla
                 out.append(Claim(f"{solver}: CG iterations flat in n [{data}]", "n^0",
                                  _interval_text(e, lo, hi, "n", f"{k} sizes, median "
                                                 f"{p['cg_iters'].median():.0f}"),
-                                 **_near(lo, hi, 0.0)))
+                                 **_near(lo, hi, 0.0, limits)))
             if solver == "cg" or chol.ngroups == 0:
                 continue
             ps = p.groupby("n")["seconds"]
@@ -244,11 +209,12 @@ def solver_claims(runs: pd.DataFrame, training: pd.DataFrame | None) -> list[Cla
             ratios = "; ".join(f"n={int(n)}: {r:.3g}x" for n, r in ratio.items())
             n_star = next((n for n in both if all(m in below for m in both if m >= n)), None)
             verdict = (SUPPORTED if n_star is not None else
-                       REJECTED if len(above) == len(both) else "inconclusive")
+                       REJECTED if len(above) == len(both) else INCONCLUSIVE)
             out.append(Claim(f"{solver} solve seconds below Cholesky's from some n* [{data}]",
                              "n* exists", f"PCG / Cholesky median solve seconds: {ratios}"
                              + (f"; n* = {int(n_star)}" if n_star is not None else
-                                f"; no n* in n = {int(both[0])}..{int(both[-1])}"), verdict))
+                                f"; no n* in n = {int(both[0])}..{int(both[-1])}"),
+                             verdict=verdict, quantity="seconds"))
         out += _preconditioner_claims(g, training, data)
     return out
 
@@ -283,80 +249,82 @@ def _preconditioner_claims(g: pd.DataFrame, training: pd.DataFrame | None, data:
                         f"{cg[cg['n'] == n]['seconds'].median():.3g} s" for n in ns)
         out.append(Claim(f"{solver}: the preconditioner cuts CG iterations [{data}]",
                          "fewer iterations than plain CG", cond + "iterations PCG vs CG: " + it,
-                         SUPPORTED if all(p[p["n"] == n]["cg_iters"].median()
-                                          < cg[cg["n"] == n]["cg_iters"].median() for n in ns)
+                         verdict=SUPPORTED if all(
+                             p[p["n"] == n]["cg_iters"].median()
+                             < cg[cg["n"] == n]["cg_iters"].median() for n in ns)
                          else REJECTED))
         out.append(Claim(f"{solver}: the preconditioner pays in solve time [{data}]",
                          "PCG solve seconds below plain CG's", "seconds PCG vs CG: " + sec,
-                         SUPPORTED if faster else REJECTED))
+                         verdict=SUPPORTED if faster else REJECTED,
+                         quantity="seconds"))
     missing = sorted(set(int(n) for n in g["n"]) - set(int(n) for n in cg["n"]))
     if missing:
         out.append(Claim(f"plain CG converges [{data}]", "within cg_maxiter",
-                         f"no ok solve at n = {missing} (see the run's status column)", REJECTED))
+                         f"no ok solve at n = {missing} (see the run's status column)",
+                         verdict=REJECTED))
     return out
 
 
-def data_claims(training: pd.DataFrame | None) -> list[Claim]:
-    """On each data set: subquad reproduces dense-gn's losses (relative difference at most
-    SAME_ITERATES_RTOL while dense-gn's loss is above 1e-10 of its largest), and activity."""
+def data_claims(training: pd.DataFrame | None, limits: Limits) -> list[Claim]:
+    """On each data set: activity near Q(beta), and subquad reproduces dense-gn's losses
+    (``engine.loss_gap`` at most same_iterates_rtol)."""
     out: list[Claim] = []
     if training is None or training.empty or training["data"].nunique() < 2:
         return out
+    band, rtol = limits.claim_activity_ratio, limits.claim_same_rtol
     for (data, method), g in training.groupby(["data", "method"]):
-        ratio = g["active_fraction"] / g["expected_active_fraction"]
-        ok = ratio.between(1 / ACTIVITY_RATIO, ACTIVITY_RATIO).all()
-        out.append(Claim(f"active fraction within {ACTIVITY_RATIO:g}x of Q(beta) [{method}, "
-                         f"{data}]", f"ratio in [{1 / ACTIVITY_RATIO:.2f}, {ACTIVITY_RATIO:g}]",
+        ratio = engine.activity_ratio(g)
+        out.append(Claim(f"active fraction within {band:g}x of Q(beta) [{method}, {data}]",
+                         f"ratio in [{1 / band:.2f}, {band:g}]",
                          f"[{ratio.min():.2f}, {ratio.max():.2f}] over every layer and step",
-                         SUPPORTED if ok else REJECTED))
+                         verdict=engine.verdict_band(ratio.min(), ratio.max(), band)))
     t = training[training["layer"] == 0]
     keys = ["data", "m", "n", "d", "L", "c", "threshold", "seed", "iteration"]
-    dense = t[t["method"] == "dense-gn"].set_index(keys)["loss"]
+    dense = t[t["method"] == "dense-gn"][[*keys, "loss"]]
     for data, g in t[t["method"] == "subquad"].groupby("data"):
-        both = g.set_index(keys)["loss"].to_frame("loss_s").join(dense.rename("loss_d"),
-                                                                   how="inner")
-        if both.empty:
+        rel = engine.loss_gap(dense, g[[*keys, "loss"]], keys)
+        if rel.empty:
             continue
-        both = both[both["loss_d"] > 1e-10 * both["loss_d"].max()]
-        rel = ((both["loss_s"] - both["loss_d"]).abs() / both["loss_d"].abs()).max()
         final = g.sort_values("iteration")["loss"]
         out.append(Claim(f"subquad reproduces dense-gn's losses [{data}]",
-                         f"relative loss difference <= {SAME_ITERATES_RTOL:g}",
-                         f"max relative difference {rel:.2g} over {len(both)} steps; subquad "
-                         f"loss {final.iloc[0]:.3g} -> {final.iloc[-1]:.3g}",
-                         SUPPORTED if rel <= SAME_ITERATES_RTOL else REJECTED))
+                         f"relative loss difference <= {rtol:g}",
+                         f"max relative difference {rel.max():.2g} over {len(rel)} steps; "
+                         f"subquad loss {final.iloc[0]:.3g} -> {final.iloc[-1]:.3g}",
+                         verdict=SUPPORTED if rel.max() <= rtol else REJECTED))
     return out
 
 
-def _read(path: Path, what: str) -> pd.DataFrame | None:
-    return read_table(path, what) if path.is_file() else None
+@engine.register(FAMILY)
+def fitted_axes(data: RunData, scope: Scope) -> list[Claim]:
+    """Exponents in n and d of every fitted series."""
+    return n_d_claims(data.fits, scope.limits) if data.fits is not None else []
 
 
-def axis_claims(run_dir: Path | str) -> list[Claim]:
-    """Every axis claim the run directory's tables support (empty when none)."""
-    run_dir = Path(run_dir)
-    return claims_from_tables(_read(run_dir / "runs.csv", "runs.csv"),
-                              _read(run_dir / "training.csv", "training.csv"),
-                              _read(run_dir / "fits.csv", "fits.csv"))
+@engine.register(FAMILY)
+def depth_and_solver(data: RunData, scope: Scope) -> list[Claim]:
+    """Depth and solver claims (on every row, failed ones included: depth names them)."""
+    runs = data.all_runs if data.all_runs is not None else data.runs
+    if runs is None:
+        return []
+    return (depth_claims(runs, data.training, scope.limits)
+            + solver_claims(runs, data.training, scope.limits))
 
 
-def claims_from_tables(runs: pd.DataFrame | None, training: pd.DataFrame | None,
-                       fits: pd.DataFrame | None) -> list[Claim]:
-    """The axis claims of a run's tables (``runs`` with its failed rows: depth names them)."""
-    out: list[Claim] = []
-    if fits is not None:
-        out += n_d_claims(fits)
-    if runs is not None:
-        out += depth_claims(runs, training) + solver_claims(runs, training)
-    return out + data_claims(training)
+@engine.register(FAMILY)
+def real_data(data: RunData, scope: Scope) -> list[Claim]:
+    """Activity and same losses per data set."""
+    return data_claims(data.training, scope.limits)
 
 
-def claims_markdown(claims: list[Claim], run_dir: Path) -> str:
+def claims_markdown(claims: list[Claim], run_dir: Path, limits: Limits) -> str:
+    """``axis_claims.md``: the rules and one table row per claim."""
     lines = [f"# Claims on n, d, L, the solver and real data ({run_dir})", "",
              f"Rules: `~ x^k` is supported when the whole 95% interval lies within k +- "
-             f"{TOLERANCE}, not supported when it lies wholly outside, inconclusive otherwise "
-             "(models: `subquad/analysis/axis_claims.py`). Reproduce: `.venv/bin/python -m "
-             f"subquad.analysis.axis_claims {run_dir}`.", "",
+             f"{limits.claim_tolerance:g}, not supported when it lies wholly outside, "
+             "inconclusive otherwise; downgraded to inconclusive by the claims engine's rules "
+             "(`subquad/analysis/claims/engine.py`; models: `subquad/analysis/claims/axes.py`)."
+             " Reproduce: `.venv/bin/python -m "
+             f"subquad.analysis.claims.axes {run_dir}`.", "",
              "| claim | predicted | measured | verdict |", "|---|---|---|---|"]
     lines += [f"| {c.claim} | {c.predicted} | {c.measured} | **{c.verdict}** |" for c in claims]
     if not claims:
@@ -365,12 +333,13 @@ def claims_markdown(claims: list[Claim], run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_axis_claims(run_dir: Path | str) -> list[Claim]:
-    run_dir = Path(run_dir)
-    claims = axis_claims(run_dir)
-    atomic_write_frame(run_dir / "axis_claims.csv",
-                       pd.DataFrame([asdict(c) for c in claims], columns=CLAIM_COLUMNS))
-    atomic_write_text(run_dir / "axis_claims.md", claims_markdown(claims, run_dir))
+def write_axis_claims(run_dir: RunDir | Path | str, data: RunData | None = None,
+                      limits: Limits | None = None) -> list[Claim]:
+    """Evaluate the axis family on a run; write axis_claims.csv and axis_claims.md."""
+    rd = RunDir.of(run_dir)
+    scope, claims = engine.evaluate(data or load_run(rd), [FAMILY], limits)
+    rd.write_table("axis_claims", engine.claims_frame(claims))
+    rd.write_document("axis_claims.md", claims_markdown(claims, rd.path, scope.limits))
     return claims
 
 

@@ -150,13 +150,16 @@ def loss_gap(dense: pd.DataFrame, sub: pd.DataFrame, keys: list[str]) -> pd.Seri
 
 def variants(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """A table's rows split per variant (``vocabulary.VARIANT``), named
-    'subquad-damped (cholesky, auto, damping=0.1), adaptive threshold'."""
+    'subquad-damped (cholesky, auto, damping=0.1), adaptive threshold[, data digits]' (the data
+    set named where the table has several)."""
     keys = [c for c in VARIANT if c in table]
+    several = "data" in table and table["data"].nunique() > 1
     out = []
     for key, g in table.fillna({k: "" for k in keys}).groupby(keys, sort=True):
         v = dict(zip(keys, key, strict=True))
         name = series_label(v["method"], v["options"], v.get("label", ""))
-        out.append((name + (f", {v['threshold']} threshold" if v.get("threshold") else ""), g))
+        name += f", {v['threshold']} threshold" if v.get("threshold") else ""
+        out.append((name + (f", data {v['data']}" if several else ""), g))
     return out
 
 

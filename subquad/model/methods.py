@@ -63,6 +63,7 @@ def method_names() -> tuple[str, ...]:
 
 
 def default_lr(name: str) -> float | None:
+    """The default step size of a registered method (None for a name that is not a trainer)."""
     return METHODS[name].default_lr if name in METHODS else None
 
 

@@ -14,6 +14,8 @@ import re
 import sys
 from pathlib import Path
 
+from subquad.files import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 PATH_KEYS = ("repo", "benchmark_dir", "env_dir", "results_dir", "html_dir")
 
@@ -41,7 +43,7 @@ def main(argv: list[str]) -> int:
             overrides[key] = value
     out = Path(argv[0])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(derived(overrides), indent=2) + "\n")
+    atomic_write_text(out, json.dumps(derived(overrides), indent=2) + "\n")
     return 0
 
 

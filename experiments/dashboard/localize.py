@@ -16,9 +16,10 @@ every axis label a second time) is dropped as well.
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from pathlib import Path
+
+from subquad.files import atomic_write_bytes, atomic_write_text
 
 JS = Path("/usr/share/javascript")
 FLOT = JS / "jquery-flot"
@@ -61,10 +62,13 @@ def localize(html_dir: Path) -> list[str]:
         for f in files:
             if not f.exists():
                 raise SystemExit(f"localize: {f} missing (run experiments/dashboard/setup.sh)")
-            shutil.copy(f, vendor / f.name)
+            atomic_write_bytes(vendor / f.name, f.read_bytes())
     fonts = JS / "bootstrap" / "fonts"  # bootstrap.min.css refers to ../fonts/
     if fonts.is_dir():
-        shutil.copytree(fonts, html_dir / "fonts", dirs_exist_ok=True)
+        (html_dir / "fonts").mkdir(exist_ok=True)
+        for f in fonts.iterdir():
+            if f.is_file():
+                atomic_write_bytes(html_dir / "fonts" / f.name, f.read_bytes())
     seen: list[str] = []
 
     def swap(match: re.Match) -> str:
@@ -77,7 +81,7 @@ def localize(html_dir: Path) -> list[str]:
 
     for page in html_dir.glob("*.html"):
         text = page.read_text()
-        page.write_text(OWN_AXISLABELS.sub("", TAG.sub(swap, text)))
+        atomic_write_text(page, OWN_AXISLABELS.sub("", TAG.sub(swap, text)))
     return seen
 
 

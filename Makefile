@@ -117,7 +117,7 @@ asv-screenshot: $(VENV)/.installed
 	rm -rf .asv/shots
 	SUBQUAD_REQUIRE_BROWSER=1 SUBQUAD_DASHBOARD_SCREENSHOTS=.asv/shots \
 		$(PY) -m pytest -q tests/test_asv_dashboard.py
-	cp .asv/shots/work.WorkExponents.track_update.page.png docs/asv-dashboard.png
+	cp .asv/shots/work.FusedWorkExponents.track_forward.page.png docs/asv-dashboard.png
 	cp .asv/shots/seconds.SecondsExponents.track_subquad.page.png docs/asv-dashboard-seconds.png
 
 # CI: HEAD against ASV_BASE; exits non-zero when an exponent rises by more than ASV_FACTOR.

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,21 +29,48 @@ def _umask() -> int:
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(fh)`` on a temporary file beside ``path``, fsync, chmod, rename over it."""
+    """Call ``write(fh)`` on a temporary file beside ``path``, fsync, chmod, rename over it.
+    An OSError names ``path`` (not the temporary)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename != str(path):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_write_set(items: Mapping[Path, bytes]) -> list[Path]:
+    """Several files as one set: each written beside its place first, then all renamed; a
+    failed write removes what it staged and leaves every previous file as it was."""
+    staged: dict[Path, Path] = {}
+    try:
+        for path, data in items.items():
+            path = Path(path)
+            staged[path] = path.with_name(f".{path.name}.set.tmp")
+            atomic_write_bytes(staged[path], data)
+    except BaseException as exc:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
+    for path, tmp in staged.items():
+        os.replace(tmp, path)
+    for parent in {p.parent for p in staged}:
+        _fsync_dir(parent)
+    return list(staged)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -7,6 +7,7 @@ disk) leaves the previous file or none. ``read_table`` turns unreadable CSVs int
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -84,6 +85,22 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def try_lock(path: Path, note: str) -> tuple[int | None, str]:
+    """An exclusive advisory lock (flock) on ``path`` (created if missing) with ``note``
+    written into it: (fd, note), released by closing fd or by any exit of the process; (None,
+    the holder's note) while another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        os.close(fd)
+        return None, holder
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{note}\n".encode(), 0)
+    return fd, note
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

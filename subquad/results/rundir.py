@@ -10,7 +10,6 @@ lock; ``run.json`` names the one experiment the directory holds.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from subquad.files import (
     atomic_write_set,
     atomic_write_text,
     read_table,
+    try_lock,
 )
 from subquad.results.cells import IDENTITY_DIGITS, merge_run
 from subquad.results.runs import Runs, validate_runs
@@ -228,20 +228,15 @@ class RunDir:
                               "directory (it is created if missing)")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            fd, holder = try_lock(self.path / LOCK_FILE, f"pid {os.getpid()}: {command}")
         except OSError as exc:
             raise ConfigError("out", f"cannot create {self.path / LOCK_FILE}: {exc.strerror}; "
                               "give a writable directory") from None
+        if fd is None:
+            raise ConfigError("out", f"{self.path} is being written by "
+                              f"{holder or 'another process'}; wait until it ends (fit, plot "
+                              "and report may read it meanwhile)")
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-                raise ConfigError("out", f"{self.path} is being written by "
-                                  f"{holder or 'another process'}; wait until it ends (fit, "
-                                  "plot and report may read it meanwhile)") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}: {command}\n".encode(), 0)
             yield  # the file keeps naming the last writer
         finally:
             os.close(fd)

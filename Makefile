@@ -54,10 +54,12 @@ bench: $(VENV)/.installed
 	$(SUBQUAD) fit results/bench/bench.json
 
 # A fresh, complete result: --overwrite replaces the old cells, runs.csv and everything derived
-# from it (fits, report, figures), then fit, plot, report.
+# from it (RunDir.derived_files: fits, claims, axis claims, model tables, report, figures), then every
+# command that derives them writes them again, so each derived file describes the new runs.csv.
 define run_experiment
 	$(SUBQUAD) sweep experiments/$(1).toml --out $(2) --overwrite $(if $(BUDGET),--budget $(BUDGET))
 	$(SUBQUAD) fit $(2)
+	if [ -f $(2)/calibration.json ]; then $(SUBQUAD) model $(2); fi
 	$(SUBQUAD) plot $(2)
 	$(SUBQUAD) report $(2)
 endef

@@ -48,3 +48,12 @@ class Interrupted(SubquadError):
 
 class CorruptFileError(SubquadError):
     """A result file that is truncated or damaged (its checksum does not match its content)."""
+
+
+class WriteError(SubquadError):
+    """A file could not be written (full disk, read-only, permissions): names the file, what
+    was kept and the command that continues."""
+
+    def __init__(self, exc: OSError, kept: str, command: str):
+        super().__init__(f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; "
+                         f"{kept}; continue with: {command}")

@@ -7,12 +7,13 @@ disk) leaves the previous file or none. ``read_table`` turns unreadable CSVs int
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,21 +30,48 @@ def _umask() -> int:
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(fh)`` on a temporary file beside ``path``, fsync, chmod, rename over it."""
+    """Call ``write(fh)`` on a temporary file beside ``path``, fsync, chmod, rename over it.
+    An OSError names ``path`` (not the temporary)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename != str(path):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_write_set(items: Mapping[Path, bytes]) -> list[Path]:
+    """Several files as one set: each written beside its place first, then all renamed; a
+    failed write removes what it staged and leaves every previous file as it was."""
+    staged: dict[Path, Path] = {}
+    try:
+        for path, data in items.items():
+            path = Path(path)
+            staged[path] = path.with_name(f".{path.name}.set.tmp")
+            atomic_write_bytes(staged[path], data)
+    except BaseException as exc:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
+    for path, tmp in staged.items():
+        os.replace(tmp, path)
+    for parent in {p.parent for p in staged}:
+        _fsync_dir(parent)
+    return list(staged)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -57,6 +85,22 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def try_lock(path: Path, note: str) -> tuple[int | None, str]:
+    """An exclusive advisory lock (flock) on ``path`` (created if missing) with ``note``
+    written into it: (fd, note), released by closing fd or by any exit of the process; (None,
+    the holder's note) while another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        os.close(fd)
+        return None, holder
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{note}\n".encode(), 0)
+    return fd, note
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

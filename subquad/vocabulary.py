@@ -43,9 +43,10 @@ CROSSOVER_KINDS = {
 #: (the cell's ``message`` starts with one of these)
 RETRY_OUTCOMES = ("sweep budget", "worker lost", "corrupt cell file")
 #: why a measured row of runs.csv cannot be fitted (``dropped.csv``)
+DUPLICATE = "duplicate row"
 DROP_REASONS = ("seconds missing", "seconds is not a number", "seconds is not finite",
                 "seconds is NaN", "seconds is negative",
-                "seconds is zero although work was done", "m is not > 0")
+                "seconds is zero although work was done", "m is not > 0", DUPLICATE)
 #: verdicts of a claim (claims.csv) and of a check (``subquad check``)
 SUPPORTED, INCONCLUSIVE, REJECTED = "supported", "inconclusive", "not supported"
 NOT_MEASURED, NOT_IMPLEMENTED, INFORMATIONAL = "not measured", "not implemented", "informational"

@@ -17,6 +17,7 @@ import pytest
 
 from subquad.errors import ConfigError
 from subquad.harness.sweep import run_sweep
+from subquad.results.cells import read_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,7 +130,7 @@ def test_killed_worker_then_resume_runs_only_missing_cells(tmp_path: Path) -> No
     lost = runs[runs["message"].str.startswith("worker lost")]
     assert lost["cell"].nunique() == 1
     ok_before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.csv")
-                 if p.stem not in set(lost["cell"])}
+                 if read_cell(p)["cell"].iloc[0] not in set(lost["cell"])}
     run_sweep(path, out, resume=True, executor="local-processes", progress=False)
     runs = pd.read_csv(out / "runs.csv")
     assert runs["cell"].nunique() == 6 and set(runs["status"]) == {"ok"}

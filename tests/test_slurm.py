@@ -24,6 +24,7 @@ import pytest
 from subquad import cli
 from subquad.harness.executors import ENDED_STATES, queue_states
 from subquad.harness.sweep import run_sweep
+from subquad.results.cells import read_cell
 from tests import slurm_cluster as local_cluster
 from tests.test_executors import _comparable, config
 
@@ -138,7 +139,7 @@ def test_scancel_is_recorded_and_resume_submits_only_that_cell(slurm_cluster,
     message = lost["message"].iloc[0]
     assert message.startswith("worker lost") and f"task {task} ended CANCELLED" in message
     ok_before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.csv")
-                 if p.stem not in set(lost.index)}
+                 if read_cell(p)["cell"].iloc[0] not in set(lost.index)}
     assert len(ok_before) == 1
     run_sweep(path, out, resume=True, progress=False)
     arrays = tasks_of(out)

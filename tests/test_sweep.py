@@ -113,7 +113,11 @@ def test_environment_and_cell_files(tiny_run: Path) -> None:
     assert env["machine"] == runs_of(tiny_run)["machine"].iloc[0]
     assert env["hostname"] not in env["machine"]
     cells = sorted(p.stem for p in (tiny_run / "cells").glob("*.csv"))
-    assert cells == sorted(runs_of(tiny_run)["cell"].unique())
+    # a cell file is named by its id (the experiment's identity first); its rows by its base id
+    ids = {c.cell_id: c.base_id
+           for c in expand_cells(load_experiment(tiny_run / "experiment.toml"))}
+    assert cells == sorted(ids)
+    assert sorted(set(ids.values())) == sorted(runs_of(tiny_run)["cell"].unique())
     assert (tiny_run / "experiment.toml").is_file()
 
 

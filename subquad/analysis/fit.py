@@ -775,7 +775,8 @@ def fit_run(rd: RunDir | Path, **options) -> FitPaths:
     """Fit a run (its ``runs.csv``) or a pytest-benchmark JSON file; write the derived tables.
 
     Writes ``fits.csv``, ``local_slopes.csv``, ``crossover.csv``, ``selfcheck.csv`` and
-    ``dropped.csv`` (rows of runs.csv that could not be used, with the reason) and returns their
+    ``dropped.csv`` (rows of runs.csv that could not be used, with the reason) as one set (all
+    or none) and returns their
     paths by name, with the self-check flag as ``.trustworthy`` and the drop summary as
     ``.dropped``. Prints nothing.
     """
@@ -798,9 +799,7 @@ def fit_run(rd: RunDir | Path, **options) -> FitPaths:
         "selfcheck": check,
         "dropped": runs.dropped,
     }
-    result = FitPaths()
-    for name, table in tables.items():
-        result[name] = rd.write_table(name, table)
+    result = FitPaths(rd.write_tables(tables))
     result.trustworthy = trustworthy(check)
     result.dropped = runs.drop_counts()
     return result

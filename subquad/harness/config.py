@@ -14,7 +14,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from subquad.model.data import DATASETS, LABELS, REAL_SETS, default_d, fixed_dim
 from subquad.model.methods import method_names
 from subquad.model.sparsify import THRESHOLDS
 from subquad.model.train import TrainConfig
+from subquad.results.cells import IDENTITY_DIGITS
 from subquad.vocabulary import BACKENDS, CALIBRATION, DTYPES
 
 if sys.version_info >= (3, 11):
@@ -135,19 +136,26 @@ class Cell:
     round: int = 0
     label: str = field(default="", compare=False)
     chains: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    #: the experiment's identity (``expand_cells``): the first digits of the cell file's id
+    identity: str = field(default="", compare=False)
 
     @property
     def cell_id(self) -> str:
-        """Stable 16-hex id: a hash of every parameter that changes what is measured."""
+        """Stable 16-hex id of the cell file: the experiment's identity (``IDENTITY_DIGITS``),
+        then a hash of every parameter that changes what is measured (that hash alone
+        without an identity)."""
         keys = [f.name for f in fields(self) if f.compare and f.name != "experiment"
                 and not (f.name == "round" and self.round == 0)]
         payload = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=list)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(payload.encode()).hexdigest()
+        prefix = self.identity[:IDENTITY_DIGITS]
+        return prefix + digest[:16 - len(prefix)]
 
     @property
     def base_id(self) -> str:
-        """The id every round of this cell shares (the ``cell`` column of its rows)."""
-        return replace(self, round=0).cell_id if self.round else self.cell_id
+        """The ``cell`` column of its rows: the parameters' hash, shared by every round and
+        independent of the experiment (schema-1 runs and the report match it)."""
+        return replace(self, round=0, identity="").cell_id
 
     @property
     def is_calibration(self) -> bool:
@@ -616,7 +624,17 @@ def expand_cells(exp: Experiment) -> list[Cell]:
                     add(_cell(exp, spec, f["fixed"], f["training"], seed=seed, **combo), None)
     out = list(cells.values())
     rounds = exp.timing.rounds
-    return [replace(c, round=r) for r in range(rounds) for c in out] if rounds > 1 else out
+    out = [replace(c, round=r) for r in range(rounds) for c in out] if rounds > 1 else out
+    identity = experiment_identity(exp.name, exp.timing, out)
+    return [replace(c, identity=identity) for c in out]
+
+
+def experiment_identity(name: str, timing: Timing, cells: list[Cell]) -> str:
+    """sha256 of an experiment's canonical content: its name, timing and every cell (its
+    parameters and label); not of the file's spelling, description, executor or [fit]."""
+    payload = json.dumps({"name": name, "timing": asdict(timing),
+                          "cells": [[c.cell_id, c.label] for c in cells]}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _as_kwargs(cell: Cell) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import math
 import statistics
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TextIO
 
 from subquad.harness.config import Cell, Timing
@@ -85,3 +86,10 @@ class Progress:
     def warn(self, text: str) -> None:
         """A problem the user must see even with ``--quiet`` (e.g. a damaged cell file)."""
         print(f"subquad: warning: {text}", file=self.stream, flush=True)
+
+    def removed(self, run_dir: Path, paths: list[Path], why: str) -> None:
+        """Files the sweep removed, named relative to the run directory (even with --quiet)."""
+        if paths:
+            names = ", ".join(str(p.relative_to(run_dir)) for p in paths)
+            print(f"subquad: removed from {run_dir}: {names} ({why})", file=self.stream,
+                  flush=True)

@@ -6,10 +6,13 @@ The driver validates the whole file first (nothing runs on a bad config), writes
 recorded as censored rows, not dropped. ``--budget`` caps the whole sweep: cells it leaves are
 recorded as censored with message "sweep budget" and ``--resume`` runs them later.
 
-A fresh sweep refuses a directory that already holds results unless told ``--overwrite``
-(or ``--resume``); whenever ``runs.csv`` changes, the files derived from the old one (fits,
-report, figures) are removed, so nothing in the directory disagrees with ``runs.csv``.
-Ctrl-C / SIGTERM end the sweep with ``Interrupted`` (cells finished, the command to resume).
+The sweep holds the directory's lock (a second writer exits 2 naming it) and binds the
+directory to the experiment (``run.json``: another experiment exits 2). A fresh sweep refuses a
+directory that already holds results unless told ``--overwrite`` (or ``--resume``); whenever
+``runs.csv`` changes, the files derived from the old one (fits, report, figures) are removed,
+so nothing in the directory disagrees with ``runs.csv``. Every removal is printed, even with
+``--quiet``. Ctrl-C / SIGTERM end the sweep with ``Interrupted`` (cells finished, the command
+to resume); a failed write with a ``WriteError`` (the file, the cells kept, that command).
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ from subquad.harness.measure import status_rows, warm_kernels, write_cell
 from subquad.harness.progress import Progress
 from subquad.model.methods import get_method
 from subquad.results.cells import (
+    IDENTITY_DIGITS,
     bad_cells,
     cell_files,
     cell_path,
     cells_dir,
     clear_cells,
+    experiment_of,
+    foreign_cells,
     is_final,
     read_cell_status,
 )
@@ -69,19 +75,26 @@ class AxisStops:
         return None
 
 
-def _existing(run_dir: Path, report: Progress | None = None) -> dict[str, tuple[str, str]]:
-    """(status, message) of the cells already finished in ``run_dir`` (final outcomes only).
+def _existing(rd: RunDir, report: Progress | None = None) -> dict[str, tuple[str, str]]:
+    """(status, message) of the cells already finished in ``rd`` (final outcomes only).
 
-    A damaged cell file is reported (through ``report``) and removed, so the cell runs again.
+    A damaged cell file of this experiment is reported (through ``report``) and removed, so
+    the cell runs again; files of another experiment are left alone.
     """
     out = {}
-    for p in cell_files(run_dir):
+    foreign = set(foreign_cells(rd.path, rd.identity()))
+    for p in cell_files(rd.path):
+        if p in foreign:
+            continue
         status, message = read_cell_status(p)
         if message.startswith("corrupt cell file"):
+            training = p.with_name(p.stem + ".training.csv")
             if report is not None:
-                report.warn(f"{message[len('corrupt cell file: '):]}; running the cell again")
+                report.warn(f"{message[len('corrupt cell file: '):]}; removed "
+                            f"{p.name}{' and ' + training.name if training.exists() else ''}"
+                            ", running the cell again")
             p.unlink(missing_ok=True)
-            p.with_name(p.stem + ".training.csv").unlink(missing_ok=True)
+            training.unlink(missing_ok=True)
             continue
         if is_final(status, message):
             out[p.stem] = (status, message)
@@ -89,13 +102,7 @@ def _existing(run_dir: Path, report: Progress | None = None) -> dict[str, tuple[
 
 
 def _check_out(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """``--out`` must be a directory we can create; a fresh sweep must not clobber results."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError("out", f"{run_dir} exists and is not a directory; give a directory "
-                          "(it is created if missing)")
-    if resume and overwrite:
-        raise ConfigError("overwrite", "give either --resume (keep finished cells) or "
-                          "--overwrite (start over), not both")
+    """A fresh sweep must not clobber results."""
     if resume or overwrite or not run_dir.is_dir():
         return
     held = [f"{len(cell_files(run_dir))} cell files"] if cell_files(run_dir) else []
@@ -105,43 +112,57 @@ def _check_out(run_dir: Path, resume: bool, overwrite: bool) -> None:
                           "--resume to finish that sweep or --overwrite to replace it")
 
 
-def _prepare(run_dir: Path, exp: Experiment, resume: bool, progress: Progress) -> None:
-    """Create the directory; a fresh (non-resume) run starts without old cells or tables."""
-    try:
-        cells_dir(run_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError("out", f"cannot create {cells_dir(run_dir)}: {exc.strerror}; give a "
-                          "writable directory") from None
-    for tmp in cells_dir(run_dir).glob(".*.tmp"):  # left by a killed writer
-        tmp.unlink(missing_ok=True)
-    rd = RunDir(run_dir)
+def _prepare(rd: RunDir, exp: Experiment, identity: str, resume: bool, progress: Progress
+             ) -> None:
+    """Bind the directory to the experiment; a fresh (non-resume) run starts without old
+    cells or tables."""
+    if resume:
+        rd.bind(exp.name, identity)
+    cells_dir(rd.path).mkdir(parents=True, exist_ok=True)
+    progress.removed(rd.path, clear_cells(rd.path, temporaries=resume),
+                     "left by an earlier run")
     if not resume:
-        gone = clear_cells(run_dir)
-        for name in rd.measured_files():
-            (run_dir / name).unlink(missing_ok=True)
-        if gone:
-            progress.note(f"cleared {gone} cell files of an earlier run in {run_dir}")
-        _note_retired(rd.retire_derived(), progress)
+        measured = [rd.file(name) for name in rd.measured_files()]
+        for p in measured:
+            p.unlink(missing_ok=True)
+        progress.removed(rd.path, measured, "measured by an earlier run")
+        _note_retired(rd, progress)
+        (rd / "run.json").unlink(missing_ok=True)
+        rd.bind(exp.name, identity)
     rd.write_json("environment.json", current_environment())
     rd.copy_in("experiment.toml", exp.path)
 
 
-def _note_retired(gone: list[Path], progress: Progress) -> None:
-    if gone:
-        progress.note(f"removed {', '.join(p.name for p in gone)}: derived from an older "
-                      "runs.csv (run `subquad fit`, `plot`, `report` again)")
+def _note_retired(rd: RunDir, progress: Progress) -> None:
+    progress.removed(rd.path, rd.retire_derived(), "derived from an older runs.csv: run "
+                     "`subquad fit`, `plot`, `report` again")
 
 
-def _merge(run_dir: Path, progress: Progress) -> tuple[Path, int]:
-    """Rebuild runs.csv; report damaged cells; retire derived files if runs.csv changed."""
-    rd = RunDir(run_dir)
+def _foreign(rd: RunDir) -> str | None:
+    """One line naming the cell files of another experiment, or None."""
+    foreign = foreign_cells(rd.path, rd.identity())
+    if not foreign:
+        return None
+    held, f = rd.json("run.json"), foreign[0]
+    return (f"{len(foreign)} cell file(s) in {cells_dir(rd.path)} are not of experiment "
+            f"{held['experiment']} ({held['identity'][:IDENTITY_DIGITS]}) that the directory "
+            f"holds, e.g. {f.name} of experiment {experiment_of(f)} "
+            f"({f.name[:IDENTITY_DIGITS]}); left out of runs.csv, not removed")
+
+
+def _merge(rd: RunDir, progress: Progress, warn_foreign: bool = True) -> tuple[Path, int]:
+    """Rebuild runs.csv; report damaged (and foreign) cells; retire derived files if runs.csv
+    changed."""
     old = rd.file("runs")
     before = old.read_bytes() if old.is_file() else None
-    for message in bad_cells(run_dir):
+    for message in bad_cells(rd.path):
         progress.warn(f"{message}; left out of runs.csv (`--resume` runs it again)")
+    foreign = _foreign(rd) if warn_foreign else None
+    if foreign:
+        progress.warn(foreign)
     path, n = rd.merge_cells()
     if path.read_bytes() != before:
-        _note_retired(rd.retire_derived(), progress)
+        _note_retired(rd, progress)
     return path, n
 
 
@@ -177,16 +198,36 @@ def run_sweep(config_path: str | Path, out_dir: str | Path | None = None, resume
     exp = load_experiment(config_path)
     if budget is not None and not budget > 0:
         raise ConfigError("budget", f"must be a number of seconds > 0, got {budget!r}")
+    if resume and overwrite:
+        raise ConfigError("overwrite", "give either --resume (keep finished cells) or "
+                          "--overwrite (start over), not both")
     ex = resolve_executor(exp.executor, executor, executor_options or {})
     run_dir = Path(out_dir) if out_dir is not None else Path("results") / exp.name
-    _check_out(run_dir, resume, overwrite)
     cells = expand_cells(exp)
-    limit_threads(exp.timing.threads)
-    report = Progress(len(cells), exp.timing, enabled=progress)
-    _prepare(run_dir, exp, resume, report)
+    rd = RunDir(run_dir)
+    command = ["subquad", "sweep", str(config_path), "--out", str(run_dir)]
+    again = shlex.join([*command, "--resume"])
+    flag = ["--resume"] if resume else ["--overwrite"] if overwrite else []
+    with rd.lock(shlex.join(command + flag)), \
+            rd.writing(f"finished cells are kept in {cells_dir(run_dir)}", again):
+        _check_out(run_dir, resume, overwrite)
+        limit_threads(exp.timing.threads)
+        report = Progress(len(cells), exp.timing, enabled=progress)
+        _prepare(rd, exp, cells[0].identity, resume, report)
+        _run_cells(exp, cells, rd, budget, ex, report, again)
+        path, n = _merge(rd, report)
+        _record_end(rd)
+    report.note(f"merged {n} cells into {path}")
+    return run_dir
+
+
+def _run_cells(exp: Experiment, cells: list[Cell], rd: RunDir, budget: float | None, ex,
+               report: Progress, again: str) -> None:
+    """The cells not yet done, through the executor; a signal ends it with ``Interrupted``."""
+    run_dir = rd.path
     machine = current_environment()["machine"]
     try:
-        done = _existing(run_dir, report) if resume else {}
+        done = _existing(rd, report)
         report.note(f"sweep {exp.name}: {len(cells)} cells ({len(done)} already done), "
                     f"executor {ex.kind} -> {run_dir}")
         if exp.calibration_probes and ex.kind != "slurm":
@@ -200,17 +241,11 @@ def run_sweep(config_path: str | Path, out_dir: str | Path | None = None, resume
             stops = AxisStops(exp.timing.stop_axis_after_censored)
             _run_in_order(cells, done, run_dir, budget, runner, stops, report, machine)
     except (KeyboardInterrupt, Terminated) as exc:
-        finished = len(_existing(run_dir))
+        finished = len(_existing(rd))
         how = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
-        command = shlex.join(["subquad", "sweep", str(config_path), "--out", str(run_dir),
-                              "--resume"])
         raise Interrupted(f"sweep interrupted ({how}): {finished} of {len(cells)} cells "
-                          f"finished in {run_dir}; resume with: {command}",
+                          f"finished in {run_dir}; resume with: {again}",
                           130 if isinstance(exc, KeyboardInterrupt) else 143) from None
-    path, n = _merge(run_dir, report)
-    _record_end(run_dir)
-    report.note(f"merged {n} cells into {path}")
-    return run_dir
 
 
 def _probes(exp: Experiment, run_dir: Path, report: Progress) -> None:
@@ -221,9 +256,8 @@ def _probes(exp: Experiment, run_dir: Path, report: Progress) -> None:
     report.note(f"calibration probes in {time.perf_counter() - t0:.0f} s -> {path}")
 
 
-def _record_end(run_dir: Path) -> None:
+def _record_end(rd: RunDir) -> None:
     """Load average at the end of the run beside the one at its start (environment.json)."""
-    rd = RunDir(run_dir)
     env = rd.environment()
     if env:
         rd.write_json("environment.json", {**env, "load_average_end": load_average()})
@@ -277,14 +311,16 @@ def _run_array(exp: Experiment, cells: list[Cell], done: dict, run_dir: Path,
         report.line(cell, status, None, [])
 
 
-def merge_only(run_dir: str | Path) -> tuple[Path, list[str]]:
+def merge_only(run_dir: str | Path) -> tuple[Path, list[str], str | None]:
     """``subquad sweep --merge DIR``: rebuild runs.csv from the sound cell files.
 
-    Returns the runs.csv path and one message per damaged cell file (left out of it).
+    Returns the runs.csv path, one message per damaged cell file and one line naming the cell
+    files of another experiment (all left out of it).
     """
-    run_dir = Path(run_dir)
-    if not cells_dir(run_dir).is_dir():
+    rd = RunDir(run_dir)
+    if not cells_dir(rd.path).is_dir():
         raise ConfigError("merge", f"{run_dir} has no cells/ directory; is it a sweep output?")
-    bad = bad_cells(run_dir)
-    path, _ = _merge(run_dir, Progress(0, Timing()))
-    return path, bad
+    command = f"subquad sweep --merge {run_dir}"
+    with rd.lock(command), rd.writing("the cell files are unchanged", command):
+        path, _ = _merge(rd, Progress(0, Timing()), warn_foreign=False)
+    return path, bad_cells(rd.path), _foreign(rd)

@@ -4,10 +4,11 @@ A cell's rows go to ``DIR/cells/<cell_id>.csv`` (and its training rows to
 ``<cell_id>.training.csv``, written first) through a temporary file in the same directory,
 fsync and ``os.replace``; so a SIGKILL at any moment leaves either the complete file or none.
 Each cell file starts with a checksum line (``# subquad-sha256 <hex of the rest>``), so a file
-truncated or modified afterwards (a copy cut short, a bad disk) is detected by ``read_cell``,
-reported by ``--merge`` and rerun by ``--resume``. Files without that line (written before it
-existed) are accepted only if they parse and every row has a known status.
-``merge_run`` rebuilds ``runs.csv`` and ``training.csv`` from the sound cell files,
+truncated or modified afterwards (a copy cut short, a bad disk), or without that line, is
+damaged: ``read_cell`` says so, ``--merge`` reports it and ``--resume`` reruns it.
+A cell id begins with the experiment's identity (``IDENTITY_DIGITS``): files of another
+experiment (copied in) are foreign, reported and left out. ``merge_run`` rebuilds
+``runs.csv`` and ``training.csv`` from the sound cell files of the directory's experiment,
 deduplicated by (cell, sample, phase) resp. (cell, iteration, layer).
 """
 
@@ -26,7 +27,7 @@ from subquad.errors import CorruptFileError
 from subquad.files import atomic_write_text
 from subquad.results.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
 from subquad.vocabulary import PHASES as PHASE_ORDER
-from subquad.vocabulary import RETRY_OUTCOMES, STATUSES
+from subquad.vocabulary import RETRY_OUTCOMES
 
 #: docs/DESIGN.md, "runs.csv" and "training.csv": declared once, in the results schema
 RUNS_COLUMNS = [*TABLES["runs"].columns, VERSION_COLUMN]
@@ -34,6 +35,10 @@ TRAINING_COLUMNS = [*TABLES["training"].columns, VERSION_COLUMN]
 #: training.csv columns taken from the solver's info of that iteration (empty if it has none)
 SOLVER_INFO_COLUMNS = ("cg_iters", "cond_K", "cond_preconditioned")
 CELL_FILE = re.compile(r"^[0-9a-f]{16}\.csv$")
+#: every file the sweep writes in cells/: a cell, its training rows, their temporaries
+OWN_FILE = re.compile(r"^(\.)?[0-9a-f]{16}(\.training)?\.csv(?(1)\.[^/]+\.tmp)$")
+#: the leading hex digits of a cell id that are its experiment's identity
+IDENTITY_DIGITS = 6
 #: first line of every cell file: this prefix, then the sha256 of the rest of the file
 CHECKSUM_PREFIX = "# subquad-sha256 "
 
@@ -65,11 +70,8 @@ def atomic_write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: list[s
 
 
 def read_cell(path: Path) -> pd.DataFrame:
-    """The rows of a cell (or cell training) file as strings; CorruptFileError if it is damaged.
-
-    Damaged means: unreadable, not UTF-8, checksum line present but not matching, or (files
-    without a checksum line) not a CSV whose every row has a status in ``STATUSES``.
-    """
+    """The rows of a cell (or cell training) file as strings; CorruptFileError if it is damaged:
+    unreadable, not UTF-8, without its checksum line, or not matching it."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -78,20 +80,14 @@ def read_cell(path: Path) -> pd.DataFrame:
     except UnicodeDecodeError:
         raise CorruptFileError(f"{path}: not text (overwritten?)") from None
     first, _, body = text.partition("\n")
-    checked = first.startswith(CHECKSUM_PREFIX)
-    if checked and first[len(CHECKSUM_PREFIX):].strip() != _sha256(body):
+    if not first.startswith(CHECKSUM_PREFIX):
+        raise CorruptFileError(f"{path}: no checksum line (damaged or not written by subquad)")
+    if first[len(CHECKSUM_PREFIX):].strip() != _sha256(body):
         raise CorruptFileError(f"{path}: checksum mismatch (truncated or modified)")
-    if first.startswith("#") and not checked:
-        raise CorruptFileError(f"{path}: damaged checksum line")
     try:
-        frame = pd.read_csv(io.StringIO(body if checked else text), dtype=str,
-                            keep_default_na=False)
+        return pd.read_csv(io.StringIO(body), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise CorruptFileError(f"{path}: not a readable CSV ({type(exc).__name__})") from None
-    if not checked and not path.name.endswith(".training.csv") and (
-            frame.empty or "status" not in frame or not frame["status"].isin(STATUSES).all()):
-        raise CorruptFileError(f"{path}: rows without a valid status (truncated?)")
-    return frame
 
 
 def bad_cells(run_dir: Path) -> list[str]:
@@ -140,17 +136,29 @@ def is_final(status: str, message: str) -> bool:
     return not (status in ("censored", "error") and message.startswith(RETRY_OUTCOMES))
 
 
-def clear_cells(run_dir: Path) -> int:
-    """Remove the cell files and temporaries of a previous run; returns how many."""
+def clear_cells(run_dir: Path, temporaries: bool = False) -> list[Path]:
+    """Remove the cell files and temporaries of a previous run (only the temporaries, left by a
+    killed writer, if ``temporaries``), never another file; returns what it removed."""
     d = cells_dir(run_dir)
-    if not d.is_dir():
-        return 0
-    gone = 0
-    for p in d.iterdir():
-        if p.is_file() and (p.suffix == ".csv" or p.name.endswith(".tmp")):
-            p.unlink()
-            gone += 1
+    gone = sorted(p for p in d.iterdir() if p.is_file() and OWN_FILE.match(p.name)
+                  and (p.name.endswith(".tmp") or not temporaries)) if d.is_dir() else []
+    for p in gone:
+        p.unlink(missing_ok=True)
     return gone
+
+
+def foreign_cells(run_dir: Path, identity: str | None) -> list[Path]:
+    """The cell files whose id is not of the experiment ``identity`` (none if it is unknown)."""
+    prefix = (identity or "")[:IDENTITY_DIGITS]
+    return [p for p in cell_files(run_dir) if not p.name.startswith(prefix)]
+
+
+def experiment_of(path: Path) -> str:
+    """The experiment named in a cell file's rows ('?' when it cannot be read)."""
+    try:
+        return str(read_cell(path)["experiment"].iloc[0])
+    except (CorruptFileError, KeyError, IndexError):
+        return "?"
 
 
 def _read_all(files: list[Path]) -> pd.DataFrame | None:
@@ -185,14 +193,16 @@ def _merge(files: list[Path], columns: list[str], key: list[str], order: list[st
     return df.loc[sort.sort_values(order, kind="stable").index]
 
 
-def merge_run(run_dir: Path) -> tuple[Path, int]:
-    """Rebuild ``runs.csv`` (and ``training.csv`` if any cell trained) from the cell files.
+def merge_run(run_dir: Path, identity: str | None = None) -> tuple[Path, int]:
+    """Rebuild ``runs.csv`` (and ``training.csv`` if any cell trained) from the sound cell files
+    of the experiment ``identity`` (every sound one if None).
 
     Returns the runs.csv path and how many cells it holds.
     """
     run_dir = Path(run_dir)
-    files = [p for p in cell_files(run_dir)
-             if not read_cell_status(p)[1].startswith("corrupt cell file")]
+    foreign = set(foreign_cells(run_dir, identity))
+    files = [p for p in cell_files(run_dir) if p not in foreign
+             and not read_cell_status(p)[1].startswith("corrupt cell file")]
     order = ["experiment", "method", "options", "m", "n", "d", "L", "c", "seed", "cell",
              "sample", "phase"]
     runs = _merge(files, RUNS_COLUMNS, ["cell", "sample", "phase"], order)

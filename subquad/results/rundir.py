@@ -1,31 +1,39 @@
-"""``RunDir``: the only reader and writer of a run directory's files.
+"""``RunDir``: the only reader and writer of a run directory's files, and its invariants.
 
 Every table is parsed at most once per ``RunDir`` (commands make one per directory) and checked
-against its declaration in ``schema``; writes are atomic (``subquad.files``) and refresh the
-cache (``files.PARSES`` counts the parses, so a test can hold a command to one per file).
+against its declaration in ``schema``; writes are atomic (``subquad.files``), several derived
+tables as one set, and refresh the cache (``files.PARSES`` counts the parses, so a test can
+hold a command to one per file). A writer of cells/runs.csv holds the directory's advisory
+lock; ``run.json`` names the one experiment the directory holds.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from subquad.errors import ConfigError
+from subquad.errors import ConfigError, WriteError
 from subquad.files import (
     atomic_write_bytes,
-    atomic_write_frame,
     atomic_write_json,
+    atomic_write_set,
     atomic_write_text,
     read_table,
+    try_lock,
 )
-from subquad.results.cells import merge_run
+from subquad.results.cells import IDENTITY_DIGITS, merge_run
 from subquad.results.runs import Runs, validate_runs
 from subquad.results.schema import (
+    LOCK_FILE,
+    RUN,
     SCHEMA_VERSION,
     TABLES,
     refresh_hint,
@@ -36,6 +44,9 @@ from subquad.vocabulary import STATUSES
 
 #: what commands derive from runs.csv besides the derived tables (removed with them)
 DOCUMENTS = ("report.md", "axis_claims.md", "figures")
+#: an OSError of these is a failed write (``RunDir.writing``), not a bug
+WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT,
+                errno.EFBIG, errno.EIO)
 
 
 class OldSchema(ConfigError):
@@ -183,11 +194,69 @@ class RunDir:
 
     def write_table(self, name: str, rows: Iterable[Mapping] | pd.DataFrame) -> Path:
         """One declared table, atomically; the cache is refreshed."""
-        frame = table_frame(name, rows)
-        path = atomic_write_frame(self.file(name), frame)
-        for key in (name, f"raw:{name}"):
-            self._cache.pop(key, None)
-        return path
+        return self.write_tables({name: rows})[name]
+
+    def write_tables(self, tables: Mapping[str, Iterable[Mapping] | pd.DataFrame]
+                     ) -> dict[str, Path]:
+        """Declared tables as one set: all are written or none (``files.atomic_write_set``)."""
+        data = {self.file(n): table_frame(n, rows).to_csv(index=False).encode("utf-8")
+                for n, rows in tables.items()}
+        atomic_write_set(data)
+        for name in tables:
+            for key in (name, f"raw:{name}"):
+                self._cache.pop(key, None)
+        return {name: self.file(name) for name in tables}
+
+    @contextmanager
+    def writing(self, kept: str, command: str) -> Iterator[None]:
+        """A failed write inside (full disk, read-only, permissions) as a ``WriteError`` naming
+        the file, what was ``kept`` and the ``command`` that continues."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            raise WriteError(exc, kept, command) from None
+
+    @contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the directory's exclusive advisory lock (``LOCK_FILE``, holding the pid and
+        ``command``) while writing cells or runs.csv; a second writer is a ConfigError naming
+        the holder. Readers never take it; the kernel releases it on any exit, kill -9 too."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError("out", f"{self.path} exists and is not a directory; give a "
+                              "directory (it is created if missing)")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd, holder = try_lock(self.path / LOCK_FILE, f"pid {os.getpid()}: {command}")
+        except OSError as exc:
+            raise ConfigError("out", f"cannot create {self.path / LOCK_FILE}: {exc.strerror}; "
+                              "give a writable directory") from None
+        if fd is None:
+            raise ConfigError("out", f"{self.path} is being written by "
+                              f"{holder or 'another process'}; wait until it ends (fit, plot "
+                              "and report may read it meanwhile)")
+        try:
+            yield  # the file keeps naming the last writer
+        finally:
+            os.close(fd)
+
+    def identity(self) -> str | None:
+        """The identity of the experiment the directory holds (``run.json``), None if unknown."""
+        return self.json("run.json").get("identity")
+
+    def bind(self, name: str, identity: str) -> None:
+        """Record the experiment the directory holds in ``run.json``; a directory holding
+        another one is a ConfigError naming both (name and short identity)."""
+        held = self.json("run.json")
+        if held.get("identity", identity) != identity:
+            short = IDENTITY_DIGITS
+            raise ConfigError("out", f"{self.path} holds experiment {held.get('experiment')} "
+                              f"({held['identity'][:short]}), not {name} ({identity[:short]});"
+                              " give another --out, or --overwrite to replace it")
+        record = dict(zip(RUN, (name, identity)))
+        if held != record:
+            self.write_json("run.json", record)
 
     def measured_files(self) -> list[str]:
         """The names of the measured tables (runs.csv, training.csv) the directory holds."""
@@ -225,7 +294,7 @@ class RunDir:
         """Rebuild runs.csv (and training.csv) from the sound cell files."""
         for key in ("runs", "raw:runs", "training", "raw:training"):
             self._cache.pop(key, None)
-        return merge_run(self.path)
+        return merge_run(self.path, self.identity())
 
 
 def _complete_lines(path: Path) -> None:

@@ -1,7 +1,8 @@
 """runs.csv typed and validated: the usable rows, and those dropped with their reason.
 
 The loader never hides data: a measured row whose ``seconds`` is missing, text, negative, or
-zero while work was done is returned in ``dropped``, one row per (cell, phase, reason) with
+zero while work was done, and a second row of one (cell, sample, phase), is returned in
+``dropped``, one row per (cell, phase, reason) with
 the count, and every consumer prints or renders it.
 """
 
@@ -14,6 +15,7 @@ import pandas as pd
 
 from subquad.results.format import options_string
 from subquad.results.schema import TABLES
+from subquad.vocabulary import DUPLICATE
 
 
 @dataclass
@@ -39,7 +41,8 @@ class Runs:
 
 
 def _drop_reasons(raw: pd.DataFrame, typed: pd.DataFrame) -> pd.Series:
-    """Why each measured (status ok) row cannot be used; '' when it can."""
+    """Why each row cannot be used (a measured one: its seconds or m; any: a repeat of its
+    cell, sample and phase); '' when it can."""
     text = raw["seconds"].astype(str).str.strip()
     sec, work = typed["seconds"], typed["work"]
     ok = typed["status"] == "ok"
@@ -52,6 +55,9 @@ def _drop_reasons(raw: pd.DataFrame, typed: pd.DataFrame) -> pd.Series:
     reason[ok & (sec == 0) & ~(work == 0)] = "seconds is zero although work was done"
     m = typed["m"]
     reason[ok & (reason == "") & ~(np.isfinite(m.fillna(np.nan)) & (m > 0))] = "m is not > 0"
+    # a second row of one (cell, sample, phase): kept once, never fitted twice
+    again = raw.duplicated(["cell", "sample", "phase"]) & (raw["cell"].astype(str) != "")
+    reason[again & (reason == "")] = DUPLICATE
     return reason
 
 
@@ -61,8 +67,9 @@ def _dropped_rows(raw: pd.DataFrame, typed: pd.DataFrame, reason: pd.Series) -> 
     if not bad.any():
         return TABLES["dropped"].typed(pd.DataFrame(columns=TABLES["dropped"].columns))
     d = typed.loc[bad, ["cell", "method", "label", "options", "m", "phase"]].copy()
-    d["column"] = np.where(reason[bad].str.startswith("m "), "m", "seconds")
-    d["value"] = raw.loc[bad, "seconds"].astype(str)
+    d["column"] = np.select([reason[bad].str.startswith("m "), reason[bad] == DUPLICATE],
+                            ["m", "sample"], "seconds")
+    d["value"] = [str(raw.at[i, c]) for i, c in zip(d.index, d["column"])]
     d["reason"] = reason[bad]
     keys = ["cell", "method", "label", "options", "m", "phase", "column", "reason"]
     out = d.groupby(keys, dropna=False, sort=True).agg(value=("value", "first"),

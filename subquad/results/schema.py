@@ -133,6 +133,10 @@ ENVIRONMENT = {
     "load_average_end": "load average at the end", "omp_wait_policy": "OMP_WAIT_POLICY",
     "thread_env": "thread variables",
 }
+#: the keys of ``run.json``: the experiment a run directory holds (``RunDir.bind``)
+RUN = {"experiment": "experiment name", "identity": "sha256 of its cells, timing and name"}
+#: the advisory lock a writer of cells/runs.csv holds (its pid and command line inside)
+LOCK_FILE = ".subquad.lock"
 
 
 def table_frame(name: str, rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:

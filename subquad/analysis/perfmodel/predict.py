@@ -317,10 +317,11 @@ def model_run(run_dir: RunDir | str | Path, calibration: str | Path | None = Non
     factors = fit_factors(pred, lo, n_boot)
     pred = apply_factors(pred, factors)
     fits = rd.table("fits")
-    paths = {"model": rd.write_table("model", _model_table(pred, machine)),
-             "factors": rd.write_table("model_factors", factors),
-             "summary": rd.write_table("model_summary", summary(pred, machine, lo, fits)),
-             "speedup": rd.write_table("model_speedup", speedups(pred, machine))}
+    written = rd.write_tables({"model": _model_table(pred, machine),
+                               "model_factors": factors,
+                               "model_summary": summary(pred, machine, lo, fits),
+                               "model_speedup": speedups(pred, machine)})
+    paths = {name.removeprefix("model_"): path for name, path in written.items()}
     try:
         from subquad.analysis.perfmodel.plots import bandwidth_figure, model_figure  # noqa: PLC0415
     except ImportError:

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
             upgrade(rd)
             print(f"migrated {target}/runs.csv to the current results schema "
                   "(variant columns from its experiment.toml)")
-    paths = fit_run(rd, **options)
+    with rd.writing(f"the previous fits in {rd.path} are unchanged", f"subquad fit {target}"):
+        paths = fit_run(rd, **options)
     fits = rd.table("fits")
     main = fits[(fits["fit"] == "slope") & fits["phase"].isin(["iteration", "init", "kernel"])
                 & fits["quantity"].isin(["seconds", "work"])]

@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    written = plot_run(RunDir.load(args.dir, fitted=None))
+    rd = RunDir.load(args.dir, fitted=None)
+    with rd.writing(f"runs.csv and the fits in {rd.path} are unchanged", f"subquad plot {rd.path}"):
+        written = plot_run(rd)
     for path in written or []:
         print(f"wrote {path}")
     if not written:

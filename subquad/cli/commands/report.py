@@ -15,5 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(f"wrote {write_report(RunDir.load(args.dir, fitted=None))}")
+    rd = RunDir.load(args.dir, fitted=None)
+    with rd.writing(f"runs.csv and the fits in {rd.path} are unchanged",
+                    f"subquad report {rd.path}"):
+        print(f"wrote {write_report(rd)}")
     return 0

@@ -40,14 +40,16 @@ def run(args: argparse.Namespace) -> int:
     if args.merge:
         if args.config:
             raise ConfigError("merge", "give either CONFIG or --merge DIR, not both")
-        path, bad = merge_only(args.merge)
+        path, bad, foreign = merge_only(args.merge)
         print(f"wrote {path}")
         if bad:
             print(f"subquad: {len(bad)} damaged cell file(s) left out of {path}; "
                   f"`subquad sweep CONFIG --out {args.merge} --resume` runs them again",
                   file=sys.stderr)
-            return 1
-        return 0
+        if foreign:
+            print(f"subquad: error: merge: {foreign}", file=sys.stderr)
+            return 2
+        return 1 if bad else 0
     if not args.config:
         raise ConfigError("CONFIG", "missing experiment file, e.g. experiments/smoke.toml "
                           "(or --merge DIR)")

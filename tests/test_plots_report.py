@@ -240,3 +240,11 @@ def test_report_without_fits_says_not_measured(subquadratic_run: Path, tmp_path:
     assert _verdict(_claims(report), "per-iteration time") == "not measured"
     assert "No exponent fitted in this run" in report
     assert "Environment not measured" in report
+
+
+def test_same_context_of_an_empty_table_keeps_its_columns() -> None:
+    """A run without subquad fits: the exponent-vs-c figure's selection stays a table."""
+    from subquad.analysis.rundata import same_context
+
+    empty = pd.DataFrame({"context": [], "machine": [], "exponent": []})
+    assert list(same_context(empty, {"n": 16}).columns) == ["context", "machine", "exponent"]

@@ -188,7 +188,7 @@ def same_context(table: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:
         if col in table and str(fixed.get(col, "") or ""):
             table = table[(table[col] == str(fixed[col])) | (table[col] == "")]
     if "context" in table:
-        table = table[[context_matches(c, fixed) for c in table["context"]]]
+        table = table[np.array([context_matches(c, fixed) for c in table["context"]], bool)]
     return table
 
 

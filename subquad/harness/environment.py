@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from subquad.environ import THREAD_VARIABLES
 from subquad.memory import meminfo
 
 LIBRARIES = ("subquad", "numpy", "scipy", "pandas", "matplotlib", "numba", "threadpoolctl",
@@ -174,8 +175,7 @@ def collect_environment() -> dict[str, Any]:
         "blas": _blas(),
         "numba": _numba(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                      "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")},
+        "thread_env": {k: os.environ.get(k) for k in THREAD_VARIABLES},
         "gpu": _gpu(),
         "caches": cache_levels(),
         "cpu_governor": cpu_governor(),

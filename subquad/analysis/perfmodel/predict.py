@@ -381,6 +381,8 @@ def predict_run(run_dir: RunDir | str | Path, calibration: str | Path,
     rd = RunDir.of(run_dir)
     runs = rd.runs().frame
     other = load_calibration(calibration, machine)
+    if machine is not None and other.id != machine:
+        raise ConfigError("--machine", f"{calibration} holds machine {other.id}, not {machine!r}")
     _check_setting(rd, runs, other, force)
     cells = cell_phases(runs)
     _missing_counts(cells)

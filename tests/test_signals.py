@@ -59,8 +59,8 @@ def test_signal_at_any_delay_is_one_line(entry: str, sig: int) -> None:
                 break
         if _before_subquad(err):
             continue
-        if rc == -sig:  # killed before the interpreter had a handler: the shell shows 128+n
-            assert err == "", (delay, err)
+        if rc == -sig:  # killed before the interpreter started subquad: the shell shows 128+n
+            assert err == "" and delay < 0.3, (delay, err)  # not while numpy and numba load
             continue
         assert rc == CODE[sig], (delay, rc, err)
         assert err.splitlines() == [LINE[sig]], (delay, err)

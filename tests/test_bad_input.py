@@ -382,7 +382,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
               "{file}"), 2, "--calibration"),
     "predict calibration without rates": (
         _file("cal.json", b'{"machines": {"a": {"stream": []}}}', "predict", str(WIDTH16),
-              "--calibration", "{file}"), 2, "gram_rate"),
+              "--calibration", "{file}"), 2, "loop_rate"),
     "predict unknown machine": (lambda tmp: ["predict", str(_width16(tmp)), "--calibration",
                                              str(WIDTH16 / "calibration.json"), "--machine",
                                              "nope"], 2, "nope"),

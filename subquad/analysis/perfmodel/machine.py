@@ -192,7 +192,7 @@ def load_calibration(path: str | Path, machine: str | None = None, arg: str = "-
                           "(or a sweep with [calibration] probes = true)")
     try:
         machines = json.loads(p.read_text())["machines"]
-        missing = sorted({"stream", "random_rows", "gram_rate", "loop_rate", "solve_seconds"}
+        missing = sorted({"stream", "random_rows", "loop_rate"}
                          - set().union(*(cal.keys() for cal in machines.values())))
     except (OSError, ValueError) as exc:  # unreadable, not JSON
         raise ConfigError(arg, f"{p} is not a calibration file: {exc}") from None

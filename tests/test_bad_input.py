@@ -9,7 +9,9 @@ traceback nor a raw numpy warning reached the terminal. Cases that must fail *af
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -108,6 +110,69 @@ def _no_gpu() -> bool:
     from subquad.model.backend import gpu_available
 
     return not gpu_available()[0]
+
+
+#: the committed run with per-phase counts and a calibration (subquad model / predict)
+WIDTH16 = Path(__file__).resolve().parents[1] / "results" / "width16"
+
+
+def _width16(tmp: Path, cal: Callable[[dict], dict] | None = None) -> Path:
+    """A copy of results/width16 (runs.csv, experiment.toml, calibration.json changed by cal)."""
+    d = tmp / "w16"
+    d.mkdir()
+    for name in ("runs.csv", "experiment.toml", "environment.json"):
+        (d / name).write_bytes((WIDTH16 / name).read_bytes())
+    data = json.loads((WIDTH16 / "calibration.json").read_text())
+    (d / "calibration.json").write_text(json.dumps(cal(data) if cal else data))
+    return d
+
+
+def _other_dtype(data: dict) -> dict:
+    for entry in data["machines"].values():
+        entry["dtype"] = "float64" if entry["dtype"] == "float32" else "float32"
+    return data
+
+
+def _file(name: str, content: bytes, *argv: str) -> Callable[[Path], list[str]]:
+    """Write ``content`` to tmp/name, then run argv ({tmp} and {file} substituted)."""
+
+    def make(tmp: Path) -> list[str]:
+        (tmp / name).write_bytes(content)
+        return [a.replace("{tmp}", str(tmp)).replace("{file}", str(tmp / name)) for a in argv]
+
+    return make
+
+
+#: environment variables: (variables, argv, status, fragment); run as ``python -m subquad`` in a
+#: subprocess, since a variable such as NUMBA_NUM_THREADS is read when numba first loads
+ENV_CASES: dict[str, tuple[dict[str, str], list[str], int, str]] = {
+    "env NUMBA_NUM_THREADS 0": ({"NUMBA_NUM_THREADS": "0"}, TRAIN, 2, "$NUMBA_NUM_THREADS"),
+    "env NUMBA_NUM_THREADS -3": ({"NUMBA_NUM_THREADS": "-3"}, TRAIN, 2, "$NUMBA_NUM_THREADS"),
+    "env NUMBA_NUM_THREADS abc": ({"NUMBA_NUM_THREADS": "abc"}, TRAIN, 2, "$NUMBA_NUM_THREADS"),
+    "env NUMBA_NUM_THREADS on fit": ({"NUMBA_NUM_THREADS": "0"}, ["fit", "nowhere"], 2,
+                                     "$NUMBA_NUM_THREADS"),
+    "env OMP_NUM_THREADS abc": ({"OMP_NUM_THREADS": "abc"}, TRAIN, 2, "$OMP_NUM_THREADS"),
+    "env OMP_NUM_THREADS 0": ({"OMP_NUM_THREADS": "0"}, TRAIN, 2, "$OMP_NUM_THREADS"),
+    "env OMP_NUM_THREADS 4,x": ({"OMP_NUM_THREADS": "4,x"}, TRAIN, 2, "$OMP_NUM_THREADS"),
+    "env OPENBLAS_NUM_THREADS many": ({"OPENBLAS_NUM_THREADS": "many"}, TRAIN, 2,
+                                      "$OPENBLAS_NUM_THREADS"),
+    "env MKL_NUM_THREADS 0": ({"MKL_NUM_THREADS": "0"}, TRAIN, 2, "$MKL_NUM_THREADS"),
+    "env NUMBA_THREADING_LAYER bogus": ({"NUMBA_THREADING_LAYER": "bogus"}, TRAIN, 2,
+                                        "$NUMBA_THREADING_LAYER"),
+    "env SUBQUAD_EMULATE_CUPY bogus": ({"SUBQUAD_EMULATE_CUPY": "bogus"},
+                                       [*TRAIN, "--backend", "cupy"], 2,
+                                       "$SUBQUAD_EMULATE_CUPY"),
+    "env SUBQUAD_HOST_BUILD_DIR relative": ({"SUBQUAD_HOST_BUILD_DIR": "rel/dir"}, TRAIN, 2,
+                                            "$SUBQUAD_HOST_BUILD_DIR"),
+    "env SUBQUAD_HOST_BUILD_DIR a file": ({"SUBQUAD_HOST_BUILD_DIR": "/etc/hostname"}, TRAIN, 2,
+                                          "$SUBQUAD_HOST_BUILD_DIR"),
+    "env XDG_CACHE_HOME relative": ({"XDG_CACHE_HOME": "cache"}, TRAIN, 2, "$XDG_CACHE_HOME"),
+    "env XDG_CACHE_HOME a file": ({"XDG_CACHE_HOME": "/etc/hostname"}, TRAIN, 2,
+                                  "$XDG_CACHE_HOME"),
+    "env MPLBACKEND bogus on train": ({"MPLBACKEND": "bogus"}, TRAIN, 2, "$MPLBACKEND"),
+    "env MPLBACKEND bogus on plot": ({"MPLBACKEND": "nonesuch"}, ["plot", "nowhere"], 2,
+                                     "$MPLBACKEND"),
+}
 
 
 CASES: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
@@ -240,6 +305,111 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
                              2, "limits"),
     "plot missing dir": (lambda tmp: ["plot", str(tmp / "nope")], 2, "DIR"),
     "report missing dir": (lambda tmp: ["report", str(tmp / "nope")], 2, "DIR"),
+    # ---- issue 22: options that do not apply, thread counts, memory advice ---------------
+    "sweep --partition with local": (_sweep("--partition", "debug"), 2, "--partition"),
+    "sweep --time with local": (_sweep("--time", "10"), 2, "--time"),
+    "sweep --gpus-per-task with local": (_sweep("--gpus-per-task", "1"), 2, "--gpus-per-task"),
+    "sweep --array-parallelism with local": (_sweep("--array-parallelism", "2"), 2,
+                                             "--array-parallelism"),
+    "sweep --partition with local-processes": (_sweep("--executor", "local-processes",
+                                                      "--partition", "x"), 2, "--partition"),
+    "toml threads 1000": (_toml("[timing]", "[timing]\nthreads = 1000"), 2,
+                          "usable cores"),
+    "calibrate --threads 1000": (lambda tmp: ["calibrate", "--threads", "1000", "--out",
+                                              str(tmp / "cal")], 2, "usable cores"),
+    "train memory advice float32": (_train("--m", "200000", "--n", "8", "--dtype", "float32"),
+                                    2, "what fits: m <= "),
+    "predict calibration of another dtype": (
+        lambda tmp: ["predict", str(_width16(tmp)), "--calibration",
+                     str(_width16(tmp.joinpath("o").mkdir() or tmp / "o", _other_dtype)
+                         / "calibration.json")], 2, "pass --force"),
+    "model calibration of another dtype": (
+        lambda tmp: ["model", str(_width16(tmp, _other_dtype))], 2, "pass --force"),
+    # ---- more files and flags across every command ------------------------------------
+    "toml threads 0": (_toml("[timing]", "[timing]\nthreads = 0"), 2, "timing.threads"),
+    "toml threads string": (_toml("[timing]", '[timing]\nthreads = "2"'), 2, "timing.threads"),
+    "toml probes not a boolean": (_toml("[timing]", '[calibration]\nprobes = "yes"\n[timing]'),
+                                  2, "calibration.probes"),
+    "toml calibration unknown key": (_toml("[timing]", "[calibration]\nprobe = true\n[timing]"),
+                                     2, "probe"),
+    "toml training iterations -1": (_toml("[timing]", "[training]\niterations = -1\n[timing]"),
+                                    2, "training.iterations"),
+    "toml training unknown key": (_toml("[timing]", "[training]\niters = 3\n[timing]"), 2,
+                                  "iters"),
+    "toml executor kind cloud": (_toml("[timing]", '[executor]\nkind = "cloud"\n[timing]'), 2,
+                                 "executor.kind"),
+    "toml executor time soon": (_toml("[timing]", '[executor]\ntime = "soon"\n[timing]'), 2,
+                                "executor.time"),
+    "toml executor unknown key": (_toml("[timing]", '[executor]\nqueue = "a"\n[timing]'), 2,
+                                  "queue"),
+    "toml fit window some": (_toml("[timing]", '[fit]\nwindow = "some"\n[timing]'), 2,
+                             "fit.window"),
+    "toml timing unknown key": (_toml("[timing]", "[timing]\nwarmups = 2"), 2, "warmups"),
+    "toml timing samples 0": (_toml("samples = 2", "samples = 0"), 2, "timing.samples"),
+    "toml rounds above samples": (_toml("samples = 2", "samples = 2\nrounds = 99"), 2,
+                                  "timing.rounds"),
+    "toml fixed data bogus": (_toml("seed = 0\n", 'seed = 0\ndata = "mnist"\n'), 2,
+                              "fixed.data"),
+    "toml fixed dtype float16": (_toml("seed = 0\n", 'seed = 0\ndtype = "float16"\n'), 2,
+                                 "fixed.dtype"),
+    "toml seed and seeds": (_toml("seed = 0\n", "seed = 0\nseeds = [1, 2]\n"), 2,
+                            "seeds"),
+    "toml backend tpu": (_toml('name = "tiny"', 'name = "tiny"\nbackend = "tpu"'), 2,
+                         "backend"),
+    "toml unknown top key": (_toml('name = "tiny"', 'name = "tiny"\nmode = "fast"'), 2,
+                             "mode"),
+    "toml method bogus": (_toml('method = "dense-gn"', 'method = "dense-xx"'), 2, "method"),
+    "toml dense-gn update": (_toml('method = "dense-gn"', 'method = "dense-gn"\n'
+                                   'update = "scatter"'), 2, "update"),
+    "toml sweep axis bogus": (_toml('axis = "m"', 'axis = "width"'), 2, "axis"),
+    "toml sweep values empty": (_toml('axis = "m"\nvalues = [64, 128]',
+                                      'axis = "m"\nvalues = []'), 2, "values"),
+    "toml grid ratio 3": (_toml('axis = "m"\nvalues = [64, 128]',
+                                'axis = "m"\nvalues = { start = 64, stop = 256, ratio = 3 }'),
+                          2, "ratio"),
+    "calibrate --dtype float16": (lambda tmp: ["calibrate", "--dtype", "float16", "--out",
+                                               str(tmp / "c")], 2, "dtype"),
+    "calibrate --backend tpu": (lambda tmp: ["calibrate", "--backend", "tpu", "--out",
+                                             str(tmp / "c")], 2, "backend"),
+    "predict missing calibration": (lambda tmp: ["predict", str(_width16(tmp)), "--calibration",
+                                                 str(tmp / "none.json")], 2, "--calibration"),
+    "predict garbage calibration": (_file("cal.json", b"{not json", "predict", str(WIDTH16),
+                                          "--calibration", "{file}"), 2, "--calibration"),
+    "predict calibration a list": (_file("cal.json", b"[1, 2]", "predict", str(WIDTH16),
+                                         "--calibration", "{file}"), 2, "--calibration"),
+    "predict calibration machines not objects": (
+        _file("cal.json", b'{"machines": {"a": 1}}', "predict", str(WIDTH16), "--calibration",
+              "{file}"), 2, "--calibration"),
+    "predict calibration without rates": (
+        _file("cal.json", b'{"machines": {"a": {"stream": []}}}', "predict", str(WIDTH16),
+              "--calibration", "{file}"), 2, "loop_rate"),
+    "predict unknown machine": (lambda tmp: ["predict", str(_width16(tmp)), "--calibration",
+                                             str(WIDTH16 / "calibration.json"), "--machine",
+                                             "nope"], 2, "nope"),
+    "predict missing run": (lambda tmp: ["predict", str(tmp / "nope"), "--calibration",
+                                         str(WIDTH16 / "calibration.json")], 2, "DIR"),
+    "model garbage calibration": (lambda tmp: (_width16(tmp).joinpath("calibration.json")
+                                               .write_bytes(b"\x00\xff"),
+                                               ["model", str(tmp / "w16")])[1], 2,
+                                  "calibration"),
+    "model without calibration": (lambda tmp: (_width16(tmp).joinpath("calibration.json")
+                                               .unlink(), ["model", str(tmp / "w16")])[1], 2,
+                                  "calibration"),
+    "model min-m nan": (lambda tmp: ["model", str(_width16(tmp)), "--min-m", "wide"], 2,
+                        "--min-m"),
+    "upgrade missing dir": (lambda tmp: ["upgrade", str(tmp / "nope")], 2, "DIR"),
+    "upgrade runs.csv garbage": (_analysis("upgrade", "binary garbage"), 2, "runs.csv"),
+    "check garbage limits": (lambda tmp: (tmp.joinpath("l.toml").write_bytes(b"[gate\xff"),
+                                          ["check", str(_run_dir(tmp, fitted=True)),
+                                           "--baseline", str(tmp / "run"), "--limits",
+                                           str(tmp / "l.toml")])[1], 2, "l.toml"),
+    "train --dtype float16": (_train("--dtype", "float16"), 2, "dtype"),
+    "train --backend tpu": (_train("--backend", "tpu"), 2, "backend"),
+    "train --data mnist": (_train("--data", "mnist"), 2, "data"),
+    "train --threshold sideways": (_train("--threshold", "sideways"), 2, "threshold"),
+    "train --method bogus": (_train("--method", "bogus"), 2, "method"),
+    "train --iters 0": (_train("--iters", "0"), 2, "iters"),
+    "train --n above m": (_train("--n", "128"), 2, "n"),
 }
 
 
@@ -263,8 +433,18 @@ def test_bad_input(case: str, tmp_path: Path, capsys) -> None:
     assert len(errors) == 1, err  # one message, not a cascade
 
 
-def test_at_least_sixty_cases() -> None:
-    assert len(CASES) >= 60
+def test_at_least_150_cases() -> None:
+    assert len(CASES) + len(ENV_CASES) >= 150
+
+
+@pytest.mark.parametrize("case", sorted(ENV_CASES))
+def test_bad_environment(case: str, tmp_path: Path) -> None:
+    env, argv, code, needle = ENV_CASES[case]
+    p = subprocess.run([sys.executable, "-m", "subquad", *argv], capture_output=True, text=True,
+                       cwd=tmp_path, env={**os.environ, **env}, timeout=300)
+    assert p.returncode == code, (argv, p.stdout, p.stderr)
+    assert needle in p.stderr and "Traceback" not in p.stdout + p.stderr, p.stderr
+    assert len(p.stderr.splitlines()) == 1, p.stderr
 
 
 @pytest.mark.skipif(not _no_gpu(), reason="a GPU is usable here")

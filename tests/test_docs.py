@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 #: where a repository path can start
 TOP = ("subquad/", "docs/", "experiments/", "results/", "tests/", "benchmarks/", "Makefile",
        "pyproject.toml", "README.md")
@@ -49,3 +50,21 @@ def test_readme_does_not_send_users_outside_the_repository() -> None:
     assert "shared folder" not in text and "/work/shared" not in text
     for name in ("ALGORITHM.md", "MEASUREMENT.md", "CPU_KERNELS.md", "DESIGN.md"):
         assert f"docs/{name}" in text and (ROOT / "docs" / name).is_file()
+
+
+def test_readme_names_every_experiment_key() -> None:
+    """Every key the experiment parser accepts is named in a TOML block of the README, and
+    every key the README's TOML blocks set is accepted: the two cannot drift apart."""
+    from dataclasses import fields
+
+    from subquad.harness import config as c
+
+    accepted = {*c.TOP_KEYS, *c.METHOD_KEYS, *c.FIXED_KEYS, *c.SWEEP_KEYS, *c.FACTORIAL_KEYS,
+                *c.GRID_KEYS, *c.EXECUTOR_KEYS, *c.FIT_KEYS, *c.TRAINING_KEYS,
+                *c.CALIBRATION_KEYS, *(f.name for f in fields(c.Timing))}
+    blocks = "\n".join(re.findall(r"```toml\n(.*?)```", README.read_text(), re.S))
+    named = set(re.findall(r"[A-Za-z_]+", blocks))
+    assert sorted(accepted - named) == []
+    set_keys = set(re.findall(r"^\s*#?\s*([A-Za-z_]+)\s*=", blocks, re.M))
+    set_keys |= set(re.findall(r"[{,]\s*([A-Za-z_]+)\s*=", blocks))
+    assert sorted(set_keys - accepted) == []

@@ -218,7 +218,7 @@ def load_limits(path: str | Path | None = None) -> Limits:
         doc = tomllib.loads(p.read_text())
     except OSError as exc:
         raise ConfigError("limits", f"cannot read {p}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError("limits", f"{p} is not valid TOML: {exc}") from None
     return parse_limits(doc, str(p))
 

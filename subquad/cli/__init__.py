@@ -3,20 +3,20 @@
 A command module defines ``register(subparsers)`` (its parser, with ``func`` set) and is found
 by its presence in that package: adding a command is adding a module.
 
-Exit statuses: 0 success; 2 a user's mistake (one line naming the parameter, file or key and
-what is accepted); 1 a failure that is not the user's (a failed run, a full disk, or an internal
-error: one line plus the path of a log holding the traceback, see ``crash_log_dir``);
-130 Ctrl-C; 143 SIGTERM. No traceback ever reaches the terminal.
+Exit statuses: 0 success; 2 a user's mistake (one line naming the parameter, file, key or
+environment variable and what is accepted); 1 a failure that is not the user's (a failed run, a
+full disk, or an internal error: one line plus the path of a log holding the traceback, see
+``crash_log_dir``); 130 Ctrl-C; 143 SIGTERM. No traceback ever reaches the terminal.
+
+Signals are handled from the program's first line (``subquad/__main__.py``); ``main`` checks
+the environment before ``cli/parser.py`` loads numpy, scipy, numba and matplotlib (half a
+second or more), then turns signals into exceptions the command can clean up after.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import importlib
-import importlib.metadata
 import os
-import pkgutil
 import signal
 import sys
 import tempfile
@@ -25,35 +25,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from subquad.cli import commands
+from subquad import signals
+from subquad.environ import check_environment
 from subquad.errors import ConfigError, Interrupted, SingularGramError, SubquadError, Terminated
 from subquad.files import atomic_write_text
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="subquad", description="Empirical complexity verification of subquadratic "
-        "training of wide networks (Song, Zhang, Zhang, arXiv 2112.07628).")
-    parser.add_argument("--version", action="version",
-                        version=f"subquad {importlib.metadata.version('subquad')}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for module in command_modules():
-        module.register(sub)
-    return parser
-
-
-def command_modules() -> list:
-    """Every module of ``subquad.cli.commands`` (its order of names), imported."""
-    names = sorted(info.name for info in pkgutil.iter_modules(commands.__path__)
-                   if not info.name.startswith("_"))
-    return [importlib.import_module(f"{commands.__name__}.{name}") for name in names]
 
 
 def crash_log_dir() -> Path:
@@ -80,10 +58,6 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
-    raise Terminated()
-
-
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ARG001
     """Warnings as one line (``subquad: warning: ...``), not file:line plus a source line."""
     return f"subquad: warning: {_one_line(message)}\n"
@@ -91,28 +65,26 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; map every outcome to an exit status and at most one stderr line."""
-
-    parser = build_parser()
-    args = parser.parse_args(argv)  # argparse's own usage errors exit 2
-    previous = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (e.g. called from a worker thread)
-        pass
+    previous: dict = {}
     format_warning, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
-        # a diverging run is reported by its non-finite check, not by raw numpy warnings
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return int(args.func(args) or 0)
+        check_environment()
+        # numpy, scipy, numba and matplotlib load here (not for a cycle): a signal meanwhile
+        # exits at once in the program (subquad/__main__.py); an exception could pass through
+        # a library's C code, whose interpreter then ends by SIGINT instead of exit 130
+        from subquad.cli.parser import build_parser, dispatch  # noqa: PLC0415
+
+        parser = build_parser()
+        previous = signals.install(signals.raise_signal)
+        return dispatch(parser, argv)  # argparse's own usage errors exit 2 (SystemExit)
     except Interrupted as exc:
         print(f"subquad: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("subquad: interrupted (Ctrl-C)", file=sys.stderr)
-        return EXIT_SIGINT
-    except Terminated:
-        print("subquad: terminated (SIGTERM)", file=sys.stderr)
-        return EXIT_SIGTERM
+    except (KeyboardInterrupt, Terminated) as exc:
+        code, what = signals.EXIT[signal.SIGINT if isinstance(exc, KeyboardInterrupt)
+                                  else signal.SIGTERM]
+        print(f"subquad: {what}", file=sys.stderr)
+        return code
     except (ConfigError, SingularGramError) as exc:
         print(f"subquad: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
@@ -131,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     finally:
         warnings.formatwarning = format_warning
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -346,7 +346,7 @@ def calibrate(backend: str = "numpy", dtype: str = "float32", threads: int | Non
         ok, why = gpu_available()
         if not ok:
             raise ConfigError("backend", f"cupy needs a usable GPU: {why}")
-    limit_threads(threads)
+    limit_threads(threads, "threads")
     env = current_environment()
     dt = np.dtype(dtype)
     caches = gpu_caches() if backend == "cupy" else cache_levels()

@@ -59,6 +59,8 @@ FIXED_DEFAULTS: dict[str, Any] = {"m": 1024, "n": 16, "d": None, "L": 2, "c": 0.
 SWEEP_KEYS = ("axis", "values", "methods", "training", *FIXED_KEYS)
 FACTORIAL_KEYS = ("methods", "training", *FIXED_KEYS)
 GRID_KEYS = ("start", "stop", "ratio")
+TRAINING_KEYS = ("iterations",)
+CALIBRATION_KEYS = ("enabled", "m", "probes")
 EXECUTOR_KINDS = ("local", "local-processes", "slurm")
 EXECUTOR_KEYS = ("kind", "partition", "time", "gpus_per_task", "cpus_per_task",
                  "array_parallelism", "exclusive", "account", "constraint", "setup")
@@ -557,10 +559,10 @@ def _factorial(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mappi
 def _training_and_calibration(w: Where, raw: Mapping
                               ) -> tuple[int, bool, tuple[int, ...] | None, bool]:
     tr = w.table(raw.get("training", {}), "training")
-    w.keys(tr, ("iterations",), "training")
+    w.keys(tr, TRAINING_KEYS, "training")
     iters = w.integer(tr.get("iterations", 0), "training.iterations", 0)
     cal = w.table(raw.get("calibration", {}), "calibration")
-    w.keys(cal, ("enabled", "m", "probes"), "calibration")
+    w.keys(cal, CALIBRATION_KEYS, "calibration")
     enabled = w.boolean(cal.get("enabled", bool(cal)), "calibration.enabled")
     grid = None
     if "m" in cal:

@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from subquad.environ import THREAD_VARIABLES
+from subquad.errors import ConfigError
 from subquad.memory import meminfo
 
 LIBRARIES = ("subquad", "numpy", "scipy", "pandas", "matplotlib", "numba", "threadpoolctl",
@@ -174,8 +176,7 @@ def collect_environment() -> dict[str, Any]:
         "blas": _blas(),
         "numba": _numba(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                      "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")},
+        "thread_env": {k: os.environ.get(k) for k in THREAD_VARIABLES},
         "gpu": _gpu(),
         "caches": cache_levels(),
         "cpu_governor": cpu_governor(),
@@ -220,14 +221,18 @@ def fingerprint(env: dict[str, Any]) -> dict[str, Any]:
             "gpu": (env.get("gpu") or {}).get("name")}
 
 
-def limit_threads(threads: int | None) -> None:
+def limit_threads(threads: int | None, param: str = "timing.threads") -> None:
     """Pin BLAS (threadpoolctl) and numba to ``threads`` for the rest of the process.
 
     ``None`` leaves the defaults (all cores). One-thread and all-thread timings are different
-    series; the thread counts are part of the machine id, so fits keep them apart.
+    series; the thread counts are part of the machine id, so fits keep them apart. More threads
+    than usable cores are refused (ConfigError naming ``param``): they would time contention.
     """
     if threads is None:
         return
+    if threads > _usable_cores():
+        raise ConfigError(param, f"{threads} threads exceed the {_usable_cores()} usable cores "
+                          "of this machine; accepted: 1 to the usable cores (or unset for all)")
     import numba  # noqa: PLC0415
     import numpy  # noqa: F401, PLC0415
     import scipy.linalg  # noqa: F401, PLC0415

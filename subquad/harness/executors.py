@@ -51,6 +51,11 @@ def resolve_executor(exp_executor: Executor, kind: str | None, overrides: dict[s
     if kind is not None:
         changes["kind"] = kind
     ex = replace(exp_executor, **changes)
+    slurm_only = [k for k in changes if k != "kind"]
+    if slurm_only and ex.kind != "slurm":
+        raise ConfigError(f"--{slurm_only[0].replace('_', '-')}", f"applies to the slurm "
+                          f"executor only, and this sweep runs on {ex.kind!r}; drop it or add "
+                          "--executor slurm")
     if ex.kind != "local":
         require_submitit(ex.kind)
     if ex.kind == "slurm" and not slurm_available():

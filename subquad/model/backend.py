@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from subquad.environ import EMULATE_ENV
 from subquad.errors import ConfigError
 from subquad.vocabulary import BACKENDS
-
-#: set to 1 to run the cupy backend on the test-only host stand-in (docs/GPU.md, "Emulation")
-EMULATE_ENV = "SUBQUAD_EMULATE_CUPY"
 
 
 @dataclass

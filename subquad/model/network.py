@@ -6,6 +6,7 @@ so the sparse forward streams whole rows and the dense forward is H_{l-1} @ W_l^
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,11 +66,16 @@ class NetworkSpec:
             get_backend("cupy")  # fails early, with a clear message, without a usable GPU
         need = self.weight_bytes() + extra_bytes
         have = available_bytes(self.backend)
-        if need > 0.9 * have:
+        if need > 0.9 * have:  # what would fit: weights grow as L m^2 (itemsize)
+            fit_m = int(self.m * math.sqrt(0.9 * have / need)) // 8 * 8
+            fit_l = int(self.L * 0.9 * have / need)
+            advice = [f"m <= {fit_m}"] if fit_m >= 8 else []
+            advice += [f"L <= {fit_l}"] if fit_l >= 1 else []
+            advice += ["float32 (half the bytes)"] if self.dtype == "float64" else []
             raise ConfigError(
                 "m", f"m = {self.m}, L = {self.L}, n = {self.n} ({self.dtype}) needs about "
                 f"{fmt_bytes(need)} but only {fmt_bytes(have)} is available on {self.backend}; "
-                "reduce m or L, or use float32")
+                f"what fits: {' or '.join(advice) or 'a machine with more memory'}")
         return self
 
     @property

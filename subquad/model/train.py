@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from subquad.errors import ConfigError, SubquadError, check_choice
+from subquad.errors import ConfigError, SubquadError, Terminated, check_choice
 from subquad.model.backend import recorded_backend
 from subquad.model.data import DATASETS, LABELS, check_dimension, load
 from subquad.model.lowrank import parse_rank_max
@@ -248,8 +248,8 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int, Step], None] | None =
             out["solver_info"].append(st.info)
             if on_step is not None:
                 on_step(t, st)
-    except SubquadError as exc:
-        exc.partial = out  # the trajectory so far, for ``train --json`` on a failure
+    except (SubquadError, KeyboardInterrupt, Terminated) as exc:
+        exc.partial = out  # the trajectory so far, for ``train --json`` on a failure or signal
         raise
     out["config"] = _config_record(cfg, tr)
     return out

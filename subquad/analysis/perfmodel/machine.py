@@ -191,10 +191,16 @@ def load_calibration(path: str | Path, machine: str | None = None, arg: str = "-
         raise ConfigError(arg, f"no calibration at {p}; run `subquad calibrate --out DIR` "
                           "(or a sweep with [calibration] probes = true)")
     try:
-        data = json.loads(p.read_text())
-        machines = data["machines"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        machines = json.loads(p.read_text())["machines"]
+        missing = sorted({"stream", "random_rows", "loop_rate"}
+                         - set().union(*(cal.keys() for cal in machines.values())))
+    except (OSError, ValueError) as exc:  # unreadable, not JSON
         raise ConfigError(arg, f"{p} is not a calibration file: {exc}") from None
+    except (KeyError, TypeError, AttributeError):
+        missing = ["object 'machines' of machine objects"]
+    if missing or not machines:
+        raise ConfigError(arg, f"{p} is not a calibration file (`subquad calibrate` writes "
+                          f"one): no {', '.join(missing) or 'machines'}")
     if machine is not None and machine in machines:
         return Machine(machines[machine])
     for cal in machines.values() if machine else ():

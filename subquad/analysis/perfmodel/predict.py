@@ -11,6 +11,7 @@ cache level, and the extrapolated speed-up and crossover (labelled as extrapolat
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -290,6 +291,26 @@ def _min_m(rd: RunDir) -> float:
     return 0.0
 
 
+def _check_setting(rd: RunDir, runs: pd.DataFrame, machine: Machine, force: bool) -> None:
+    """A calibration of another dtype is refused (unless ``force``: a warning); another thread
+    count is another machine (its id differs), which ``predict`` predicts: it says so."""
+    dtypes = sorted(set(runs.loc[~runs["method"].str.startswith("calib-"), "dtype"]) - {""})
+    cal = machine.cal.get("dtype")
+    if cal and dtypes and dtypes != [cal]:
+        text = f"calibration of machine {machine.id} is of {cal}, the run of {', '.join(dtypes)}"
+        if not force:
+            raise ConfigError("--calibration", f"{text}: its rates do not apply to this run; "
+                              f"calibrate with --dtype {dtypes[0]}, or pass --force")
+        warnings.warn(f"{text}; predicting anyway (--force)", stacklevel=2)
+    exp = rd.file("experiment.toml")
+    threads = ((tomllib.loads(exp.read_text()).get("timing") or {}).get("threads")
+               if exp.is_file() else None)
+    theirs = machine.cal.get("threads")
+    if theirs != threads:
+        warnings.warn(f"calibration of machine {machine.id} is of {theirs or 'all'} threads, the "
+                      f"run of {threads or 'all'}: predicting that thread count", stacklevel=2)
+
+
 def _run_machine(run_dir: Path, runs: pd.DataFrame) -> str:
     ids = sorted(set(runs.loc[runs["method"] != "", "machine"]) - {""})
     if len(ids) > 1:
@@ -299,7 +320,8 @@ def _run_machine(run_dir: Path, runs: pd.DataFrame) -> str:
 
 
 def model_run(run_dir: RunDir | str | Path, calibration: str | Path | None = None,
-              n_boot: int = 1000, min_m: float | None = None) -> dict[str, Path]:
+              n_boot: int = 1000, min_m: float | None = None, force: bool = False
+              ) -> dict[str, Path]:
     """``subquad model DIR``: model.csv, model_factors.csv, model_summary.csv,
     model_speedup.csv and figures/model.{png,pdf}; returns their paths by name."""
     rd = RunDir.of(run_dir)
@@ -310,6 +332,7 @@ def model_run(run_dir: RunDir | str | Path, calibration: str | Path | None = Non
     if machine.id != machine_id:
         raise ConfigError("--calibration", f"calibration of machine {machine.id}, run measured "
                           f"on {machine_id}: use `subquad predict` to predict another machine")
+    _check_setting(rd, runs, machine, force)
     cells = cell_phases(runs)
     _missing_counts(cells)
     lo = _min_m(rd) if min_m is None else min_m
@@ -352,13 +375,16 @@ def _figure_cells(pred: pd.DataFrame) -> pd.DataFrame:
 
 
 def predict_run(run_dir: RunDir | str | Path, calibration: str | Path,
-                machine: str | None = None, compare: RunDir | str | Path | None = None
-                ) -> dict[str, pd.DataFrame]:
+                machine: str | None = None, compare: RunDir | str | Path | None = None,
+                force: bool = False) -> dict[str, pd.DataFrame]:
     """``subquad predict RUN --calibration OTHER``: another machine's seconds from this run's
     counts. With ``compare`` (a run measured on that machine) the measured medians join in."""
     rd = RunDir.of(run_dir)
     runs = rd.runs().frame
     other = load_calibration(calibration, machine)
+    if machine is not None and other.id != machine:
+        raise ConfigError("--machine", f"{calibration} holds machine {other.id}, not {machine!r}")
+    _check_setting(rd, runs, other, force)
     cells = cell_phases(runs)
     _missing_counts(cells)
     pred = predict_cells(cells, other)

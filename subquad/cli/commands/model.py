@@ -19,12 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-m", type=float, default=None,
                    help="fit factors and exponents from this width (default: the run's "
                    "[fit] min_m)")
+    p.add_argument("--force", action="store_true",
+                   help="use a calibration of another dtype than the run's")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     rd = RunDir.load(args.dir)
-    paths = model_run(rd, args.calibration, min_m=args.min_m)
+    paths = model_run(rd, args.calibration, min_m=args.min_m, force=args.force)
     summ = rd.table("model_summary")
     print(f"{'method':<9} {'widths':<12} {'measured':>9} {'model':>7} {'fitted':>7} "
           f"{'work':>6} {'asympt.':>7}")

@@ -25,11 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", metavar="DIR", default=None,
                    help="a run measured on that machine: print measured beside predicted")
     p.add_argument("--out", metavar="FILE", default=None, help="also write the cells as CSV")
+    p.add_argument("--force", action="store_true",
+                   help="use a calibration of another dtype than the run's")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    res = predict_run(RunDir.load(args.dir), args.calibration, args.machine, args.compare)
+    res = predict_run(RunDir.load(args.dir), args.calibration, args.machine, args.compare,
+                      args.force)
     mach = res["machine"].iloc[0]
     print(f"prediction for machine {mach['machine']} ({mach['backend']}, threads "
           f"{mach['threads'] or 'all'}) from the counts of {args.dir}")

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from subquad.errors import ConfigError, SubquadError
+from subquad.errors import ConfigError, SubquadError, Terminated
 from subquad.harness.measure import classify
 from subquad.model import train as training
 from subquad.model.data import DATASETS, LABELS, default_d
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.validate()
         printer = None if args.json else _table_printer(cfg.L)
         result = training.run_training(cfg, on_step=printer)
-    except SubquadError as exc:
+    except (SubquadError, KeyboardInterrupt, Terminated) as exc:
         if args.json:
             _print_json(_failure_record(args.method, exc))
         raise
@@ -79,11 +79,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _failure_record(method: str, exc: SubquadError) -> dict:
+def _failure_record(method: str, exc: BaseException) -> dict:
     """The trajectory so far (``exc.partial``, set by run_training), status and message."""
-    status = "invalid" if isinstance(exc, ConfigError) else classify(exc)
+    status, message = (("interrupted", "Ctrl-C") if isinstance(exc, KeyboardInterrupt) else
+                       ("terminated", "SIGTERM") if isinstance(exc, Terminated) else
+                       ("invalid" if isinstance(exc, ConfigError) else classify(exc), str(exc)))
     partial = getattr(exc, "partial", None) or {"method": method, "loss": []}
-    return {**partial, "status": status, "message": str(exc)}
+    return {**partial, "status": status, "message": message}
 
 
 def _print_json(obj: dict) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 
+from subquad.environ import EMULATE_ENV
 from subquad.model.kernels.emulation import rawkernel
 
 #: the device name the stand-in reports; results record the backend as EMULATED_BACKEND
@@ -386,7 +387,7 @@ def uninstall() -> None:
 
 def install_from_environment(value: str | None = None) -> bool:
     """Install when ``SUBQUAD_EMULATE_CUPY`` is '1' (or 'forward'/'reverse'/'random')."""
-    value = os.environ.get("SUBQUAD_EMULATE_CUPY", "") if value is None else value
+    value = os.environ.get(EMULATE_ENV, "") if value is None else value
     if value in ("", "0"):
         return False
     install(schedule="random" if value == "1" else value)

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from subquad.environ import BUILD_DIR_ENV
 from subquad.files import atomic_write_bytes, atomic_write_text
 
 SCHEDULES = ("forward", "reverse", "random")
-BUILD_DIR_ENV = "SUBQUAD_HOST_BUILD_DIR"
 
 #: C type (typedefs resolved, ``const`` dropped) -> numpy dtype of a parameter or pointee
 C_DTYPES = {

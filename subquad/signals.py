@@ -1,0 +1,42 @@
+"""Ctrl-C and SIGTERM: one line on stderr and exit 130 / 143, from the program's first line."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+from subquad.errors import Terminated
+
+EXIT = {signal.SIGINT: (130, "interrupted (Ctrl-C)"), signal.SIGTERM: (143, "terminated (SIGTERM)")}
+_raised: list[int] = []
+
+
+def exit_now(signum: int, frame: object = None) -> None:  # noqa: ARG001 - handler signature
+    """The signal's line, then its exit status at once (while the command line loads)."""
+    code, what = EXIT[signum]
+    os.write(2, f"subquad: {what}\n".encode())
+    os._exit(code)
+
+
+def raise_signal(signum: int, frame: object) -> None:
+    """KeyboardInterrupt or Terminated, so the command stops cleanly; a second signal (the
+    first swallowed or the clean-up too slow) exits at once."""
+    if _raised:
+        exit_now(signum)
+    _raised.append(signum)
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+def install(handler: Callable[[int, object], None]) -> dict:
+    """``handler`` for SIGINT and SIGTERM, except where ignored (``nohup``) or outside the main
+    thread; returns the handlers it replaced."""
+    _raised.clear()
+    previous = {}
+    for sig in EXIT:
+        try:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            break
+    return previous

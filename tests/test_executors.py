@@ -18,6 +18,7 @@ import pytest
 from subquad.errors import ConfigError
 from subquad.harness.sweep import run_sweep
 from subquad.results.cells import read_cell
+from tests.experiment_text import grid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,23 +42,7 @@ lr = 0.001
 
 [[methods]]
 method = "dense-gn"
-
-[fixed]
-n = 4
-d = 8
-L = 2
-
-[[sweeps]]
-axis = "m"
-values = [{values}]
-
-[timing]
-warmup = 1
-iters = 2
-samples = 2
-min_sample_seconds = {mss}
-cell_budget_seconds = 60
-"""
+""" + grid("{values}").replace("min_sample_seconds = 0", "iters = 2\nmin_sample_seconds = {mss}")
 
 
 def config(tmp_path: Path, values: str = "64, 128", mss: float = 0, extra: str = "") -> Path:

@@ -22,6 +22,7 @@ from subquad.model.kernels import reference
 from subquad.model.kernels.emulation import rawkernel
 from subquad.model.sparse import SparseRows
 from subquad.model.train import TrainConfig, build_trainer
+from tests.experiment_text import DENSE_AND_SCATTER, grid
 
 from .kernel_cases import CASES, DTYPES, IDS, forward_case, setup
 
@@ -171,38 +172,8 @@ def test_cli_train_under_the_env_var(emulated_cupy):
     assert np.abs(np.array(rec["loss"]) - la).max() <= 1e-10 * la[0]
 
 
-SWEEP = """
-name = "smoke-emulated"
-backend = "cupy"
-dtype = "float64"
-
-[[methods]]
-method = "dense-gn"
-
-[[methods]]
-method = "subquad"
-update = "scatter"
-
-[fixed]
-n = 4
-d = 8
-L = 2
-seed = 0
-
-[[sweeps]]
-axis = "m"
-values = [64, 96, 128]
-
-[timing]
-warmup = 1
-samples = 2
-min_sample_seconds = 0
-cell_budget_seconds = 60
-
-[calibration]
-enabled = true
-m = [256]
-"""
+SWEEP = ('\nname = "smoke-emulated"\nbackend = "cupy"\ndtype = "float64"\n' + DENSE_AND_SCATTER
+         + grid("64, 96, 128") + "\n[calibration]\nenabled = true\nm = [256]\n")
 
 
 def test_sweep_fit_report_under_the_env_var(tmp_path):

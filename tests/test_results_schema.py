@@ -27,6 +27,7 @@ from subquad.results.format import options_string, parse_context
 from subquad.results.rundir import RunDir
 from subquad.results.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
 from subquad.vocabulary import INCONCLUSIVE, NOT_MEASURED, REJECTED, SUPPORTED
+from tests.experiment_text import grid
 from tests.test_fit import synth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,23 +57,7 @@ lr = 0.001
 method = "dense-gd"
 label = "gd-fast"
 lr = 0.01
-
-[fixed]
-n = 4
-d = 8
-L = 2
-seed = 0
-
-[[sweeps]]
-axis = "m"
-values = [64, 96, 128]
-
-[timing]
-warmup = 1
-samples = 2
-min_sample_seconds = 0
-cell_budget_seconds = 60
-"""
+""" + grid("64, 96, 128")
 
 
 @pytest.fixture(scope="module")

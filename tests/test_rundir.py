@@ -22,32 +22,12 @@ import pytest
 
 import subquad
 from subquad import cli, files
+from tests.experiment_text import grid
 
 #: the tree under test (its Makefile too): this checkout, or the one PYTHONPATH names
 TREE = Path(subquad.__file__).resolve().parents[1]
 
-RUN = """
-name = "rundir"
-
-[[methods]]
-method = "dense-gn"
-
-[fixed]
-n = 4
-d = 8
-L = 2
-seed = 0
-
-[[sweeps]]
-axis = "m"
-values = [64, 128, 256, 512]
-
-[timing]
-warmup = 1
-samples = 3
-min_sample_seconds = 0
-cell_budget_seconds = 60
-"""
+RUN = '\nname = "rundir"\n\n[[methods]]\nmethod = "dense-gn"\n' + grid("64, 128, 256, 512", 3)
 #: slow enough (0.25 s a sample, about 8 s in all) for a second process to meet the first one
 SLOW = RUN.replace("[64, 128, 256, 512]", "[64, 96, 128, 192, 256, 384, 512, 768]").replace(
     "min_sample_seconds = 0\n", "min_sample_seconds = 0.25\n")

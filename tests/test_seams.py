@@ -16,6 +16,7 @@ from subquad.model import methods
 from subquad.results import schema
 from subquad.results.rundir import RunDir
 from subquad.results.schema import Table
+from tests.experiment_text import DENSE_AND_SCATTER, grid
 
 TWIN = "dense-gn-twin"
 
@@ -46,29 +47,8 @@ def twin(monkeypatch):
 def twin_run(tmp_path: Path, twin: str) -> Path:
     """A tiny sweep of the registered method beside subquad, fitted."""
     exp = tmp_path / "twin.toml"
-    exp.write_text(textwrap.dedent(f"""
-        name = "twin"
-        dtype = "float64"
-        [[methods]]
-        method = "{twin}"
-        [[methods]]
-        method = "subquad"
-        update = "scatter"
-        [fixed]
-        n = 4
-        d = 8
-        L = 2
-        c = 0.2
-        seed = 0
-        [[sweeps]]
-        axis = "m"
-        values = [64, 128, 256]
-        [timing]
-        warmup = 1
-        samples = 3
-        min_sample_seconds = 0.001
-        threads = 1
-    """))
+    exp.write_text(f'name = "twin"\ndtype = "float64"\n[[methods]]\nmethod = "{twin}"\n'
+                   + DENSE_AND_SCATTER.split("\n\n", 1)[1] + grid("64, 128, 256", 3))
     out = tmp_path / "run"
     assert cli.main(["sweep", str(exp), "--out", str(out), "--quiet"]) == 0
     return out

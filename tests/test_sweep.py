@@ -24,40 +24,13 @@ from subquad.harness.config import expand_cells, load_experiment
 from subquad.harness.measure import classify
 from subquad.harness.sweep import run_sweep
 from subquad.results.cells import RUNS_COLUMNS, TRAINING_COLUMNS
+from tests.experiment_text import DENSE_AND_SCATTER, grid
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("forward", "backward", "gram", "solve", "update", "fold")
 
-TINY = """
-name = "tiny"
-dtype = "float64"
-
-[[methods]]
-method = "dense-gn"
-
-[[methods]]
-method = "subquad"
-update = "scatter"
-
-[fixed]
-n = 4
-d = 8
-L = 2
-seed = 0
-
-[[sweeps]]
-axis = "m"
-values = [64, 128]
-
-[timing]
-warmup = 1
-samples = 2
-min_sample_seconds = 0
-cell_budget_seconds = 60
-
-[calibration]
-enabled = true
-"""
+TINY = ('\nname = "tiny"\ndtype = "float64"\n' + DENSE_AND_SCATTER + grid("64, 128")
+        + "\n[calibration]\nenabled = true\n")
 
 
 def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:

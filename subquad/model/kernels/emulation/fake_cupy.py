@@ -28,6 +28,7 @@ import scipy.linalg
 import scipy.sparse
 
 from subquad.environ import EMULATE_ENV
+from subquad.memory import meminfo
 from subquad.model.kernels.emulation import rawkernel
 
 #: the device name the stand-in reports; results record the backend as EMULATED_BACKEND
@@ -184,14 +185,8 @@ def get_elapsed_time(start: Event, stop: Event) -> float:
 
 
 def _meminfo(key: str) -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 34
+    """Host memory stands in for device memory (16 GiB when unknown)."""
+    return meminfo(key, "SC_PHYS_PAGES" if key == "MemTotal" else "SC_AVPHYS_PAGES", 1 << 34)
 
 
 class _Device:

@@ -17,6 +17,8 @@ ACCESS_KINDS = ("stream", "random", "gemm", "compute")
 #: calibration kernels and the exponent in m their time must show (the self-check)
 CALIBRATION = {"calib-axpy": 1.0, "calib-gemv": 2.0}
 BACKENDS = ("numpy", "cupy")
+#: where a sweep runs its cells
+EXECUTOR_KINDS = ("local", "local-processes", "slurm")
 DTYPES = ("float32", "float64")
 #: the axes an exponent is fitted in; SIZES are every size parameter of a cell
 FIT_AXES = ("m", "n", "d")

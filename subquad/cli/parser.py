@@ -1,7 +1,7 @@
 """The parser of every command (one module per command in ``cli/commands/``) and its dispatch.
 
-Imported by ``subquad.cli.main`` after it checked the environment: the commands load numpy,
-scipy, numba and matplotlib, which takes half a second or more.
+Imported by ``subquad.cli.main`` after it checked the environment. Each command imports its
+heavy modules (numba, the analysis layer) when it runs, so parsing stays under a second.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def command_modules() -> list:
     names = sorted(info.name for info in pkgutil.iter_modules(commands.__path__)
                    if not info.name.startswith("_"))
     try:
+        importlib.import_module("matplotlib")  # it checks $MPLBACKEND, whichever command runs
         return [importlib.import_module(f"{commands.__name__}.{name}") for name in names]
     except ValueError as exc:  # matplotlib refuses a bad $MPLBACKEND while it imports
         if not (os.environ.get("MPLBACKEND") and "backend" in str(exc)):

@@ -26,7 +26,7 @@ from subquad.model.methods import method_names
 from subquad.model.sparsify import THRESHOLDS
 from subquad.model.train import TrainConfig
 from subquad.results.cells import IDENTITY_DIGITS
-from subquad.vocabulary import BACKENDS, CALIBRATION, DTYPES
+from subquad.vocabulary import BACKENDS, CALIBRATION, DTYPES, EXECUTOR_KINDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,7 +61,6 @@ FACTORIAL_KEYS = ("methods", "training", *FIXED_KEYS)
 GRID_KEYS = ("start", "stop", "ratio")
 TRAINING_KEYS = ("iterations",)
 CALIBRATION_KEYS = ("enabled", "m", "probes")
-EXECUTOR_KINDS = ("local", "local-processes", "slurm")
 EXECUTOR_KEYS = ("kind", "partition", "time", "gpus_per_task", "cpus_per_task",
                  "array_parallelism", "exclusive", "account", "constraint", "setup")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -21,9 +21,10 @@ from types import ModuleType
 from typing import Any
 
 from subquad.errors import ConfigError
-from subquad.harness.config import EXECUTOR_KINDS, Cell, Executor, Timing
+from subquad.harness.config import Cell, Executor, Timing
 from subquad.harness.measure import run_cell, status_rows, write_cell
 from subquad.results.cells import cell_path, read_cell_status
+from subquad.vocabulary import EXECUTOR_KINDS
 
 #: slack on top of a cell's budget before a scheduler kills its task (init, imports, writing)
 SLACK_SECONDS = 300

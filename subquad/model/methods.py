@@ -12,10 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from subquad.errors import ConfigError
-from subquad.model.dense import DenseKernels
-from subquad.model.kernels import get_kernels
 from subquad.model.solve import SOLVERS
-from subquad.model.subquadratic import SparseKernels
 
 
 @dataclass(frozen=True)
@@ -72,12 +69,19 @@ def method_options(name: str) -> tuple[str, ...] | None:
     return METHODS[name].options if name in METHODS else None
 
 
-def _sparse_kernels(cfg: Any) -> SparseKernels:
+# The builders import their kernels when a trainer is built, so that naming the methods (the
+# command line, the results' option strings) does not load numba.
+def _sparse_kernels(cfg: Any) -> Any:
+    from subquad.model.kernels import get_kernels  # noqa: PLC0415
+    from subquad.model.subquadratic import SparseKernels  # noqa: PLC0415
+
     return SparseKernels(get_kernels(cfg.backend), cfg.update, cfg.rank_spec(),
                          cfg.forward_kernel)
 
 
-def _dense_kernels(cfg: Any) -> DenseKernels:  # noqa: ARG001 - every builder takes the config
+def _dense_kernels(cfg: Any) -> Any:  # noqa: ARG001 - every builder takes the config
+    from subquad.model.dense import DenseKernels  # noqa: PLC0415
+
     return DenseKernels()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from subquad.harness.calibrate import run_calibrate
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``subquad calibrate [--backend] [--dtype] [--threads] --out DIR``."""
@@ -27,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from subquad.harness.calibrate import run_calibrate  # noqa: PLC0415 (on use)
+
     path, cal = run_calibrate(args.out, args.backend, args.dtype, args.threads,
                               quick=args.quick, m_grid=args.m)
     levels = ", ".join(f"L{c['level']} {c['size'] >> 10} KiB" for c in cal["caches"])

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from subquad.analysis.check import record_baseline, run_check, run_portable_check
-from subquad.analysis.gates import format_gates
 from subquad.cli.present import dropped
 from subquad.errors import ConfigError
-from subquad.results.rundir import RunDir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the checks, print the table, return 1 if any failed (or, --strict, is undecided)."""
+    from subquad.analysis.check import record_baseline, run_check, run_portable_check  # noqa: PLC0415 (on use)
+    from subquad.analysis.gates import format_gates  # noqa: PLC0415 (on use)
+    from subquad.results.rundir import RunDir  # noqa: PLC0415 (on use)
+
     if args.limits is not None and not Path(args.limits).is_file():
         raise ConfigError("limits", f"{args.limits} does not exist; give a limits TOML or omit "
                           "--limits for the packaged one")

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from subquad.analysis.fit import benchmark_run, fit_run
-from subquad.analysis.limits import load_limits
-from subquad.analysis.upgrade import needs_upgrade, upgrade
 from subquad.cli.present import dropped, first_line, num, wrote
 from subquad.errors import ConfigError
-from subquad.harness.config import Where, fit_options, tomllib
-from subquad.results.rundir import RunDir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _fit_options(args: argparse.Namespace) -> dict:
     """Fit options: the run's [fit] table (from its copied experiment.toml), then the flags."""
+    from subquad.harness.config import Where, fit_options, tomllib  # noqa: PLC0415 (on use)
+
     opts: dict = {}
     exp = Path(args.dir) / "experiment.toml"
     if exp.is_file():
@@ -46,6 +43,11 @@ def _fit_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from subquad.analysis.fit import benchmark_run, fit_run  # noqa: PLC0415 (on use)
+    from subquad.analysis.limits import load_limits  # noqa: PLC0415 (on use)
+    from subquad.analysis.upgrade import needs_upgrade, upgrade  # noqa: PLC0415 (on use)
+    from subquad.results.rundir import RunDir  # noqa: PLC0415 (on use)
+
     target, options = Path(args.dir), _fit_options(args)
     if target.suffix.lower() == ".json" and target.is_file():
         rd = benchmark_run(target)

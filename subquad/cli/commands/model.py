@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from subquad.analysis.perfmodel.predict import model_run
 from subquad.cli.present import num, wrote
-from subquad.results.rundir import RunDir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from subquad.analysis.perfmodel.predict import model_run  # noqa: PLC0415 (on use)
+    from subquad.results.rundir import RunDir  # noqa: PLC0415 (on use)
+
     rd = RunDir.load(args.dir)
     paths = model_run(rd, args.calibration, min_m=args.min_m, force=args.force)
     summ = rd.table("model_summary")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from subquad.analysis.plots import plot_run
-from subquad.results.rundir import RunDir
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw the figures of a run directory")
@@ -15,6 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from subquad.analysis.plots import plot_run  # noqa: PLC0415 (on use)
+    from subquad.results.rundir import RunDir  # noqa: PLC0415 (on use)
+
     rd = RunDir.load(args.dir, fitted=None)
     with rd.writing(f"runs.csv and the fits in {rd.path} are unchanged", f"subquad plot {rd.path}"):
         written = plot_run(rd)

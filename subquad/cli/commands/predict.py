@@ -7,10 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from subquad.analysis.perfmodel.predict import predict_run
 from subquad.cli.present import num
-from subquad.files import atomic_write_frame
-from subquad.results.rundir import RunDir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from subquad.analysis.perfmodel.predict import predict_run  # noqa: PLC0415 (on use)
+    from subquad.files import atomic_write_frame  # noqa: PLC0415 (on use)
+    from subquad.results.rundir import RunDir  # noqa: PLC0415 (on use)
+
     res = predict_run(RunDir.load(args.dir), args.calibration, args.machine, args.compare,
                       args.force)
     mach = res["machine"].iloc[0]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from subquad.analysis.report import write_report
-from subquad.results.rundir import RunDir
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write the Markdown report of a run directory")
@@ -15,6 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from subquad.analysis.report import write_report  # noqa: PLC0415 (on use)
+    from subquad.results.rundir import RunDir  # noqa: PLC0415 (on use)
+
     rd = RunDir.load(args.dir, fitted=None)
     with rd.writing(f"runs.csv and the fits in {rd.path} are unchanged",
                     f"subquad report {rd.path}"):

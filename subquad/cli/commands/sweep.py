@@ -7,8 +7,7 @@ import sys
 from typing import Any
 
 from subquad.errors import ConfigError
-from subquad.harness.config import EXECUTOR_KINDS, parse_minutes
-from subquad.harness.sweep import merge_only, run_sweep
+from subquad.vocabulary import EXECUTOR_KINDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from subquad.harness.config import parse_minutes  # noqa: PLC0415 (on use)
+    from subquad.harness.sweep import merge_only, run_sweep  # noqa: PLC0415 (on use)
+
     if args.merge:
         if args.config:
             raise ConfigError("merge", "give either CONFIG or --merge DIR, not both")

@@ -7,8 +7,6 @@ import json
 import sys
 
 from subquad.errors import ConfigError, SubquadError, Terminated
-from subquad.harness.measure import classify
-from subquad.model import train as training
 from subquad.model.data import DATASETS, LABELS, default_d
 from subquad.model.methods import method_names
 from subquad.vocabulary import ITERATION_PHASES as PHASES
@@ -53,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train once; with ``--json`` print one JSON object even when the run fails."""
+    from subquad.model import train as training  # noqa: PLC0415 (on use: numba loads)
+
     d = args.d if args.d is not None else default_d(args.data)
     try:
         cfg = training.TrainConfig(
@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _failure_record(method: str, exc: BaseException) -> dict:
     """The trajectory so far (``exc.partial``, set by run_training), status and message."""
+    from subquad.harness.measure import classify  # noqa: PLC0415 (on use)
+
     status, message = (("interrupted", "Ctrl-C") if isinstance(exc, KeyboardInterrupt) else
                        ("terminated", "SIGTERM") if isinstance(exc, Terminated) else
                        ("invalid" if isinstance(exc, ConfigError) else classify(exc), str(exc)))

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from subquad.analysis.upgrade import needs_upgrade, upgrade
 from subquad.cli.present import wrote
-from subquad.results.rundir import RunDir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from subquad.analysis.upgrade import needs_upgrade, upgrade  # noqa: PLC0415 (on use)
+    from subquad.results.rundir import RunDir  # noqa: PLC0415 (on use)
+
     rd = RunDir.load(args.dir)
     if not needs_upgrade(rd):
         print(f"{rd.path} is already in the current results schema")

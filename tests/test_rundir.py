@@ -311,7 +311,8 @@ def test_make_experiment_twice_changes_only_regenerated_files(tmp_path) -> None:
 method = "subquad"
 update = "scatter"
 
-[fixed]""") + "\n[calibration]\nenabled = true\n")
+[fixed]""").replace("[64, 128, 256, 512]", "[64, 96, 128]").replace("samples = 3", "samples = 2")
+        + "\n[calibration]\nenabled = true\nm = [256, 512, 1024]\n")
     (repo / "pyproject.toml").write_text("")
     (repo / ".venv").mkdir()
     time.sleep(0.01)

@@ -142,8 +142,9 @@ def test_signal_ends_the_sweep_with_one_line(tmp_path: Path, sig: int, code: int
 # ------------------------------------------------------------------------------- disk full
 
 
-def _full_disk(monkeypatch, allowed: int) -> None:
-    """Let ``allowed`` atomic writes through, then every write fails with ENOSPC midway."""
+def _full_disk(monkeypatch, allowed: int, code: int = errno.ENOSPC, named: bool = True) -> None:
+    """Let ``allowed`` atomic writes through, then every write fails with ``code`` midway (the
+    error names its file unless ``named`` is False: the caller must name it then)."""
     real = files.atomic_write
     count = {"n": 0}
 
@@ -154,7 +155,7 @@ def _full_disk(monkeypatch, allowed: int) -> None:
 
         def half(fh):
             fh.write(b"partial")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            raise OSError(code, os.strerror(code), *([str(path)] if named else []))
 
         return real(path, half)
 

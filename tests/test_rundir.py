@@ -21,8 +21,9 @@ import pandas as pd
 import pytest
 
 import subquad
-from subquad import cli, files
+from subquad import cli
 from tests.experiment_text import grid
+from tests.test_faults import _full_disk as full_disk
 
 #: the tree under test (its Makefile too): this checkout, or the one PYTHONPATH names
 TREE = Path(subquad.__file__).resolve().parents[1]
@@ -212,21 +213,8 @@ def test_only_files_the_suite_wrote_are_removed_and_each_is_named(run: Path, tmp
 
 
 def _full_disk(monkeypatch, allowed: int, code: int = errno.ENOSPC) -> None:
-    """Let ``allowed`` atomic writes through; every later one fails midway with ``code``."""
-    real, count = files.atomic_write, {"n": 0}
-
-    def write(path, writer):
-        count["n"] += 1
-        if count["n"] <= allowed:
-            return real(path, writer)
-
-        def half(fh):
-            fh.write(b"partial")
-            raise OSError(code, os.strerror(code))
-
-        return real(path, half)
-
-    monkeypatch.setattr(files, "atomic_write", write)
+    """The fault suite's full disk, with errors that do not name their file (we must)."""
+    full_disk(monkeypatch, allowed, code, named=False)
 
 
 DERIVED = ("fits.csv", "local_slopes.csv", "crossover.csv", "selfcheck.csv", "dropped.csv")

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import warnings
 from pathlib import Path
 
 import pandas as pd
+from recording import record
 
-from subquad.files import atomic_write_frame, atomic_write_json, atomic_write_text
-from subquad.harness.environment import collect_environment, limit_threads
+from subquad.files import atomic_write_text
+from subquad.harness.environment import limit_threads
 from subquad.harness.measure import warm_kernels
 from subquad.model.train import TrainConfig, build_trainer
 
@@ -79,12 +79,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    env = collect_environment()
-    command = " ".join(["python", *sys.argv])
-    atomic_write_frame(out / "fused_kernels.csv", df)
-    atomic_write_json(out / "environment.json", env)
-    atomic_write_text(out / "command.txt", command + "\n")
+    env, command = record(out, "fused_kernels.csv", df)
     lines = ["# Fused update: where it pays, and which forward shape it uses", "",
              f"Machine: {env.get('cpu_model', '?')}, {env.get('cores', '?')} cores (machine id "
              f"`{env.get('machine', '?')}` at {args.threads[-1]} thread(s); the id includes the "

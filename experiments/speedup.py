@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from recording import record
 
-from subquad.files import atomic_write_frame, atomic_write_json, atomic_write_text
-from subquad.harness.environment import collect_environment, limit_threads
+from subquad.files import atomic_write_text
+from subquad.harness.environment import limit_threads
 from subquad.harness.measure import warm_kernels
 from subquad.model.train import TrainConfig, build_trainer
 from subquad.model.trainer import Trainer
@@ -171,12 +171,7 @@ def main() -> None:
     df["speedup_ci_low"] = lo
     df["speedup_ci_high"] = hi
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    env = collect_environment()
-    command = " ".join(["python", *sys.argv])
-    atomic_write_frame(out / "speedup.csv", df)
-    atomic_write_json(out / "environment.json", env)
-    atomic_write_text(out / "command.txt", command + "\n")
+    env, command = record(out, "speedup.csv", df)
     atomic_write_text(out / "report.md", report(df, env, command))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 

@@ -27,6 +27,12 @@ REQUIRE_GPU = os.environ.get("SUBQUAD_REQUIRE_GPU") == "1"
 needs_gpu = pytest.mark.skipif(not (HAS_GPU or REQUIRE_GPU), reason=f"no usable GPU: {PROBE}")
 
 
+def every_case(test):
+    """Run a GPU kernel test on every case of ``kernel_cases`` in both dtypes."""
+    test = pytest.mark.parametrize("dtype", DTYPES)(test)
+    return pytest.mark.parametrize("case", CASES, ids=IDS)(test)
+
+
 
 @pytest.fixture
 def cp():
@@ -60,8 +66,7 @@ def to_host(cp, R: SparseRows) -> SparseRows:
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("with_extra", [False, True])
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-@pytest.mark.parametrize("dtype", DTYPES)
+@every_case
 def test_forward(cp, gk, case, dtype, with_extra):
     Wt, H, g, extra, b = forward_case(case, dtype, with_extra)
     ref, rinfo = reference.forward_layer(Wt, H, b, extra)
@@ -92,8 +97,7 @@ def test_forward_rule_and_bad_kernel(cp, gk):
 
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-@pytest.mark.parametrize("dtype", DTYPES)
+@every_case
 def test_backward_block_and_gram(cp, gk, case, dtype):
     Wt, H, V, _ = setup(case, dtype)
     u = gk.backward_block(cp.asarray(Wt), on_device(cp, H), on_device(cp, V))
@@ -108,8 +112,7 @@ def test_backward_block_and_gram(cp, gk, case, dtype):
 
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-@pytest.mark.parametrize("dtype", DTYPES)
+@every_case
 def test_updates(cp, gk, case, dtype):
     Wt, H, V, rng = setup(case, dtype)
     coef = rng.standard_normal(H.n).astype(dtype)

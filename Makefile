@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 $(VENV): $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check subquad tests experiments asv_bench

@@ -448,12 +448,6 @@ def _fit_row(s: _Series, x: np.ndarray, fit: str, exponent: float, lo: float, hi
         "fit_range": _fit_range(s.axis, x)} | extra
 
 
-def _slope_row(s: _Series, fit: SlopeFit) -> dict:
-    """A ``fits.csv`` row of a one-axis slope."""
-    return _fit_row(s, fit.x, "slope", fit.exponent, fit.ci_low, fit.ci_high,
-                    intercept=fit.intercept, window=fit.window)
-
-
 def _local_rows(s: _Series, meds: np.ndarray, opts: FitOptions) -> list[dict]:
     """``local_slopes.csv`` rows: slopes between neighbouring points with bootstrap intervals."""
     slopes = np.diff(np.log(meds), axis=1) / np.diff(np.log(s.x))
@@ -478,7 +472,8 @@ def _slopes_and_locals(ok: pd.DataFrame, opts: FitOptions) -> tuple[list[dict], 
             fit = _slope_fit(s.x, meds, opts, min_x, single=bool(np.all(s.counts == 1)),
                              rng=rng)
             if fit is not None:
-                fits.append(_slope_row(s, fit))
+                fits.append(_fit_row(s, fit.x, "slope", fit.exponent, fit.ci_low, fit.ci_high,
+                                     intercept=fit.intercept, window=fit.window))
             locals_.extend(_local_rows(s, meds, opts))
             if axis == "m" and s.quantity == "seconds":
                 keep = s.x >= min_x if min_x else np.ones(len(s.x), bool)  # same window

@@ -222,21 +222,14 @@ def _ordered_legend(ax: Axes) -> tuple[list, list[str]]:
     return [handles[i] for i in order], [labels[i] for i in order]
 
 
-def _legend_right(ax: Axes, **kw) -> None:
-    """Legend outside the axes on the right, so it never covers data."""
+def _legend(ax: Axes, below: bool = False, ncol: int = 1, top: float = -0.16, **kw) -> None:
+    """Legend outside the axes, so it never covers data: on the right, or (``below``) under
+    the axes in ``ncol`` columns with its top at ``top`` axes heights."""
     handles, labels = _ordered_legend(ax)
     if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize="small", frameon=False, **kw)
-
-
-def _legend_below(ax: Axes, ncol: int = 1, top: float = -0.16) -> None:
-    """Legend under the axes (outside, its top at ``top`` axes heights), so it never covers
-    data."""
-    handles, labels = _ordered_legend(ax)
-    if handles:
-        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, top),
-                  fontsize="small", frameon=False, ncol=ncol)
+        place = ({"loc": "upper center", "bbox_to_anchor": (0.5, top), "ncol": ncol} if below
+                 else {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)})
+        ax.legend(handles, labels, fontsize="small", frameon=False, **place, **kw)
 
 
 def _new_figure(rows: int, cols: int, width: float, height: float) -> tuple[Figure, list[Axes]]:
@@ -369,7 +362,7 @@ def fig_time_vs_m(data: RunData) -> Figure | None:
         _loglog(ax, "width m (neurons per layer)",
                 f"seconds per iteration (median, {coverage_text(grp['coverage'])})",
                 f"Per-iteration time vs width ({context_title(fixed, skip=('m',))})")
-        _legend_right(ax)
+        _legend(ax)
     return fig
 
 
@@ -487,7 +480,7 @@ def _init_panel(ax: Axes, data: RunData, runs: pd.DataFrame, fixed: dict[str, ob
                       markerfacecolor="none" if hollow else None, markersize=7 if hollow else 4.5)
     unit = "seconds" if quantity == "seconds" else "multiply-adds (init: weights drawn)"
     _loglog(ax, "width m", unit, f"Initialisation vs one iteration ({quantity})")
-    _legend_below(ax)
+    _legend(ax, below=True)
 
 
 def fig_work_vs_m(data: RunData) -> Figure | None:
@@ -511,7 +504,7 @@ def fig_work_vs_m(data: RunData) -> Figure | None:
         _references(ax, groups, "m", fixed)
         what = "multiply-adds" if quantity == "work" else "bytes of weights read"
         _loglog(ax, "width m", f"{what} per iteration", f"Counted {what} per iteration")
-        _legend_right(ax)
+        _legend(ax)
     fig.suptitle(f"Counted work per iteration, deterministic ({context_title(fixed, ('m',))})")
     return fig
 
@@ -531,7 +524,7 @@ def fig_time_vs_n_d(data: RunData) -> Figure | None:
         name = "training samples n" if axis == "n" else "input dimension d"
         _loglog(ax, name, f"seconds per iteration (median, {coverage_text(summ['coverage'])})",
                 f"Time vs {axis} ({context_title(fixed, (axis,))})")
-        _legend_below(ax)
+        _legend(ax, below=True)
     return fig
 
 
@@ -680,7 +673,7 @@ def _draw_exponents(ax: Axes, f: pd.DataFrame, options: str) -> None:
                label="reference 2 (dense baseline)")
     _decorate(ax, xlabel="sparsity exponent c", ylabel="fitted exponent of m (95% CI)",
               title=f"Per-iteration exponent vs c, {series_label('subquad', options)}")
-    _legend_below(ax, ncol=2, top=-0.14)
+    _legend(ax, below=True, ncol=2, top=-0.14)
 
 
 #: iterations after which convergence is compared: Gauss-Newton reaches the float noise floor
@@ -721,7 +714,7 @@ def _draw_convergence(ax: Axes, data: RunData, conv: pd.DataFrame) -> None:
               ylabel=f"loss after T = {int(conv['T'].max())} iterations / initial loss "
               "(lower: faster)",
               title="Convergence vs c (larger c: sparser, cheaper, slower to train?)")
-    _legend_below(ax, ncol=2)
+    _legend(ax, below=True, ncol=2)
 
 
 def fig_ablation(data: RunData) -> Figure | None:
@@ -762,7 +755,7 @@ def _ablation_bars(ax: Axes, data: RunData, groups: dict[tuple[str, str], pd.Dat
               ylabel="seconds per iteration (median, "
                      f"{coverage_text(pd.concat(list(groups.values()))['coverage'])})",
               title="Per-iteration time vs dense Gauss-Newton")
-    _legend_below(ax, ncol=2)
+    _legend(ax, below=True, ncol=2)
 
 
 def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.DataFrame],
@@ -792,7 +785,7 @@ def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.
     ax.set_xlim(0, 118)
     _decorate(ax, "x", xlabel="share of the iteration's time (%), total per iteration at right",
               title=f"Phase split at m = {fmt_number(m)}")
-    _legend_right(ax, title="phase")
+    _legend(ax, title="phase")
 
 
 def fig_local_slopes(data: RunData) -> Figure | None:
@@ -826,7 +819,7 @@ def fig_local_slopes(data: RunData) -> Figure | None:
         _decorate(ax, xlabel="pair of neighbouring widths m (placed at their geometric midpoint)",
                   ylabel=f"local slope of {name} (95% CI)",
                   title=f"Local slopes of per-iteration {name} vs width")
-        _legend_right(ax)
+        _legend(ax)
     fig.suptitle(f"Local slopes d log(cost) / d log m ({context_title(fixed)})")
     return fig
 

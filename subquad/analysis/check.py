@@ -135,7 +135,7 @@ def exponent_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits,
                                       lim.describe(),
                                       not lim.violated(row["ci_low"], row["ci_high"]),
                                       _interval(row), b_exp))
-        if b is None or not _compared(row, limits):
+        if b is None or not limits.compared(row["phase"], row["quantity"]):
             continue
         compared.add(key)
         differs = _mode_difference((row["method"], row["options"]), *modes) \
@@ -150,15 +150,11 @@ def exponent_checks(new: pd.DataFrame, base: pd.DataFrame, limits: Limits,
                               f"ci_low <= {bound:.3f}", not rose,
                               f"{_interval(row)}; baseline {_interval(b)}", b_exp))
     for key, b in base_by_key.items():
-        if key not in compared and _compared(b, limits):
+        if key not in compared and limits.compared(b["phase"], b["quantity"]):
             out.append(GateResult(f"vs baseline: {_series_name(b)}", math.nan, "present",
                                   False, "fitted in the baseline but missing from this run",
                                   float(b["exponent"])))
     return out
-
-
-def _compared(row: pd.Series, limits: Limits) -> bool:
-    return limits.compared(row["phase"], row["quantity"])
 
 
 # ----------------------------------------------------------------------------- factor

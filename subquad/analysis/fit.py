@@ -273,11 +273,15 @@ def _iter_series(
                 yield _Series(kd, axis, quantity, x, Y, counts, context, _modes(g, axis, x))
 
 
+def _keys_text(keys: dict) -> str:
+    """'machine=...;method=...;...' of series keys (a label equal to the method left out)."""
+    return ";".join(f"{k}={fmt_number(v)}" for k, v in keys.items()
+                    if k != "label" or v != keys["method"])
+
+
 def _series_key(s: _Series, purpose: str) -> str:
     """A stable text key of a series, used to seed its bootstrap."""
-    keys = ";".join(f"{k}={fmt_number(v)}" for k, v in s.keys.items()
-                    if k != "label" or v != s.keys["method"])
-    return f"{purpose}|{s.axis}|{s.quantity}|{keys}"
+    return f"{purpose}|{s.axis}|{s.quantity}|{_keys_text(s.keys)}"
 
 
 def _rng(seed: int, key: str) -> np.random.Generator:
@@ -431,14 +435,17 @@ def _series_ids(s: _Series, modes: Sequence[str] | None = None) -> dict:
                   "update_resolved": _mode_text(s.modes if modes is None else modes)}
 
 
-def _slope_row(s: _Series, fit: SlopeFit) -> dict:
-    """A ``fits.csv`` row of a one-axis slope."""
-    used = [m for m, x in zip(s.modes, s.x) if x in fit.x] if s.modes else None
-    return _series_ids(s, used) | {
-        "fit": "slope", "exponent": fit.exponent, "ci_low": fit.ci_low, "ci_high": fit.ci_high,
-        "n_points": len(fit.x), "fit_range": _fit_range(s.axis, fit.x),
-        "intercept": fit.intercept, "window": fit.window,
-    }
+def _modes_at(s: _Series, x: np.ndarray) -> list[str] | None:
+    """The series' update modes at the axis values ``x`` (None when not recorded)."""
+    return [m for m, xi in zip(s.modes, s.x) if xi in x] if s.modes else None
+
+
+def _fit_row(s: _Series, x: np.ndarray, fit: str, exponent: float, lo: float, hi: float,
+             **extra) -> dict:
+    """A ``fits.csv`` row of kind ``fit`` of a series over its axis values ``x``."""
+    return _series_ids(s, _modes_at(s, x)) | {
+        "fit": fit, "exponent": exponent, "ci_low": lo, "ci_high": hi, "n_points": len(x),
+        "fit_range": _fit_range(s.axis, x)} | extra
 
 
 def _local_rows(s: _Series, meds: np.ndarray, opts: FitOptions) -> list[dict]:
@@ -465,13 +472,12 @@ def _slopes_and_locals(ok: pd.DataFrame, opts: FitOptions) -> tuple[list[dict], 
             fit = _slope_fit(s.x, meds, opts, min_x, single=bool(np.all(s.counts == 1)),
                              rng=rng)
             if fit is not None:
-                fits.append(_slope_row(s, fit))
+                fits.append(_fit_row(s, fit.x, "slope", fit.exponent, fit.ci_low, fit.ci_high,
+                                     intercept=fit.intercept, window=fit.window))
             locals_.extend(_local_rows(s, meds, opts))
             if axis == "m" and s.quantity == "seconds":
                 keep = s.x >= min_x if min_x else np.ones(len(s.x), bool)  # same window
-                sub = replace(s, x=s.x[keep], Y=s.Y[keep], counts=s.counts[keep],
-                              modes=tuple(np.asarray(s.modes, object)[keep]) if s.modes else ())
-                fits.extend(_regime_rows(sub, meds[:, keep], opts))
+                fits.extend(_regime_rows(_restrict(s, keep), meds[:, keep], opts))
     return fits, locals_
 
 
@@ -486,22 +492,17 @@ def _regime_rows(s: _Series, meds: np.ndarray, opts: FitOptions) -> list[dict]:
             lm = np.log(meds[:, beyond])
             slope, icpt = _ols(np.log(s.x[beyond]), lm)
             lo, hi = _interval(slope[1:], opts.confidence)
-            used = [m for m, b in zip(s.modes, beyond) if b] if s.modes else None
-            rows.append(_series_ids(s, used) | {
-                "fit": "regime", "exponent": slope[0], "ci_low": lo, "ci_high": hi,
-                "n_points": int(beyond.sum()), "fit_range": _fit_range(s.axis, s.x[beyond]),
-                "intercept": icpt[0], "window": f"m^2 x {isz} B > last cache {llc / 2**20:g} MiB"})
+            rows.append(_fit_row(s, s.x[beyond], "regime", slope[0], lo, hi, intercept=icpt[0],
+                                 window=f"m^2 x {isz} B > last cache {llc / 2**20:g} MiB"))
     seg = two_segment(s.x, np.log(meds))
     if seg is not None:
         bp, s1, s2 = seg
         (blo, bhi), ci1, ci2 = (_interval(v[1:], opts.confidence) for v in (bp, s1, s2))
         for k, (v, (lo, hi)) in enumerate(((s1, ci1), (s2, ci2)), start=1):
             x = s.x[s.x <= bp[0]] if k == 1 else s.x[s.x >= bp[0]]
-            used = [m for m, xi in zip(s.modes, s.x) if xi in x] if s.modes else None
-            rows.append(_series_ids(s, used) | {
-                "fit": f"segment-{k}", "exponent": v[0], "ci_low": lo, "ci_high": hi,
-                "n_points": len(x), "fit_range": _fit_range(s.axis, x), "window": "two-segment",
-                "breakpoint": bp[0], "breakpoint_ci_low": blo, "breakpoint_ci_high": bhi})
+            rows.append(_fit_row(s, x, f"segment-{k}", v[0], lo, hi, window="two-segment",
+                                 breakpoint=bp[0], breakpoint_ci_low=blo,
+                                 breakpoint_ci_high=bhi))
     return rows
 
 
@@ -545,8 +546,7 @@ def _joint_group(kd: dict, g: pd.DataFrame, quantity: str, opts: FitOptions) -> 
     X = np.column_stack([np.ones(len(pts))] + [np.log(pts[:, i]) for i in varying])
     if len(varying) < 2 or len(pts) <= X.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]:
         return []
-    seed_key = f"joint|{quantity}|" + ";".join(f"{k}={fmt_number(v)}" for k, v in kd.items()
-                                                if k != "label" or v != kd["method"])
+    seed_key = f"joint|{quantity}|{_keys_text(kd)}"
     lmeds = np.log(_medians(Y, counts, opts.n_boot, _rng(opts.seed, seed_key)))
     coef = (lmeds[:, None, :] * np.linalg.pinv(X)[None, :, :]).sum(axis=-1)
     lo, hi = _interval(coef[1:], opts.confidence)
@@ -600,12 +600,10 @@ def _compatible(a: _Series, b: _Series) -> bool:
     return all(ca[k] == cb[k] for k in ca.keys() & cb.keys())
 
 
-def _restrict(s: _Series, x: np.ndarray) -> _Series:
-    """The series limited to the given axis values (all present in it)."""
-    keep = np.isin(s.x, x)
+def _restrict(s: _Series, keep: np.ndarray) -> _Series:
+    """The series limited to its points where the mask ``keep`` holds."""
     modes = tuple(np.asarray(s.modes, dtype=object)[keep]) if s.modes else ()
-    return _Series(s.keys, s.axis, s.quantity, s.x[keep], s.Y[keep], s.counts[keep], s.context,
-                   modes)
+    return replace(s, x=s.x[keep], Y=s.Y[keep], counts=s.counts[keep], modes=modes)
 
 
 def _crossing(lr: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -645,7 +643,7 @@ def _crossover_row(sub: _Series, dense: _Series, opts: FitOptions) -> dict | Non
     common = np.intersect1d(sub.x, dense.x)
     if len(common) < 2:
         return None
-    sub, dense = _restrict(sub, common), _restrict(dense, common)
+    sub, dense = _restrict(sub, np.isin(sub.x, common)), _restrict(dense, np.isin(dense.x, common))
     key = _series_key(sub, "crossover") + "||" + _series_key(dense, "")
     rng = _rng(opts.seed, key)
     lr = np.log(_medians(dense.Y, dense.counts, opts.n_boot, rng)) - np.log(
@@ -740,9 +738,6 @@ def trustworthy(check: pd.DataFrame | None) -> bool | None:
 
 
 # ------------------------------------------------------------------------------------- run
-
-
-NAMES = ("fits", "local_slopes", "crossover", "selfcheck", "dropped")
 
 
 def last_caches(rd: RunDir) -> dict[str, float]:

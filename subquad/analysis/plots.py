@@ -45,7 +45,6 @@ from subquad.vocabulary import ITERATION_PHASES
 
 # -- constants ---------------------------------------------------------------------------------
 
-ITER_PHASES = ITERATION_PHASES
 DPI = 150
 
 #: Okabe-Ito colours (colour-blind safe), one per method, identical in every figure
@@ -97,14 +96,32 @@ def style(data: RunData, method: str, options: str) -> dict:
 # -- drawing helpers -------------------------------------------------------------------------
 
 
+def _yerr(g: pd.DataFrame, mid: str = "median", lo: str = "lo", hi: str = "hi") -> np.ndarray:
+    """Error bar lengths (below, above) of column ``mid`` from its interval columns."""
+    return np.vstack([g[mid] - g[lo], g[hi] - g[mid]]).clip(min=0)
+
+
 def _errorbar(ax: Axes, data: RunData, grp: pd.DataFrame, x: str, method: str, options: str,
               label: str, **kw) -> None:
     """Medians with CI error bars of one series, in its style."""
     grp = grp.sort_values(x)
     st = {"capsize": 2.5, "markersize": 4.5, "linewidth": 1.2} | style(data, method, options)
     st.update({k: v for k, v in kw.items() if v is not None})
-    yerr = np.vstack([grp["median"] - grp["lo"], grp["hi"] - grp["median"]]).clip(min=0)
-    ax.errorbar(grp[x], grp["median"], yerr=yerr, label=label, **st)
+    ax.errorbar(grp[x], grp["median"], yerr=_yerr(grp), label=label, **st)
+
+
+def _fitted_series(ax: Axes, data: RunData, groups: dict[tuple[str, str], pd.DataFrame],
+                   axis: str, quantity: str, fixed: dict[str, object], lines: bool = True
+                   ) -> None:
+    """Each series' medians vs ``axis``, labelled with its fitted per-iteration exponent of
+    ``quantity``, and (``lines``) the fitted power law under it."""
+    for (method, options), g in groups.items():
+        row = find_fit(data.fits, method, options, "iteration", quantity, axis, fixed)
+        fit = exponent_text(row)
+        _errorbar(ax, data, g, axis, method, options,
+                  series_label(method, options) + (f": {axis}^{fit}" if fit else ""))
+        if lines:
+            _fit_line(ax, g, axis, row, style(data, method, options)["color"])
 
 
 def _fit_line(ax: Axes, grp: pd.DataFrame, x: str, row: pd.Series | None, colour: str) -> None:
@@ -177,6 +194,13 @@ def _log_x(ax: Axes) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
+def _decorate(ax: Axes, grid: str = "both", **labels) -> None:
+    """Axis labels and title (``ax.set`` keywords), a medium-size title and a light grid."""
+    ax.set(**labels)
+    ax.title.set_fontsize("medium")
+    ax.grid(True, axis=grid, alpha=0.3)
+
+
 def _loglog(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
     """Log-log axes (x base 2) with labels, title and a light grid."""
     _log_x(ax)
@@ -184,10 +208,7 @@ def _loglog(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
     lo, hi = ax.get_ylim()
     if lo > 0 and hi / lo > 100:  # several decades: major ticks suffice (and draw much faster)
         ax.yaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize="medium")
-    ax.grid(True, which="major", alpha=0.3)
+    _decorate(ax, xlabel=xlabel, ylabel=ylabel, title=title)
 
 
 def _ordered_legend(ax: Axes) -> tuple[list, list[str]]:
@@ -201,20 +222,14 @@ def _ordered_legend(ax: Axes) -> tuple[list, list[str]]:
     return [handles[i] for i in order], [labels[i] for i in order]
 
 
-def _legend_right(ax: Axes, **kw) -> None:
-    """Legend outside the axes on the right, so it never covers data."""
+def _legend(ax: Axes, below: bool = False, ncol: int = 1, top: float = -0.16, **kw) -> None:
+    """Legend outside the axes, so it never covers data: on the right, or (``below``) under
+    the axes in ``ncol`` columns with its top at ``top`` axes heights."""
     handles, labels = _ordered_legend(ax)
     if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize="small", frameon=False, **kw)
-
-
-def _legend_below(ax: Axes, ncol: int = 1) -> None:
-    """Legend under the axes (outside), so it never covers data."""
-    handles, labels = _ordered_legend(ax)
-    if handles:
-        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16),
-                  fontsize="small", frameon=False, ncol=ncol)
+        place = ({"loc": "upper center", "bbox_to_anchor": (0.5, top), "ncol": ncol} if below
+                 else {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)})
+        ax.legend(handles, labels, fontsize="small", frameon=False, **place, **kw)
 
 
 def _new_figure(rows: int, cols: int, width: float, height: float) -> tuple[Figure, list[Axes]]:
@@ -241,11 +256,6 @@ def _series(df: pd.DataFrame, x: str | None = None, min_points: int = 1
     out = {k: g for k, g in df.groupby(["method", "options"], sort=True)
            if x is None or g[x].nunique() >= min_points}
     return dict(sorted(out.items(), key=lambda kv: (_method_rank(kv[0][0]), kv[0])))
-
-
-def _default_options(df: pd.DataFrame, method: str, x: str = "m") -> str | None:
-    """The options of ``method`` measured at the most ``x`` values (its main variant)."""
-    return default_options(df, method, x=x)
 
 
 def _switches(data: RunData, fixed: dict[str, object], method: str, options: str
@@ -303,11 +313,6 @@ def _crossover_rows(data: RunData, fixed: dict[str, object], options: str | None
     return sel
 
 
-def crossover_value(row: pd.Series) -> tuple[float, float, float]:
-    """(m*, low, high) of a crossover row (NaN where absent; an open interval end is inf)."""
-    return float(row["m_star"]), float(row["ci_low"]), float(row["ci_high"])
-
-
 def _mark_crossover(ax: Axes, data: RunData, fixed: dict[str, object], options: str | None,
                     xrange: tuple[float, float]) -> None:
     """Vertical line at m* and a shaded band over its interval, clipped to the data range;
@@ -316,7 +321,7 @@ def _mark_crossover(ax: Axes, data: RunData, fixed: dict[str, object], options: 
         return
     xmin, xmax = xrange
     for _, row in _crossover_rows(data, fixed, options).iterrows():
-        m_star, lo, hi = crossover_value(row)
+        m_star, lo, hi = (float(row[k]) for k in ("m_star", "ci_low", "ci_high"))  # inf: open
         if not np.isfinite(m_star):
             continue
         who = options_label(str(row["options"]), "subquad") or "subquad"
@@ -349,20 +354,15 @@ def fig_time_vs_m(data: RunData) -> Figure | None:
     fig, axes = _new_figure(len(panels), 1, 11.0, 4.2 * len(panels))
     for ax, (fixed, grp) in zip(axes, panels, strict=True):
         groups = _series(grp, "m", 2)
-        for (method, options), g in groups.items():
-            row = find_fit(data.fits, method, options, "iteration", "seconds", "m", fixed)
-            fit = exponent_text(row)
-            label = series_label(method, options) + (f": m^{fit}" if fit else "")
-            _errorbar(ax, data, g, "m", method, options, label)
-            _fit_line(ax, g, "m", row, style(data, method, options)["color"])
+        _fitted_series(ax, data, groups, "m", "seconds", fixed)
         _references(ax, groups, "m", fixed)
-        _mark_crossover(ax, data, fixed, _default_options(grp, "subquad"),
+        _mark_crossover(ax, data, fixed, default_options(grp, "subquad"),
                         (float(grp["m"].min()), float(grp["m"].max())))
         _mark_switches(ax, data, fixed, groups, lambda a, b: math.sqrt(a * b))
         _loglog(ax, "width m (neurons per layer)",
                 f"seconds per iteration (median, {coverage_text(grp['coverage'])})",
                 f"Per-iteration time vs width ({context_title(fixed, skip=('m',))})")
-        _legend_right(ax)
+        _legend(ax)
     return fig
 
 
@@ -372,7 +372,7 @@ def fig_phases_vs_m(data: RunData) -> Figure | None:
     if fixed is None:
         return None
     runs = select_rows(data.runs[data.runs["method"].isin(method_names())], fixed)
-    chosen = [(m, _default_options(runs, m)) for m in method_names()]
+    chosen = [(m, default_options(runs, m)) for m in method_names()]
     chosen = [(m, o) for m, o in chosen if o is not None]
     if not chosen:
         return None
@@ -392,8 +392,8 @@ def fig_phases_vs_m(data: RunData) -> Figure | None:
     handles = [Line2D([], [], color=PHASE_COLOURS[p], marker=PHASE_MARKERS[p], markersize=5,
                       linestyle="--" if p == "iteration" else "-",
                       label="whole iteration" if p == "iteration" else p)
-               for p in (*ITER_PHASES, "iteration") if p in drawn or p == "iteration"]
-    idle = [p for p in ITER_PHASES if p not in drawn]
+               for p in (*ITERATION_PHASES, "iteration") if p in drawn or p == "iteration"]
+    idle = [p for p in ITERATION_PHASES if p not in drawn]
     if idle:
         handles.append(Line2D([], [], linestyle="none",
                               label=f"not drawn (no counted work):\n{', '.join(idle)}"))
@@ -408,7 +408,7 @@ def working_phases(runs: pd.DataFrame) -> list[str]:
     work everywhere (e.g. the fold of a non-lazy update) only times the timer, so it is not
     drawn."""
     work = runs.groupby("phase")["work"].max()
-    return [p for p in ITER_PHASES if p in work and work[p] > 0]
+    return [p for p in ITERATION_PHASES if p in work and work[p] > 0]
 
 
 def _phase_lines(ax: Axes, phases: dict[str, pd.Series], title: str) -> None:
@@ -427,7 +427,7 @@ def _phase_lines(ax: Axes, phases: dict[str, pd.Series], title: str) -> None:
 
 def _phase_shares(ax: Axes, phases: dict[str, pd.Series]) -> None:
     """Stacked share of each phase in the sum of the phase medians, vs m."""
-    frame = pd.DataFrame({p: phases[p] for p in ITER_PHASES if p in phases}).fillna(0.0)
+    frame = pd.DataFrame({p: phases[p] for p in ITERATION_PHASES if p in phases}).fillna(0.0)
     frame = frame.sort_index()
     total = frame.sum(axis=1).replace(0.0, np.nan)
     shares = frame.div(total, axis=0).fillna(0.0)
@@ -436,10 +436,8 @@ def _phase_shares(ax: Axes, phases: dict[str, pd.Series]) -> None:
         ax.stackplot(shares.index.to_numpy(float), *(100 * shares[p].to_numpy() for p in shares),
                      colors=[PHASE_COLOURS[p] for p in shares], alpha=0.85)
     _log_x(ax)
-    ax.set(xlabel="width m", ylabel="share of iteration time (%)", ylim=(0, 100),
-           title="share of each phase")
-    ax.title.set_fontsize("medium")
-    ax.grid(True, alpha=0.3)
+    _decorate(ax, xlabel="width m", ylabel="share of iteration time (%)", ylim=(0, 100),
+              title="share of each phase")
 
 
 def fig_init_vs_iteration(data: RunData) -> Figure | None:
@@ -462,7 +460,7 @@ def _init_panel(ax: Axes, data: RunData, runs: pd.DataFrame, fixed: dict[str, ob
                 quantity: str) -> None:
     """Init (solid) and one iteration (dashed) of dense-gn and subquad, with exponents."""
     for method in ("dense-gn", "subquad"):
-        options = _default_options(runs[runs["phase"] == "iteration"], method)
+        options = default_options(runs[runs["phase"] == "iteration"], method)
         if options is None:
             continue
         sel = runs[(runs["method"] == method) & (runs["options"] == options)]
@@ -482,7 +480,7 @@ def _init_panel(ax: Axes, data: RunData, runs: pd.DataFrame, fixed: dict[str, ob
                       markerfacecolor="none" if hollow else None, markersize=7 if hollow else 4.5)
     unit = "seconds" if quantity == "seconds" else "multiply-adds (init: weights drawn)"
     _loglog(ax, "width m", unit, f"Initialisation vs one iteration ({quantity})")
-    _legend_below(ax)
+    _legend(ax, below=True)
 
 
 def fig_work_vs_m(data: RunData) -> Figure | None:
@@ -502,15 +500,11 @@ def fig_work_vs_m(data: RunData) -> Figure | None:
     for ax, quantity in zip(axes, quantities, strict=True):
         summ = summarise(runs, "iteration", quantity)
         groups = _series(summ[summ["median"] > 0], "m", 2)
-        for (method, options), g in groups.items():
-            row = find_fit(data.fits, method, options, "iteration", quantity, "m", fixed)
-            fit = exponent_text(row)
-            _errorbar(ax, data, g, "m", method, options,
-                      series_label(method, options) + (f": m^{fit}" if fit else ""))
+        _fitted_series(ax, data, groups, "m", quantity, fixed, lines=False)
         _references(ax, groups, "m", fixed)
         what = "multiply-adds" if quantity == "work" else "bytes of weights read"
         _loglog(ax, "width m", f"{what} per iteration", f"Counted {what} per iteration")
-        _legend_right(ax)
+        _legend(ax)
     fig.suptitle(f"Counted work per iteration, deterministic ({context_title(fixed, ('m',))})")
     return fig
 
@@ -526,16 +520,11 @@ def fig_time_vs_n_d(data: RunData) -> Figure | None:
         return None
     fig, axes = _new_figure(1, len(found), 6.2 * len(found), 5.4)
     for ax, (axis, (fixed, grp)) in zip(axes, found, strict=True):
-        for (method, options), g in _series(grp, axis, 2).items():
-            row = find_fit(data.fits, method, options, "iteration", "seconds", axis, fixed)
-            fit = exponent_text(row)
-            _errorbar(ax, data, g, axis, method, options,
-                      series_label(method, options) + (f": {axis}^{fit}" if fit else ""))
-            _fit_line(ax, g, axis, row, style(data, method, options)["color"])
+        _fitted_series(ax, data, _series(grp, axis, 2), axis, "seconds", fixed)
         name = "training samples n" if axis == "n" else "input dimension d"
         _loglog(ax, name, f"seconds per iteration (median, {coverage_text(summ['coverage'])})",
                 f"Time vs {axis} ({context_title(fixed, (axis,))})")
-        _legend_below(ax)
+        _legend(ax, below=True)
     return fig
 
 
@@ -673,8 +662,7 @@ def _draw_exponents(ax: Axes, f: pd.DataFrame, options: str) -> None:
             continue
         secs = quantity == "seconds"
         ax.errorbar(g["c"] + (i - 0.5) * shift, g["exponent"],
-                    yerr=np.vstack([g["exponent"] - g["ci_low"],
-                                    g["ci_high"] - g["exponent"]]).clip(min=0),
+                    yerr=_yerr(g, "exponent", "ci_low", "ci_high"),
                     marker="o" if secs else "s", capsize=3, linestyle="-" if secs else ":",
                     color=METHOD_COLOURS["subquad"] if secs else "#56B4E9",
                     label="subquad, wall-clock seconds" if secs else "subquad, counted work")
@@ -683,12 +671,9 @@ def _draw_exponents(ax: Axes, f: pd.DataFrame, options: str) -> None:
             label="reference 2 - c (predicted)")
     ax.axhline(2.0, color=METHOD_COLOURS["dense-gn"], linestyle=(0, (5, 3)), linewidth=1.0,
                label="reference 2 (dense baseline)")
-    ax.set(xlabel="sparsity exponent c", ylabel="fitted exponent of m (95% CI)",
-           title=f"Per-iteration exponent vs c, {series_label('subquad', options)}")
-    ax.title.set_fontsize("medium")
-    ax.grid(True, alpha=0.3)
-    ax.legend(*_ordered_legend(ax), fontsize="small", loc="upper center",
-              bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    _decorate(ax, xlabel="sparsity exponent c", ylabel="fitted exponent of m (95% CI)",
+              title=f"Per-iteration exponent vs c, {series_label('subquad', options)}")
+    _legend(ax, below=True, ncol=2, top=-0.14)
 
 
 #: iterations after which convergence is compared: Gauss-Newton reaches the float noise floor
@@ -725,13 +710,11 @@ def _draw_convergence(ax: Axes, data: RunData, conv: pd.DataFrame) -> None:
                 markerfacecolor="none" if single else st["color"], markeredgewidth=1.6,
                 label=f"{series_label(method, options)}, m={fmt_number(m)}")
     ax.set_yscale("log")
-    ax.set(xlabel="sparsity exponent c",
-           ylabel=f"loss after T = {int(conv['T'].max())} iterations / initial loss "
-           "(lower: faster)",
-           title="Convergence vs c (larger c: sparser, cheaper, slower to train?)")
-    ax.title.set_fontsize("medium")
-    ax.grid(True, alpha=0.3)
-    _legend_below(ax, ncol=2)
+    _decorate(ax, xlabel="sparsity exponent c",
+              ylabel=f"loss after T = {int(conv['T'].max())} iterations / initial loss "
+              "(lower: faster)",
+              title="Convergence vs c (larger c: sparser, cheaper, slower to train?)")
+    _legend(ax, below=True, ncol=2)
 
 
 def fig_ablation(data: RunData) -> Figure | None:
@@ -764,34 +747,32 @@ def _ablation_bars(ax: Axes, data: RunData, groups: dict[tuple[str, str], pd.Dat
         st = style(data, method, options)
         ax.bar(pos, g["median"], width=width, color=st["color"], edgecolor="white",
                hatch=HATCHES[i % len(HATCHES)], label=series_label(method, options),
-               yerr=np.vstack([g["median"] - g["lo"], g["hi"] - g["median"]]).clip(min=0),
+               yerr=_yerr(g),
                capsize=2, error_kw={"linewidth": 0.8})
     ax.set_xticks(range(len(ms)), [fmt_number(m) for m in ms])
     ax.set_yscale("log")
-    ax.set(xlabel="width m",
-           ylabel="seconds per iteration (median, "
-                  f"{coverage_text(pd.concat(list(groups.values()))['coverage'])})",
-           title="Per-iteration time vs dense Gauss-Newton")
-    ax.title.set_fontsize("medium")
-    ax.grid(True, axis="y", alpha=0.3)
-    _legend_below(ax, ncol=2)
+    _decorate(ax, "y", xlabel="width m",
+              ylabel="seconds per iteration (median, "
+                     f"{coverage_text(pd.concat(list(groups.values()))['coverage'])})",
+              title="Per-iteration time vs dense Gauss-Newton")
+    _legend(ax, below=True, ncol=2)
 
 
 def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.DataFrame],
                  m: float) -> None:
     """Stacked horizontal bars: each phase's share of the iteration at width m, total noted."""
     labels, left = [], np.zeros(len(groups))
-    per_phase = {p: np.zeros(len(groups)) for p in ITER_PHASES}
+    per_phase = {p: np.zeros(len(groups)) for p in ITERATION_PHASES}
     at_m = runs[np.isclose(runs["m"].astype(float), m)]
     for i, (method, options) in enumerate(groups):
         sel = at_m[(at_m["method"] == method) & (at_m["options"] == options)]
         labels.append(series_label(method, options))
-        for p in ITER_PHASES:
+        for p in ITERATION_PHASES:
             vals = sel.loc[sel["phase"] == p, "seconds"]
             per_phase[p][i] = median_ci(vals).median if len(vals) else 0.0
     totals = sum(np.nan_to_num(v) for v in per_phase.values())
     y = np.arange(len(groups))
-    for p in ITER_PHASES:
+    for p in ITERATION_PHASES:
         share = 100 * np.nan_to_num(per_phase[p]) / np.where(totals > 0, totals, 1)
         if share.any():
             ax.barh(y, share, left=left, color=PHASE_COLOURS[p], label=p, height=0.7)
@@ -802,11 +783,9 @@ def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.
     ax.set_yticks(y, labels, fontsize="small")
     ax.invert_yaxis()
     ax.set_xlim(0, 118)
-    ax.set(xlabel="share of the iteration's time (%), total per iteration at right",
-           title=f"Phase split at m = {fmt_number(m)}")
-    ax.title.set_fontsize("medium")
-    ax.grid(True, axis="x", alpha=0.3)
-    _legend_right(ax, title="phase")
+    _decorate(ax, "x", xlabel="share of the iteration's time (%), total per iteration at right",
+              title=f"Phase split at m = {fmt_number(m)}")
+    _legend(ax, title="phase")
 
 
 def fig_local_slopes(data: RunData) -> Figure | None:
@@ -821,12 +800,12 @@ def fig_local_slopes(data: RunData) -> Figure | None:
     if ls.empty:  # no m sweep in this run (e.g. only n or d was swept)
         return None
     x, label = _slope_x(ls)
-    y_col = "slope"
     ls, fixed = _main_slope_context(data, ls.assign(_x=x, _label=label))
     quantities = [q for q in ("seconds", "work") if (ls.get("quantity") == q).any()] or [""]
     fig, axes = _new_figure(len(quantities), 1, 11.0, 3.9 * len(quantities))
     for ax, quantity in zip(axes, quantities, strict=True):
-        _draw_local_slopes(ax, data, ls[ls["quantity"] == quantity] if quantity else ls, y_col)
+        shown = ls[ls["quantity"] == quantity] if quantity else ls
+        _draw_local_slopes(ax, data, shown)
         ax.axhline(2.0, color="#333333", linestyle=(0, (5, 3)), linewidth=1.0,
                    label="reference 2", zorder=0)
         c = fixed.get("c")
@@ -834,16 +813,13 @@ def fig_local_slopes(data: RunData) -> Figure | None:
             ax.axhline(2 - c, color="#999999", linestyle=(0, (5, 3)), linewidth=1.0,
                        label=f"reference 2 - c = {2 - c:g}", zorder=0)
         _slope_ticks(ax, ls)
-        shown = ls[ls["quantity"] == quantity] if quantity else ls
         _mark_switches(ax, data, fixed, set(zip(shown["method"], shown["options"])),
                        lambda a, b: math.sqrt(a * b))
         name = {"seconds": "seconds", "work": "multiply-adds"}.get(quantity, "cost")
-        ax.set(xlabel="pair of neighbouring widths m (placed at their geometric midpoint)",
-               ylabel=f"local slope of {name} (95% CI)",
-               title=f"Local slopes of per-iteration {name} vs width")
-        ax.title.set_fontsize("medium")
-        ax.grid(True, alpha=0.3)
-        _legend_right(ax)
+        _decorate(ax, xlabel="pair of neighbouring widths m (placed at their geometric midpoint)",
+                  ylabel=f"local slope of {name} (95% CI)",
+                  title=f"Local slopes of per-iteration {name} vs width")
+        _legend(ax)
     fig.suptitle(f"Local slopes d log(cost) / d log m ({context_title(fixed)})")
     return fig
 
@@ -865,17 +841,17 @@ def _main_slope_context(data: RunData, ls: pd.DataFrame
     return matching, ctx
 
 
-def _draw_local_slopes(ax: Axes, data: RunData, ls: pd.DataFrame, y_col: str) -> None:
+def _draw_local_slopes(ax: Axes, data: RunData, ls: pd.DataFrame) -> None:
     """One error-bar series per (method, options), shifted slightly apart on x."""
-    defaults = {m: _default_options(ls, m, "_x") for m in set(ls["method"])}
+    defaults = {m: default_options(ls, m, x="_x") for m in set(ls["method"])}
     series = {k: g for k, g in _series(ls).items() if defaults.get(k[0]) == k[1]}
     offsets = np.linspace(-0.04, 0.04, len(series)) if len(series) > 1 else [0.0]
     for off, ((method, options), g) in zip(offsets, series.items(), strict=True):
         g = g.sort_values("_x")
         st = {"capsize": 2.5, "markersize": 4.5} | style(data, method, options)
-        yerr = (np.vstack([g[y_col] - g["ci_low"], g["ci_high"] - g[y_col]]).clip(min=0)
-                if {"ci_low", "ci_high"} <= set(g.columns) else None)
-        ax.errorbar(g["_x"] * 2**off, g[y_col], yerr=yerr, label=series_label(method, options),
+        yerr = (_yerr(g, "slope", "ci_low", "ci_high") if {"ci_low", "ci_high"} <= set(g.columns)
+                else None)
+        ax.errorbar(g["_x"] * 2**off, g["slope"], yerr=yerr, label=series_label(method, options),
                     **st)
 
 

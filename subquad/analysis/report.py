@@ -9,6 +9,7 @@ An input that is absent turns its section into "not measured" instead of an erro
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -148,13 +149,10 @@ def claims_section(data: RunData, scope: Scope | None, claims: pd.DataFrame) -> 
              + ("" if data.fits is not None else
                 " **No exponent fitted in this run** (no series with 3 or more widths, or "
                 f"`subquad fit {data.run_dir}` not run yet)."), "",
-             "| claim | predicted | measured | interval | verdict | reason |",
-             "|---|---|---|---|---|---|"]
-    for c in claims.itertuples():
-        verdict = f"**{c.verdict}**" if c.verdict in (SUPPORTED, REJECTED) else c.verdict
-        cells = [c.claim, c.predicted, c.measured or "-", c.interval or "-", verdict,
-                 c.reason or "-"]
-        lines.append("| " + " | ".join(_md(x) for x in cells) + " |")
+             *_md_table(("claim", "predicted", "measured", "interval", "verdict", "reason"),
+                        ([c.claim, c.predicted, c.measured or "-", c.interval or "-",
+                          f"**{c.verdict}**" if c.verdict in (SUPPORTED, REJECTED) else c.verdict,
+                          c.reason or "-"] for c in claims.itertuples()))]
     lines += ["", "Verdicts: *m^(2 - Omega(1))* is **supported** when the upper bound of the "
               "interval is below 2 and below dense-gn's lower bound, **not supported** when the "
               f"lower bound is above 2 - {lim.claim_min_saving:g} (no real saving) or above "
@@ -170,6 +168,12 @@ def claims_section(data: RunData, scope: Scope | None, claims: pd.DataFrame) -> 
 
 def _md(text: object) -> str:
     return str(text).replace("|", "/").replace("\n", " ")
+
+
+def _md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """The lines of a Markdown table: header, rule, one line per row (cells through ``_md``)."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(_md(x) for x in row) + " |" for row in rows)]
 
 
 def _variants_table(data: RunData, scope: Scope | None) -> str:
@@ -320,11 +324,9 @@ def selfcheck_section(data: RunData) -> str:
                    "widths, so no exponent was fitted (this is not a failed check).")
     cols = ["kernel", "expected", "exponent", "ci_low", "ci_high", "tolerance", "ok",
             "n_points", "machine", "dtype", "context"]
-    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in frame.iterrows():
-        table.append("| " + " | ".join(_md(fmt_number(r[c], ".4g" if isinstance(r[c], float)
-                                                      and not float(r[c]).is_integer() else "",
-                                                      "-")) for c in cols) + " |")
+    table = _md_table(cols, ([fmt_number(r[c], ".4g" if isinstance(r[c], float)
+                                         and not float(r[c]).is_integer() else "", "-")
+                              for c in cols] for _, r in frame.iterrows()))
     return head + verdict + "\n\n" + "\n".join(table) + "\n"
 
 
@@ -405,14 +407,10 @@ def _cell_table(title: str, cells: pd.DataFrame, with_status: bool) -> str:
 
 
 def _dropped_table(dropped: pd.DataFrame) -> str:
-    lines = ["\n### Rows dropped by the loader (not fitted, not drawn)\n",
-             "| cell | method | m | phase | column | value | reason | rows |",
-             "|---|---|---|---|---|---|---|---|"]
-    for _, r in dropped.iterrows():
-        lines.append("| " + " | ".join(_md(fmt_number(r[c], "", "-")) for c in
-                                       ("cell", "method", "m", "phase", "column", "value",
-                                        "reason", "rows")) + " |")
-    return "\n".join(lines) + "\n"
+    cols = ("cell", "method", "m", "phase", "column", "value", "reason", "rows")
+    rows = ([fmt_number(r[c], "", "-") for c in cols] for _, r in dropped.iterrows())
+    return "\n".join(["\n### Rows dropped by the loader (not fitted, not drawn)\n",
+                      *_md_table(cols, rows)]) + "\n"
 
 
 def figures_section(run_dir: Path) -> str:

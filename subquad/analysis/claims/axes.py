@@ -111,10 +111,6 @@ def n_d_claims(fits: pd.DataFrame, limits: Limits) -> list[Claim]:
     return out
 
 
-def _ok_iteration(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[(runs["phase"] == "iteration") & (runs["status"] == "ok")]
-
-
 def _axis_fit(df: pd.DataFrame, axis: str, col: str) -> tuple[float, float, float, int] | None:
     pts = [(x, g[col].dropna().to_numpy(float)) for x, g in df.groupby(axis)]
     pts = [(x, v[v > 0]) for x, v in pts if len(v[v > 0])]
@@ -136,14 +132,15 @@ def depth_claims(runs: pd.DataFrame, training: pd.DataFrame | None, limits: Limi
         bad = g[g["status"] != "ok"].drop_duplicates("L")
         failed = (f"; cells at L = {sorted(bad['L'].astype(int).tolist())} ended "
                   f"{'/'.join(sorted(set(bad['status'])))}") if len(bad) else ""
+        ok = g[(g["phase"] == "iteration") & (g["status"] == "ok")]
         for q in QUANTITIES:
-            fit = _axis_fit(_ok_iteration(g), "L", q)
+            fit = _axis_fit(ok, "L", q)
             if fit is None:
                 out.append(Claim(f"per-iteration {q} ~ L^1 [{name}]", "1",
                                  NOT_MEASURED + failed, quantity=q))
                 continue
             e, lo, hi, k = fit
-            med = _ok_iteration(g).groupby("L")[q].median().sort_index()
+            med = ok.groupby("L")[q].median().sort_index()
             step = med.diff().dropna()
             inc = (f"; cost per added layer {step.min():.3g} .. {step.max():.3g} "
                    f"(affine in L when these agree)") if len(step) else ""
@@ -174,18 +171,14 @@ def depth_claims(runs: pd.DataFrame, training: pd.DataFrame | None, limits: Limi
     return out
 
 
-def _solve_rows(runs: pd.DataFrame) -> pd.DataFrame:
-    s = runs[(runs["phase"] == "solve") & (runs["status"] == "ok")].copy()
-    s["solver"] = s["options"].map(_solver_of)
-    return s
-
-
 def solver_claims(runs: pd.DataFrame, training: pd.DataFrame | None, limits: Limits
                   ) -> list[Claim]:
     """PCG iterations flat in n; PCG solve below Cholesky from some n*; the preconditioner's
     effect on conditioning and on time, per data setting."""
     out: list[Claim] = []
-    s = _solve_rows(runs.fillna({"options": ""}))
+    runs = runs.fillna({"options": ""})
+    s = runs[(runs["phase"] == "solve") & (runs["status"] == "ok")].copy()
+    s["solver"] = s["options"].map(_solver_of)
     if s["solver"].nunique() < 2 or s["n"].nunique() < 3:
         return out
     for data, g in s.groupby("data"):

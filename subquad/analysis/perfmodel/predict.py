@@ -40,12 +40,10 @@ def cell_phases(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, phase) of the trainers' ok rows: medians over samples."""
     df = runs[(runs["status"] == "ok") & runs["method"].isin(["dense-gd", "dense-gn",
                                                               "subquad"])].copy()
-    for col in ("update_resolved", "forward_kernel_resolved"):
+    for col in ("update_resolved", "forward_kernel_resolved", "access", "shape"):
         df[col] = df[col].fillna("").astype(str) if col in df else ""
     for col in _NUM:
         df[col] = pd.to_numeric(df.get(col), errors="coerce")
-    for col in ("access", "shape"):
-        df[col] = df[col].fillna("").astype(str) if col in df else ""
     phases = df[df["phase"].isin([*PHASES, "iteration"])]
     if phases.empty:
         raise ConfigError("DIR", "runs.csv has no ok trainer rows to model")
@@ -65,7 +63,6 @@ def predict_cells(cells: pd.DataFrame, machine: Machine, asymptotic: bool = Fals
                   ) -> pd.DataFrame:
     """``cells`` with ``predicted`` and ``level`` per phase and the iteration as their sum."""
     out = cells.copy()
-    body = out["phase"] != "iteration"
     pred, level = [], []
     for r in out.itertuples():
         if r.phase == "iteration":
@@ -80,11 +77,18 @@ def predict_cells(cells: pd.DataFrame, machine: Machine, asymptotic: bool = Fals
         level.append(machine.level(_f(r.working_set)) if r.access in ("stream", "random",
                                                                        "gemm") else "cache")
     out["predicted"], out["level"] = pred, level
-    sums = out[body].groupby("cell")["predicted"].sum()
-    it = ~body
-    if it.any():
-        out.loc[it, "predicted"] = out.loc[it, "cell"].map(sums).to_numpy(float)
+    _sum_phases(out, "predicted")
     return out
+
+
+def _sum_phases(out: pd.DataFrame, column: str) -> pd.Series:
+    """Set ``column`` of every iteration row to the sum over its cell's phases (in place);
+    returns the mask of the iteration rows."""
+    it = out["phase"] == "iteration"
+    sums = out[~it].groupby("cell")[column].sum()
+    if it.any():
+        out.loc[it, column] = out.loc[it, "cell"].map(sums).to_numpy(float)
+    return it
 
 
 def accumulator_traffic(phase: str, kernel: str, work: float, dtype: str
@@ -130,18 +134,10 @@ def apply_factors(pred: pd.DataFrame, factors: pd.DataFrame) -> pd.DataFrame:
                      how="left")
     f = out["factor"].where(np.isfinite(out["factor"]), 1.0)
     out["fitted"] = f * out["predicted"]
-    body = out["phase"] != "iteration"
-    sums = out[body].groupby("cell")["fitted"].sum()
-    it = ~body
+    it = _sum_phases(out, "fitted")
     if it.any():
-        out.loc[it, "fitted"] = out.loc[it, "cell"].map(sums).to_numpy(float)
         out.loc[it, "factor"] = math.nan
     return out
-
-
-def _series_groups(df: pd.DataFrame):
-    it = df[df["phase"] == "iteration"]
-    yield from it.groupby(SERIES, dropna=False, sort=True)
 
 
 def _power_law(m: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -198,7 +194,7 @@ def summary(pred: pd.DataFrame, machine: Machine, min_m: float, fits: pd.DataFra
             ) -> pd.DataFrame:
     """Per series: measured, model, fitted, counted-work and asymptotic exponents."""
     rows = []
-    for key, it in _series_groups(pred):
+    for key, it in pred[pred["phase"] == "iteration"].groupby(SERIES, dropna=False, sort=True):
         kd = dict(zip(SERIES, key))
         it = it[it["m"] >= min_m].sort_values("m")
         if len(it) < 2:
@@ -250,16 +246,13 @@ def speedups(pred: pd.DataFrame, machine: Machine, column: str = "predicted") ->
             s_ser = pred[pred["cell"].isin(sub["cell"])]
             d_big = extrapolate_series(d_ser, machine, big)
             s_big = extrapolate_series(s_ser, machine, big)
-            for m in common:
-                dt = float(dense.loc[dense["m"] == m, column].iloc[0])
-                st = float(sub.loc[sub["m"] == m, column].iloc[0])
-                rows.append(kd | {"sub_options": opts, "m": m, "dense_seconds": dt,
-                                  "subquad_seconds": st, "speedup": dt / st,
-                                  "kind": "measured widths"})
-            for m, dt, st in zip(big, d_big, s_big):
-                rows.append(kd | {"sub_options": opts, "m": m, "dense_seconds": dt,
-                                  "subquad_seconds": st, "speedup": dt / st,
-                                  "kind": "extrapolation"})
+            measured = [(m, float(dense.loc[dense["m"] == m, column].iloc[0]),
+                         float(sub.loc[sub["m"] == m, column].iloc[0])) for m in common]
+            for kind, points in (("measured widths", measured),
+                                 ("extrapolation", zip(big, d_big, s_big))):
+                rows.extend(kd | {"sub_options": opts, "m": m, "dense_seconds": dt,
+                                  "subquad_seconds": st, "speedup": dt / st, "kind": kind}
+                            for m, dt, st in points)
     return pd.DataFrame(rows, columns=TABLES["model_speedup"].columns)
 
 

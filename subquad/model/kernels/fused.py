@@ -31,20 +31,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from subquad.model.kernels.numba_common import (
-    FORWARD_KERNELS,
-    _axpy1,
-    _axpy4,
-    _check_inplace,
-    _check_widths,
-    _count_above,
-    _per_sample,
-    _prepare,
-    _threshold_compact,
-    _tile_for,
-    _transpose,
-    tiny_case,
-)
+from subquad.model.kernels import check_widths
+from subquad.model.kernels import numba_common as nc
+from subquad.model.kernels.numba_common import FORWARD_KERNELS
 from subquad.model.sparse import SparseRows, row_ids
 
 FUSED_MAX_TILE_BYTES = 64 * 1024  # per-example fused: widest row tile one task streams
@@ -117,11 +106,9 @@ def _forward_fused_per_example(Wt, indptr, idx, val, first, pptr, psmp, pval, vp
     layer), each row read also gives the backward's dot with the predicted v_L into D.
     """
     n, ntile = counts.shape
-    m_out = Wt.shape[1]
     dots = optr.shape[0] > 0
     for t in prange(ntile):
-        c0 = t * tile
-        c1 = min(c0 + tile, m_out)
+        c0, c1 = nc.tile_cols(t, tile, Wt.shape[1])
         for i in range(n):
             g = G[i, c0:c1]
             g[:] = 0
@@ -132,10 +119,10 @@ def _forward_fused_per_example(Wt, indptr, idx, val, first, pptr, psmp, pval, vp
                 if k == 4:
                     w0, w1 = Wt[idx[p], c0:c1], Wt[idx[p + 1], c0:c1]
                     w2, w3 = Wt[idx[p + 2], c0:c1], Wt[idx[p + 3], c0:c1]
-                    _axpy4(g, val[p], w0, val[p + 1], w1, val[p + 2], w2, val[p + 3], w3)
+                    nc.axpy4(g, val[p], w0, val[p + 1], w1, val[p + 2], w2, val[p + 3], w3)
                 else:
                     for r in range(p, e):
-                        _axpy1(g, val[r], Wt[idx[r], c0:c1])
+                        nc.axpy1(g, val[r], Wt[idx[r], c0:c1])
                 for r in range(p, p + k):
                     if first[r] >= 0:
                         _apply_pending(Wt[idx[r], c0:c1], first[r], pptr, psmp, pval, vptr,
@@ -149,7 +136,7 @@ def _forward_fused_per_example(Wt, indptr, idx, val, first, pptr, psmp, pval, vp
                                         optr[i, t + 1])
                 p += k
             _add_first_reads(g, i, M, vptr, vrel, vval, t)
-            counts[i, t] = _count_above(g, b[i])
+            counts[i, t] = nc.count_above(g, b[i])
 
 
 @njit(parallel=True, cache=True)
@@ -159,21 +146,19 @@ def _forward_fused_input_major(Wt, cols, colptr, rows, cval, perm, pend, pptr, p
     it, then applies pending row pend[u] (if >= 0) to W; the others read the updated tile.
     One column tile per task; M and D as in the per-example kernel."""
     n, ntile = counts.shape
-    m_out = Wt.shape[1]
     dots = optr.shape[0] > 0
     for t in prange(ntile):
-        c0 = t * tile
-        c1 = min(c0 + tile, m_out)
+        c0, c1 = nc.tile_cols(t, tile, Wt.shape[1])
         for i in range(n):
             G[i, c0:c1] = 0
         for u in range(cols.size):
             w = Wt[cols[u], c0:c1]
             p0 = colptr[u]
-            _axpy1(G[rows[p0], c0:c1], cval[p0], w)
+            nc.axpy1(G[rows[p0], c0:c1], cval[p0], w)
             if pend[u] >= 0:
                 _apply_pending(w, pend[u], pptr, psmp, pval, vptr, vrel, vval, t)
             for p in range(p0 + 1, colptr[u + 1]):
-                _axpy1(G[rows[p], c0:c1], cval[p], w)
+                nc.axpy1(G[rows[p], c0:c1], cval[p], w)
             if dots:
                 for p in range(p0, colptr[u + 1]):
                     i = rows[p]
@@ -181,7 +166,7 @@ def _forward_fused_input_major(Wt, cols, colptr, rows, cval, perm, pend, pptr, p
         for i in range(n):
             g = G[i, c0:c1]
             _add_first_reads(g, i, M, vptr, vrel, vval, t)
-            counts[i, t] = _count_above(g, b[i])
+            counts[i, t] = nc.count_above(g, b[i])
 
 
 @njit(cache=True)
@@ -257,8 +242,8 @@ def _tile_pointers(V: SparseRows, tile: int, ntile: int) -> np.ndarray:
 
 
 def _fused_tile(kernel: str, n: int, m_out: int, itemsize: int) -> int:
-    """Column tile: input-major as ``cpu._tile_for``; per example one tile per thread, up to
-    FUSED_MAX_TILE_BYTES of a row (a multiple of 64).
+    """Column tile: input-major as ``numba_common.tile_for``; per example one tile per thread,
+    up to FUSED_MAX_TILE_BYTES of a row (a multiple of 64).
 
     Tasks are whole tiles here (samples run in order inside one), so wider tiles mean longer
     sequential streams and fewer visits of each pending row: measured at m = 16384, n = 16,
@@ -266,7 +251,7 @@ def _fused_tile(kernel: str, n: int, m_out: int, itemsize: int) -> int:
     14.8 at 8192, 14.2 at 16384.
     """
     if kernel == "input-major":
-        return _tile_for(kernel, n, m_out, itemsize)
+        return nc.tile_for(kernel, n, m_out, itemsize)
     tile = min(FUSED_MAX_TILE_BYTES // itemsize, -(-m_out // numba.get_num_threads()))
     return max(64, -(-tile // 64) * 64)
 
@@ -334,25 +319,25 @@ def forward_fused(
     """
     if forward_kernel not in FORWARD_KERNELS:
         raise ValueError(f"forward_kernel must be one of {FORWARD_KERNELS}, got {forward_kernel!r}")
-    _check_inplace(Wt)
-    _check_widths(Wt, H)
+    nc.check_inplace(Wt)
+    check_widths(Wt, H)
     dt = Wt.dtype
     m_in, m_out = Wt.shape
     n = H.n
     Hp, Vp, coef = pending if pending is not None else _empty_pending(n, m_in, m_out, dt)
-    _check_widths(Wt, Hp, Vp)
+    check_widths(Wt, Hp, Vp)
     kernel = forward_kernel
     if kernel == "auto":
         kernel = FUSED_AUTO_KERNEL
-    indptr, idx, val = _prepare(H, dt)
+    indptr, idx, val = nc.prepare(H, dt)
     if tile is None:
         tile = _fused_tile(kernel, n, m_out, dt.itemsize)
     ntile = max(1, -(-m_out // tile))
-    bb = _per_sample(b, n, dt)
-    pin, pidx, ph = _prepare(Hp, dt)
-    _, vidx, vval = _prepare(Vp, dt)
-    prow, pptr, psmp, pperm = _transpose(pin, pidx, m_in)
-    pval = _per_sample(coef, Hp.n, dt)[psmp] * ph[pperm]
+    bb = nc.per_sample(b, n, dt)
+    pin, pidx, ph = nc.prepare(Hp, dt)
+    _, vidx, vval = nc.prepare(Vp, dt)
+    prow, pptr, psmp, pperm = nc.transpose(pin, pidx, m_in)
+    pval = nc.per_sample(coef, Hp.n, dt)[psmp] * ph[pperm]
     vptr = _tile_pointers(Vp, tile, ntile)
     vrel = (vidx % tile).astype(np.uint64)  # positions inside the column tile
     G = _accumulators(n, m_out, dt)
@@ -375,7 +360,7 @@ def forward_fused(
                                    oval, D)
         rows_read = idx.size
     else:
-        union, colptr, rows, perm = _transpose(indptr, idx, m_in)
+        union, colptr, rows, perm = nc.transpose(indptr, idx, m_in)
         pend, left = _pending_map(union, prow)
         cval = val[perm]
         hit = np.flatnonzero(pend >= 0)
@@ -386,7 +371,7 @@ def forward_fused(
         rows_read = nunion = union.size
     _apply_rows(Wt, prow.view(np.uint64), left, pptr, psmp, pval, vptr, vidx.view(np.uint64),
                 vval)
-    out = _threshold_compact(G, bb, tile, counts)
+    out = nc.threshold_compact(G, bb, tile, counts)
     vcount = Vp.counts().astype(np.int64)
     per_row = np.add.reduceat(vcount[psmp], pptr[:-1]) if psmp.size else np.zeros(0, np.int64)
     info = {"kernel": kernel,
@@ -437,11 +422,11 @@ def top_backward(Wt: np.ndarray, H_in: SparseRows, dots: np.ndarray, P: SparseRo
     Returns u (aligned with H_in's entries) and the per-sample flip counts |P_i xor S_i|, whose
     |S_{L-1,i}| reads each are the only scattered reads left of the top layer's backward.
     """
-    _check_widths(Wt, H_in, H_out)
+    check_widths(Wt, H_in, H_out)
     dt = Wt.dtype
-    ptr_in, idx_in, _ = _prepare(H_in, dt)
-    pptr, pidx, _ = _prepare(P, dt)
-    nptr, nidx, _ = _prepare(H_out, dt)
+    ptr_in, idx_in, _ = nc.prepare(H_in, dt)
+    pptr, pidx, _ = nc.prepare(P, dt)
+    nptr, nidx, _ = nc.prepare(H_out, dt)
     u = np.array(dots, dtype=dt, copy=True)
     flips = np.zeros(H_in.n, np.int64)
     _top_correct(Wt, ptr_in, idx_in.view(np.uint64), u, pptr, pidx, nptr, nidx,
@@ -452,7 +437,7 @@ def top_backward(Wt: np.ndarray, H_in: SparseRows, dots: np.ndarray, P: SparseRo
 def warmup(dtype: Any = np.float32) -> None:
     """Compile the fused kernels for ``dtype`` on a tiny case (with and without a pending
     update, and with a row that flips off)."""
-    H, Wt, b = tiny_case(dtype)
+    H, Wt, b = nc.tiny_case(dtype)
     dt, m = Wt.dtype, Wt.shape[1]
     pending = (SparseRows.from_dense(np.eye(5, m, dtype=dt)), H, np.ones(5, dt))
     a = np.linspace(-1.0, 1.0, m).astype(dt)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from subquad.errors import ConfigError
+from subquad.model.kernels import check_widths
 from subquad.model.kernels.cuda_source import render
 from subquad.model.sparse import SparseRows
 
@@ -99,15 +100,6 @@ def _restrict(indptr: Any, pos: Any, val: Any, n: int, width: int) -> Any:
     return out
 
 
-def _check_widths(Wt: Any, H_in: SparseRows, V_out: SparseRows | None = None) -> None:
-    """Reject mismatched widths before a RawKernel (which does not bound-check) runs."""
-    if H_in.m != Wt.shape[0]:
-        raise ValueError(f"input rows have width {H_in.m}, Wt has {Wt.shape[0]} rows (m_in)")
-    if V_out is not None and (V_out.m != Wt.shape[1] or V_out.n != H_in.n):
-        raise ValueError(f"V_out is {V_out.n} rows of width {V_out.m}; expected {H_in.n} "
-                         f"rows of width m_out = {Wt.shape[1]}")
-
-
 # ---------------------------------------------------------------- forward
 
 
@@ -169,7 +161,7 @@ def forward_layer(
     if forward_kernel not in FORWARD_KERNELS:
         raise ValueError(f"forward_kernel must be one of {FORWARD_KERNELS}, got {forward_kernel!r}")
     Wt = cp.ascontiguousarray(Wt)
-    _check_widths(Wt, H)
+    check_widths(Wt, H)
     dt = Wt.dtype
     kernel = forward_kernel
     if kernel == "auto":
@@ -187,7 +179,7 @@ def forward_layer(
 def backward_block(Wt: Any, H_in: SparseRows, V_out: SparseRows) -> Any:
     """u_i[j] = sum_{k in S_out,i} Wt[j, k] v_i[k] for j in S_in,i, aligned with H_in.indices."""
     Wt = cp.ascontiguousarray(Wt)
-    _check_widths(Wt, H_in, V_out)
+    check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
     ptr_in, idx_in, _ = _csr(H_in, dt)
     ptr_out, idx_out, v = _csr(V_out, dt)
@@ -225,7 +217,7 @@ def update_scatter(Wt: Any, H_in: SparseRows, V_out: SparseRows, coef: Any) -> N
     different samples may hit the same (j, k), so the adds are atomic.
     """
     _check_inplace(Wt)
-    _check_widths(Wt, H_in, V_out)
+    check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
     ptr_in, idx_in, h = _csr(H_in, dt)
     ptr_out, idx_out, v = _csr(V_out, dt)
@@ -242,7 +234,7 @@ def update_rowdense(Wt: Any, H_in: SparseRows, V_out: SparseRows, coef: Any) -> 
     added into the used rows of Wt (distinct rows, so the scatter has no collisions).
     """
     _check_inplace(Wt)
-    _check_widths(Wt, H_in, V_out)
+    check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
     n, (m_in, m_out) = H_in.n, Wt.shape
     ptr_in, idx_in, h = _csr(H_in, dt)

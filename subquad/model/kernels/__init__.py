@@ -18,22 +18,10 @@ Every backend module (``reference`` = pure numpy, ``cpu`` = numba, ``gpu`` = cup
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
 
 from subquad.errors import ConfigError
-from subquad.model.sparse import SparseRows
 
 KERNEL_BACKENDS = {"numpy": "cpu", "reference": "reference", "cupy": "gpu"}
-
-
-def check_widths(Wt: Any, H_in: SparseRows, V_out: SparseRows | None = None) -> None:
-    """Reject mismatched widths before a kernel runs: neither the jitted code nor a RawKernel
-    bound-checks."""
-    if H_in.m != Wt.shape[0]:
-        raise ValueError(f"input rows have width {H_in.m}, Wt has {Wt.shape[0]} rows (m_in)")
-    if V_out is not None and (V_out.m != Wt.shape[1] or V_out.n != H_in.n):
-        raise ValueError(f"V_out is {V_out.n} rows of width {V_out.m}; expected {H_in.n} "
-                         f"rows of width m_out = {Wt.shape[1]}")
 
 
 def get_kernels(backend: str) -> ModuleType:

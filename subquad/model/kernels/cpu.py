@@ -20,12 +20,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from subquad.model.kernels import check_widths, fused
+from subquad.model.kernels import fused
 from subquad.model.kernels import numba_common as nc
+from subquad.model.kernels.arguments import check_widths, per_sample, prepare, tiny_case
 from subquad.model.kernels.numba_common import FORWARD_KERNELS
 from subquad.model.sparse import SparseRows
 
-# ---------------------------------------------------------------- small jitted building blocks
+# ---------------------------------------------------------------- forward
 
 
 @njit(cache=True)
@@ -35,9 +36,6 @@ def _init_tile(g, extra, i, c0, c1):
         g[:] = extra[i, c0:c1]
     else:
         g[:] = 0
-
-
-# ---------------------------------------------------------------- forward
 
 
 @njit(parallel=True, cache=True)
@@ -107,7 +105,7 @@ def _preactivations(kernel: str, Wt: np.ndarray, H: SparseRows, b: np.ndarray,
     dt = Wt.dtype
     m_in, m_out = Wt.shape
     n = H.n
-    indptr, idx, val = nc.prepare(H, dt)
+    indptr, idx, val = prepare(H, dt)
     tile = nc.tile_for(kernel, n, m_out, dt.itemsize)
     G = np.empty((n, m_out), dt)
     counts = np.empty((n, max(1, -(-m_out // tile))), np.int64)
@@ -147,7 +145,7 @@ def forward_layer(
     kernel = forward_kernel
     if kernel == "auto":
         kernel = choose_forward(n, H.nnz / max(n, 1), Wt.shape[0], m_out, dt.itemsize)
-    bb = nc.per_sample(b, n, dt)
+    bb = per_sample(b, n, dt)
     G, counts, tile, union, rows_read = _preactivations(kernel, Wt, H, bb, ex)
     out = nc.threshold_compact(G, bb, tile, counts)
     info = {"kernel": kernel, "bytes": float(rows_read * m_out * dt.itemsize), "union": union}
@@ -191,8 +189,8 @@ def backward_block(Wt: np.ndarray, H_in: SparseRows, V_out: SparseRows) -> np.nd
     """u_i[j] = sum_{k in S_out,i} Wt[j, k] v_i[k] for j in S_in,i, aligned with H_in.indices."""
     Wt = np.ascontiguousarray(Wt)
     check_widths(Wt, H_in, V_out)
-    ptr_in, idx_in, _ = nc.prepare(H_in, Wt.dtype)
-    ptr_out, idx_out, v = nc.prepare(V_out, Wt.dtype)
+    ptr_in, idx_in, _ = prepare(H_in, Wt.dtype)
+    ptr_out, idx_out, v = prepare(V_out, Wt.dtype)
     u = np.empty(idx_in.size, Wt.dtype)
     _backward_block(Wt, ptr_in, idx_in.view(np.uint64), ptr_out, idx_out.view(np.uint64), v, u)
     return u
@@ -228,7 +226,7 @@ def _gram(indptr, idx, val, m, nchunks, K):
 def gram(R: SparseRows) -> np.ndarray:
     """K = R R^T (n x n) of sparse rows in O(n^2 s), in the dtype of R's values."""
     dt = np.asarray(R.values).dtype
-    indptr, idx, val = nc.prepare(R, dt)
+    indptr, idx, val = prepare(R, dt)
     n = R.n
     K = np.zeros((n, n), dt)
     nchunks = max(1, min(n, 4 * numba.get_num_threads()))
@@ -272,7 +270,7 @@ def _update_inputs(Wt: np.ndarray, H_in: SparseRows, V_out: SparseRows, coef: np
     nc.check_inplace(Wt)
     check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
-    return (*nc.prepare(H_in, dt), *nc.prepare(V_out, dt), nc.per_sample(coef, H_in.n, dt))
+    return (*prepare(H_in, dt), *prepare(V_out, dt), per_sample(coef, H_in.n, dt))
 
 
 def update_scatter(
@@ -331,7 +329,7 @@ def warmup(dtype: Any = np.float32) -> None:
 
     Call it before any timed phase so that compilation is never measured.
     """
-    H, Wt, b = nc.tiny_case(dtype)
+    H, Wt, b = tiny_case(dtype)
     dt, m = Wt.dtype, Wt.shape[1]
     for kernel in FORWARD_KERNELS[1:]:
         forward_layer(Wt, H, b, forward_kernel=kernel)

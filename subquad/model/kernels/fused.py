@@ -31,8 +31,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from subquad.model.kernels import check_widths
 from subquad.model.kernels import numba_common as nc
+from subquad.model.kernels.arguments import check_widths, per_sample, prepare, tiny_case
 from subquad.model.kernels.numba_common import FORWARD_KERNELS
 from subquad.model.sparse import SparseRows, row_ids
 
@@ -192,17 +192,7 @@ def _first_reads(indptr, idx, val, m_in, prow, pptr, psmp, pval, M):
                 if a >= 0:
                     for p in range(pptr[a], pptr[a + 1]):
                         M[i, psmp[p]] += val[r] * pval[p]
-    nleft = 0
-    for a in range(prow.size):
-        if not seen[prow[a]]:
-            nleft += 1
-    left = np.empty(nleft, np.int64)
-    q = 0
-    for a in range(prow.size):
-        if not seen[prow[a]]:
-            left[q] = a
-            q += 1
-    return at_first, left, nunion
+    return at_first, np.flatnonzero(~seen[prow]), nunion
 
 
 @njit(cache=True)
@@ -329,15 +319,15 @@ def forward_fused(
     kernel = forward_kernel
     if kernel == "auto":
         kernel = FUSED_AUTO_KERNEL
-    indptr, idx, val = nc.prepare(H, dt)
+    indptr, idx, val = prepare(H, dt)
     if tile is None:
         tile = _fused_tile(kernel, n, m_out, dt.itemsize)
     ntile = max(1, -(-m_out // tile))
-    bb = nc.per_sample(b, n, dt)
-    pin, pidx, ph = nc.prepare(Hp, dt)
-    _, vidx, vval = nc.prepare(Vp, dt)
+    bb = per_sample(b, n, dt)
+    pin, pidx, ph = prepare(Hp, dt)
+    _, vidx, vval = prepare(Vp, dt)
     prow, pptr, psmp, pperm = nc.transpose(pin, pidx, m_in)
-    pval = nc.per_sample(coef, Hp.n, dt)[psmp] * ph[pperm]
+    pval = per_sample(coef, Hp.n, dt)[psmp] * ph[pperm]
     vptr = _tile_pointers(Vp, tile, ntile)
     vrel = (vidx % tile).astype(np.uint64)  # positions inside the column tile
     G = _accumulators(n, m_out, dt)
@@ -424,9 +414,9 @@ def top_backward(Wt: np.ndarray, H_in: SparseRows, dots: np.ndarray, P: SparseRo
     """
     check_widths(Wt, H_in, H_out)
     dt = Wt.dtype
-    ptr_in, idx_in, _ = nc.prepare(H_in, dt)
-    pptr, pidx, _ = nc.prepare(P, dt)
-    nptr, nidx, _ = nc.prepare(H_out, dt)
+    ptr_in, idx_in, _ = prepare(H_in, dt)
+    pptr, pidx, _ = prepare(P, dt)
+    nptr, nidx, _ = prepare(H_out, dt)
     u = np.array(dots, dtype=dt, copy=True)
     flips = np.zeros(H_in.n, np.int64)
     _top_correct(Wt, ptr_in, idx_in.view(np.uint64), u, pptr, pidx, nptr, nidx,
@@ -437,7 +427,7 @@ def top_backward(Wt: np.ndarray, H_in: SparseRows, dots: np.ndarray, P: SparseRo
 def warmup(dtype: Any = np.float32) -> None:
     """Compile the fused kernels for ``dtype`` on a tiny case (with and without a pending
     update, and with a row that flips off)."""
-    H, Wt, b = nc.tiny_case(dtype)
+    H, Wt, b = tiny_case(dtype)
     dt, m = Wt.dtype, Wt.shape[1]
     pending = (SparseRows.from_dense(np.eye(5, m, dtype=dt)), H, np.ones(5, dt))
     a = np.linspace(-1.0, 1.0, m).astype(dt)

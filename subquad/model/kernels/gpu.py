@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from subquad.errors import ConfigError
-from subquad.model.kernels import check_widths
+from subquad.model.kernels.arguments import check_widths, per_sample, prepare, tiny_case
 from subquad.model.kernels.cuda_source import render
 from subquad.model.sparse import SparseRows
 
@@ -66,18 +66,6 @@ def _launch(name: str, dt: Any, grid: tuple[int, ...], args: tuple) -> None:
 def _i64(x: int) -> np.int64:
     """A kernel scalar argument (always passed as a numpy scalar, never a Python int)."""
     return np.int64(x)
-
-
-def _csr(R: SparseRows, dt: Any) -> tuple[Any, Any, Any]:
-    """indptr, indices (int64) and values (in dt) as contiguous device arrays."""
-    return (cp.ascontiguousarray(cp.asarray(R.indptr), dtype=cp.int64),
-            cp.ascontiguousarray(cp.asarray(R.indices), dtype=cp.int64),
-            cp.ascontiguousarray(cp.asarray(R.values), dtype=dt))
-
-
-def _per_sample(x: Any, n: int, dt: Any) -> Any:
-    """A per-sample scalar (b_i, coef_i) as a contiguous (n,) device array; scalars broadcast."""
-    return cp.ascontiguousarray(cp.broadcast_to(cp.asarray(x, dtype=dt), (n,)))
 
 
 def _row_ids(indptr: Any, nnz: int) -> Any:
@@ -120,7 +108,7 @@ def _preactivations(kernel: str, Wt: Any, H: SparseRows) -> tuple[Any, float, in
     dt = Wt.dtype
     m_in, m_out = (int(d) for d in Wt.shape)
     n, row_bytes = H.n, float(m_out * dt.itemsize)
-    indptr, idx, val = _csr(H, dt)
+    indptr, idx, val = prepare(H, dt, cp)
     cols, pos = _union(idx, m_in)
     union = int(cols.shape[0])
     if kernel == "per-example":
@@ -169,7 +157,7 @@ def forward_layer(
     G, nbytes, union = _preactivations(kernel, Wt, H)
     if extra is not None:
         G += cp.asarray(extra, dtype=dt)
-    out = _compact(G, _per_sample(b, H.n, dt))
+    out = _compact(G, per_sample(b, H.n, dt, cp))
     return out, {"kernel": kernel, "bytes": nbytes, "union": union}
 
 
@@ -181,8 +169,8 @@ def backward_block(Wt: Any, H_in: SparseRows, V_out: SparseRows) -> Any:
     Wt = cp.ascontiguousarray(Wt)
     check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
-    ptr_in, idx_in, _ = _csr(H_in, dt)
-    ptr_out, idx_out, v = _csr(V_out, dt)
+    ptr_in, idx_in, _ = prepare(H_in, dt, cp)
+    ptr_out, idx_out, v = prepare(V_out, dt, cp)
     nnz = int(idx_in.shape[0])
     u = cp.empty(nnz, dtype=dt)
     _launch("backward_block", dt, _blocks(nnz),
@@ -194,7 +182,7 @@ def backward_block(Wt: Any, H_in: SparseRows, V_out: SparseRows) -> Any:
 def gram(R: SparseRows) -> Any:
     """K = R R^T (n x n) of sparse rows in O(n^2 s): one thread merges each pair of rows."""
     dt = cp.asarray(R.values).dtype
-    indptr, idx, val = _csr(R, dt)
+    indptr, idx, val = prepare(R, dt, cp)
     n = R.n
     K = cp.empty((n, n), dtype=dt)
     _launch("gram_merge", dt, _blocks(n * n), (indptr, idx, val, _i64(n), K))
@@ -219,10 +207,10 @@ def update_scatter(Wt: Any, H_in: SparseRows, V_out: SparseRows, coef: Any) -> N
     _check_inplace(Wt)
     check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
-    ptr_in, idx_in, h = _csr(H_in, dt)
-    ptr_out, idx_out, v = _csr(V_out, dt)
+    ptr_in, idx_in, h = prepare(H_in, dt, cp)
+    ptr_out, idx_out, v = prepare(V_out, dt, cp)
     nnz = int(idx_in.shape[0])
-    c = _per_sample(coef, H_in.n, dt)
+    c = per_sample(coef, H_in.n, dt, cp)
     _launch("update_scatter", dt, (nnz,),
             (Wt, _row_ids(ptr_in, nnz), idx_in, h, ptr_out, idx_out, v, c, _i64(Wt.shape[1])))
 
@@ -237,12 +225,12 @@ def update_rowdense(Wt: Any, H_in: SparseRows, V_out: SparseRows, coef: Any) -> 
     check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
     n, (m_in, m_out) = H_in.n, Wt.shape
-    ptr_in, idx_in, h = _csr(H_in, dt)
-    ptr_out, idx_out, v = _csr(V_out, dt)
+    ptr_in, idx_in, h = prepare(H_in, dt, cp)
+    ptr_out, idx_out, v = prepare(V_out, dt, cp)
     cols, pos = _union(idx_in, int(m_in))
     if cols.shape[0] == 0:
         return
-    c = _per_sample(coef, n, dt)
+    c = per_sample(coef, n, dt, cp)
     Vd = _restrict(ptr_out, idx_out, v, n, int(m_out))
     Vd *= c[:, None]
     cupyx.scatter_add(Wt, cols, _restrict(ptr_in, pos, h, n, int(cols.shape[0])).T @ Vd)
@@ -257,13 +245,8 @@ def warmup(dtype: Any = np.float32) -> None:
     Call it before any timed phase so that NVRTC compilation and handle creation are never
     measured; it ends with a device synchronisation.
     """
-    dt = np.dtype(dtype)
-    rng = np.random.default_rng(0)
-    m = 40
-    dense = (rng.random((5, m)) < 0.4) * rng.standard_normal((5, m))
-    H = SparseRows.from_dense(cp.asarray(dense.astype(dt)), cp)
-    Wt = cp.asarray(rng.standard_normal((m, m)).astype(dt))
-    b = cp.zeros(H.n, dtype=dt)
+    H, Wt, b = tiny_case(dtype, 40, cp)
+    dt, m = Wt.dtype, Wt.shape[1]
     for kernel in FORWARD_KERNELS[1:]:
         forward_layer(Wt, H, b, forward_kernel=kernel)
         forward_layer(Wt, H, b, extra=cp.ones((H.n, m), dtype=dt), forward_kernel=kernel)

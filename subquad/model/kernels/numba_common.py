@@ -1,13 +1,12 @@
 """The numba building blocks that the CPU kernels (``cpu``) and the fused update (``fused``)
-share: axpys, the column tiles, threshold-and-compact, H transposed, argument checks.
+share: axpys, the column tiles, threshold-and-compact, H transposed, the in-place check (the
+checks every backend shares are in ``arguments``).
 
 Conventions as in ``cpu``: unsigned index views inside jitted code, scalars in the weights'
 dtype, no fastmath.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numba
 import numpy as np
@@ -122,21 +121,6 @@ def tile_for(kernel: str, n: int, m_out: int, itemsize: int) -> int:
     return max(64, -(-tile // 64) * 64)
 
 
-def prepare(R: SparseRows, dt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """indptr (int64), indices (int64) and values (in dt) as contiguous host arrays."""
-    return (np.ascontiguousarray(R.indptr, dtype=np.int64),
-            np.ascontiguousarray(R.indices, dtype=np.int64),
-            np.ascontiguousarray(R.values, dtype=dt))
-
-
-def per_sample(x: Any, n: int, dt: Any) -> np.ndarray:
-    """A per-sample scalar (b_i, coef_i) as a contiguous (n,) array in the weights' dtype.
-
-    A scalar is broadcast; any other shape than (n,) raises ValueError.
-    """
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=dt), (n,)))
-
-
 def threshold_compact(G: np.ndarray, b: np.ndarray, tile: int,
                        counts: np.ndarray) -> SparseRows:
     """The sparse rows {k: g_i[k] > b_i} with values g_i - b_i; tile offsets from the counts."""
@@ -153,14 +137,3 @@ def check_inplace(Wt: np.ndarray) -> None:
     """The updates write into Wt itself, so it must be a C-contiguous numpy array."""
     if not (isinstance(Wt, np.ndarray) and Wt.flags.c_contiguous and Wt.flags.writeable):
         raise ValueError("Wt must be a writeable C-contiguous numpy array (updated in place)")
-
-
-def tiny_case(dtype: Any) -> tuple[SparseRows, np.ndarray, np.ndarray]:
-    """(H, Wt, b): 5 sparse rows of width 16, a 16 x 16 W^T and zero thresholds in ``dtype``,
-    the inputs the warm-ups compile the kernels on."""
-    dt = np.dtype(dtype)
-    rng = np.random.default_rng(0)
-    m = 16
-    dense = (rng.random((5, m)) < 0.4) * rng.standard_normal((5, m))
-    return (SparseRows.from_dense(dense.astype(dt)), rng.standard_normal((m, m)).astype(dt),
-            np.zeros(5, dt))

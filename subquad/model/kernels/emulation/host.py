@@ -289,12 +289,11 @@ def find_compiler() -> tuple[str, str]:
 
     Raises :class:`HostCompilerMissing` with install advice when there is none.
     """
-    for cand in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if cand and shutil.which(cand):
-            return shutil.which(cand), "c++"
-    for cand in (os.environ.get("CC"), "gcc", "cc", "clang"):
-        if cand and shutil.which(cand):
-            return shutil.which(cand), "c"
+    for lang, env, names in (("c++", "CXX", ("g++", "c++", "clang++")),
+                             ("c", "CC", ("gcc", "cc", "clang"))):
+        for cand in (os.environ.get(env), *names):
+            if cand and shutil.which(cand):
+                return shutil.which(cand), lang
     raise HostCompilerMissing("no C or C++ compiler (g++, c++, clang++, gcc, cc, clang) on PATH; "
                               "install one (Debian/Ubuntu: apt-get install g++) to build the "
                               "host-emulated CUDA kernels")
@@ -406,14 +405,11 @@ class HostModule:
         for ln in launches:
             keep, ptrs = [], (ctypes.c_void_p * max(len(ln.args), 1))()
             for i, a in enumerate(ln.args):
-                if isinstance(a, np.ndarray):
-                    holder = ctypes.c_void_p(a.ctypes.data)
-                    keep.append(holder)
-                    ptrs[i] = ctypes.addressof(holder)
-                else:
-                    box = np.array(a)
-                    keep.append(box)
-                    ptrs[i] = box.ctypes.data
+                # CUDA's args[i] points at the value: an array's data pointer, or the scalar
+                array = isinstance(a, np.ndarray)
+                box = ctypes.c_void_p(a.ctypes.data) if array else np.array(a)
+                keep.append(box)
+                ptrs[i] = ctypes.addressof(box) if array else box.ctypes.data
             g = (ctypes.c_uint * 3)(*_dims(ln.grid))
             b = (ctypes.c_uint * 3)(*_dims(ln.block))
             rc = lib.sq_launch(ln.name.encode(), g, b, sched, seed, ptrs)
@@ -430,8 +426,7 @@ class HostModule:
             parts.append(struct.pack("<3I3IiQI", *_dims(ln.grid), *_dims(ln.block), sched,
                                      seed & (2**64 - 1), len(ln.args)))
             for a in ln.args:
-                raw = np.ascontiguousarray(a).tobytes() if isinstance(a, np.ndarray) else \
-                    np.array(a).tobytes()
+                raw = np.asarray(a).tobytes()  # C order, whatever the strides
                 parts.append(struct.pack("<BQ", int(isinstance(a, np.ndarray)), len(raw)) + raw)
         with tempfile.TemporaryDirectory(prefix="sq-launch-") as tmp:
             src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"

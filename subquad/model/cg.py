@@ -16,7 +16,7 @@ import numpy as np
 from subquad.errors import SingularGramError
 
 
-def _solve_triangular(xp: Any) -> Callable:
+def triangular_solver(xp: Any) -> Callable:
     """scipy.linalg.solve_triangular for numpy, cupyx.scipy.linalg.solve_triangular for cupy."""
     if xp.__name__ == "cupy":
         from cupyx.scipy.linalg import solve_triangular  # noqa: PLC0415
@@ -66,7 +66,7 @@ def sketch_preconditioner(B: Any, mu: float = 0.0, xp: Any = np) -> Callable[[An
     _check_rows(rows, n)
     R = xp.linalg.qr(A, mode="r")[:n]
     _check_rank(R, rows, n, mu, xp)
-    solve = _solve_triangular(xp)
+    solve = triangular_solver(xp)
 
     def apply(g: Any) -> Any:
         y = solve(R, g, trans="T", lower=False)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from subquad.errors import ConfigError, ConvergenceError, SingularGramError
+from subquad.model.cg import triangular_solver
 
 SOLVERS = ("cholesky", "cg", "pcg-tensorsketch", "pcg-tensorsrht")
 
@@ -66,12 +67,9 @@ def condition_numbers(A: Any, B: Any = None, mu: float = 0.0) -> dict[str, float
 
 
 def _cho_solve(xp: Any, Lc: Any, r: Any) -> Any:
-    if xp is np:
-        from scipy.linalg import solve_triangular  # noqa: PLC0415
-    else:  # pragma: no cover - GPU
-        from cupyx.scipy.linalg import solve_triangular  # noqa: PLC0415
-    z = solve_triangular(Lc, r, lower=True)
-    return solve_triangular(Lc.T, z, lower=False)
+    solve = triangular_solver(xp)
+    z = solve(Lc, r, lower=True)
+    return solve(Lc.T, z, lower=False)
 
 
 def _cholesky(xp: Any, A: Any) -> Any:

@@ -33,13 +33,6 @@ _HINT = ("increase --sketch-size (the sketch rows L k must be well above n) or u
          "mu > 0; a sample with no active neuron makes K itself singular")
 
 
-def _check_rows(rows: int, n: int) -> None:
-    """B^T B (n x n) from fewer than n rows is singular."""
-    if rows < n:
-        raise SingularGramError(f"sketch B has {rows} rows for n = {n} samples, so B^T B is "
-                                f"singular; {_HINT}")
-
-
 def _check_rank(R: Any, rows: int, n: int, mu: float, xp: Any) -> None:
     """Raise SingularGramError when R (n x n upper triangular) is numerically singular."""
     d = xp.abs(xp.diagonal(R))
@@ -63,7 +56,9 @@ def sketch_preconditioner(B: Any, mu: float = 0.0, xp: Any = np) -> Callable[[An
     if mu > 0:
         A = xp.concatenate([B, math.sqrt(mu) * xp.eye(n, dtype=B.dtype)], axis=0)
         rows += n
-    _check_rows(rows, n)
+    if rows < n:  # B^T B (n x n) from fewer than n rows is singular
+        raise SingularGramError(f"sketch B has {rows} rows for n = {n} samples, so B^T B is "
+                                f"singular; {_HINT}")
     R = xp.linalg.qr(A, mode="r")[:n]
     _check_rank(R, rows, n, mu, xp)
     solve = triangular_solver(xp)

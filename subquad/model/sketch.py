@@ -110,10 +110,6 @@ def _check_inputs(H_list: list[SparseRows], V_list: list[SparseRows], k: int) ->
     return n
 
 
-def _dims(H_list: list[SparseRows], V_list: list[SparseRows]) -> list[tuple[int, int]]:
-    return [(H.m, V.m) for H, V in zip(H_list, V_list, strict=True)]
-
-
 def countsketch_rows(X: SparseRows, hash_: Any, sign: Any, k: int, xp: Any = np) -> Any:
     """CountSketch of every row of X into k buckets (n x k), O(nnz)."""
     flat = row_ids(X, xp) * k + hash_[X.indices]
@@ -202,7 +198,8 @@ def _stack(kind: str, H_list: list[SparseRows], V_list: list[SparseRows], k: int
            xp: Any) -> Any:
     """B (L k x n): rows l k .. (l+1) k - 1 hold the ``kind`` sketch of h_{i,l-1} (x) v_{i,l}."""
     n = _check_inputs(H_list, V_list, k)
-    draws = draw_sketch(kind, _dims(H_list, V_list), k, seed)
+    dims = [(H.m, V.m) for H, V in zip(H_list, V_list, strict=True)]
+    draws = draw_sketch(kind, dims, k, seed)
     layer = _tensorsketch_layer if kind == "tensorsketch" else _srht_layer
     B = xp.empty((len(H_list) * k, n), dtype=H_list[0].values.dtype)
     for l, (H, V, d) in enumerate(zip(H_list, V_list, draws, strict=True)):

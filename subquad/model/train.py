@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from subquad.errors import ConfigError, SubquadError, Terminated, check_choice
@@ -69,8 +69,7 @@ class TrainConfig:
 
     @property
     def spec(self) -> NetworkSpec:
-        return NetworkSpec(m=self.m, n=self.n, d=self.d, L=self.L, c=self.c, seed=self.seed,
-                           dtype=self.dtype, backend=self.backend, threshold=self.threshold)
+        return NetworkSpec(**{f.name: getattr(self, f.name) for f in fields(NetworkSpec)})
 
     @property
     def meth(self) -> Method:

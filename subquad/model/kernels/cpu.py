@@ -263,8 +263,7 @@ def _update_scatter(Wt, ptr_in, idx_in, h, ptr_out, idx_out, v, coef, nblocks):
                     row[ko[q]] += x * vo[q]
 
 
-def _update_inputs(Wt: np.ndarray, H_in: SparseRows, V_out: SparseRows, coef: np.ndarray
-                   ) -> tuple:
+def _update_inputs(Wt: np.ndarray, H_in: SparseRows, V_out: SparseRows, coef: Any) -> tuple:
     """Both updates' checks and host arrays: (indptr, indices, values) of H_in, then of V_out,
     in Wt's dtype, then coef per sample."""
     nc.check_inplace(Wt)

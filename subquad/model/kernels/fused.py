@@ -220,15 +220,18 @@ def _apply_rows(Wt, prow, left, pptr, psmp, pval, vptr, vidx, vval):
                 w[vidx[q]] += x * vval[q]
 
 
-def _tile_pointers(V: SparseRows, tile: int, ntile: int) -> np.ndarray:
-    """vptr (n, ntile + 1): sample i's entries of V in column tile t are vptr[i, t]:vptr[i, t+1].
+def _tile_pointers(V: SparseRows, tile: int, ntile: int) -> tuple[np.ndarray, np.ndarray]:
+    """vptr (n, ntile + 1): sample i's entries of V in column tile t are vptr[i, t]:vptr[i, t+1];
+    and each entry's position inside its column tile (uint64).
 
     V's rows are sorted, so the keys i m + k increase and one searchsorted finds every bound.
     """
     m, n = V.m, V.n
-    keys = row_ids(V) * m + np.asarray(V.indices, dtype=np.int64)
+    idx = np.asarray(V.indices, dtype=np.int64)
     bounds = np.minimum(np.arange(ntile + 1, dtype=np.int64) * tile, m)
-    return np.searchsorted(keys, np.arange(n, dtype=np.int64)[:, None] * m + bounds[None, :])
+    vptr = np.searchsorted(row_ids(V) * m + idx,
+                           np.arange(n, dtype=np.int64)[:, None] * m + bounds[None, :])
+    return vptr, (idx % tile).astype(np.uint64)
 
 
 def _fused_tile(kernel: str, n: int, m_out: int, itemsize: int) -> int:
@@ -280,12 +283,6 @@ def _accumulators(n: int, m_out: int, dt: Any) -> np.ndarray:
     return G
 
 
-def _no_dots(dt: Any) -> tuple:
-    """Empty (optr, orel, oval, D): the kernels skip the backward dots."""
-    return (np.zeros((0, 0), np.int64), np.zeros(0, np.uint64), np.zeros(0, dt),
-            np.zeros((0, 0), dt))
-
-
 def forward_fused(
     Wt: np.ndarray,
     H: SparseRows,
@@ -316,9 +313,7 @@ def forward_fused(
     n = H.n
     Hp, Vp, coef = pending if pending is not None else _empty_pending(n, m_in, m_out, dt)
     check_widths(Wt, Hp, Vp)
-    kernel = forward_kernel
-    if kernel == "auto":
-        kernel = FUSED_AUTO_KERNEL
+    kernel = FUSED_AUTO_KERNEL if forward_kernel == "auto" else forward_kernel
     indptr, idx, val = prepare(H, dt)
     if tile is None:
         tile = _fused_tile(kernel, n, m_out, dt.itemsize)
@@ -328,20 +323,19 @@ def forward_fused(
     _, vidx, vval = prepare(Vp, dt)
     prow, pptr, psmp, pperm = nc.transpose(pin, pidx, m_in)
     pval = per_sample(coef, Hp.n, dt)[psmp] * ph[pperm]
-    vptr = _tile_pointers(Vp, tile, ntile)
-    vrel = (vidx % tile).astype(np.uint64)  # positions inside the column tile
+    vptr, vrel = _tile_pointers(Vp, tile, ntile)
     G = _accumulators(n, m_out, dt)
     counts = np.empty((n, ntile), np.int64)
     M = np.zeros((n, Hp.n), dt)
-    optr, orel, oval, D = _no_dots(dt)
+    # empty (optr, orel, oval, D) make the kernels skip the backward dots
+    optr, orel, oval, D = (np.zeros((0, 0), np.int64), np.zeros(0, np.uint64), np.zeros(0, dt),
+                           np.zeros((0, 0), dt))
     if predict is not None:
         P, a = predict
         if P.n != n or P.m != m_out:
             raise ValueError(f"predict has {P.n} rows of width {P.m}; expected {n} of {m_out}")
-        pk = np.ascontiguousarray(P.indices, dtype=np.int64)
-        optr = _tile_pointers(P, tile, ntile)
-        orel = (pk % tile).astype(np.uint64)
-        oval = np.ascontiguousarray(np.asarray(a)[pk], dtype=dt)
+        optr, orel = _tile_pointers(P, tile, ntile)
+        oval = np.ascontiguousarray(np.asarray(a)[np.asarray(P.indices)], dtype=dt)
         D = np.zeros((ntile, idx.size), dt)
     if kernel == "per-example":
         at_first, left, nunion = _first_reads(indptr, idx, val, m_in, prow, pptr, psmp, pval, M)

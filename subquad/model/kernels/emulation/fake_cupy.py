@@ -181,8 +181,8 @@ class Event:
 
 def get_elapsed_time(start: Event, stop: Event) -> float:
     """Milliseconds between two recorded events (host time, not GPU time)."""
-    if start.t is None or stop.t is None:
-        raise RuntimeError("cudaErrorInvalidResourceHandle: event never recorded")
+    start.synchronize()
+    stop.synchronize()
     return (stop.t - start.t) * 1e3
 
 

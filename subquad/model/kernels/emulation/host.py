@@ -97,10 +97,6 @@ _KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)
 _TYPEDEF_RE = re.compile(r"typedef\s+([\w\s]+?)\s+(\w+)\s*;")
 
 
-def _typedefs(code: str) -> dict[str, str]:
-    return {alias: " ".join(target.split()) for target, alias in _TYPEDEF_RE.findall(code)}
-
-
 def _resolve(base: str, typedefs: dict[str, str]) -> str:
     seen = set()
     while base in typedefs and base not in seen:
@@ -127,7 +123,7 @@ def _param(text: str, typedefs: dict[str, str]) -> Param:
 
 def parse_kernels(code: str) -> dict[str, Kernel]:
     """Every ``extern "C" __global__`` kernel of a CUDA source, by name, typedefs resolved."""
-    typedefs = _typedefs(code)
+    typedefs = {alias: " ".join(target.split()) for target, alias in _TYPEDEF_RE.findall(code)}
     out = {}
     for name, params in _KERNEL_RE.findall(code):
         plist = [p for p in (s.strip() for s in params.split(",")) if p]
@@ -445,9 +441,7 @@ class HostModule:
             data, pos = dst.read_bytes(), 0
         for ln in launches:
             for a, w in zip(ln.args, ln.writable):
-                if not isinstance(a, np.ndarray):
-                    continue
-                n = a.nbytes
-                if w:
-                    a[...] = np.frombuffer(data[pos:pos + n], dtype=a.dtype).reshape(a.shape)
-                pos += n
+                if isinstance(a, np.ndarray):
+                    if w:
+                        a[...] = np.frombuffer(data[pos:pos + a.nbytes], a.dtype).reshape(a.shape)
+                    pos += a.nbytes

@@ -158,16 +158,30 @@ def forward_layer(
 @njit(parallel=True, cache=True)
 def _backward_block(Wt, ptr_in, idx_in, ptr_out, idx_out, v, u):
     """u[p] = sum_{k in S_out,i} Wt[j, k] v_i[k] for p -> j in S_in,i; 4 rows of Wt at a time."""
+    zero = Wt.dtype.type(0)
     for i in prange(ptr_in.size - 1):
-        q0, q1 = ptr_out[i], ptr_out[i + 1]
+        ko = idx_out[ptr_out[i]:ptr_out[i + 1]]
+        vo = v[ptr_out[i]:ptr_out[i + 1]]
         p = ptr_in[i]
         e = ptr_in[i + 1]
         while p + 4 <= e:
             r0, r1, r2, r3 = Wt[idx_in[p]], Wt[idx_in[p + 1]], Wt[idx_in[p + 2]], Wt[idx_in[p + 3]]
-            u[p], u[p + 1], u[p + 2], u[p + 3] = nc.dot4(r0, r1, r2, r3, idx_out, v, q0, q1)
+            s0 = s1 = s2 = s3 = zero
+            for q in range(ko.size):
+                k = ko[q]
+                x = vo[q]
+                s0 += r0[k] * x
+                s1 += r1[k] * x
+                s2 += r2[k] * x
+                s3 += r3[k] * x
+            u[p], u[p + 1], u[p + 2], u[p + 3] = s0, s1, s2, s3
             p += 4
         while p < e:
-            u[p] = nc.dot1(Wt[idx_in[p]], idx_out, v, q0, q1)
+            r0 = Wt[idx_in[p]]
+            s0 = zero
+            for q in range(ko.size):
+                s0 += r0[ko[q]] * vo[q]
+            u[p] = s0
             p += 1
 
 

@@ -67,6 +67,34 @@ def _add_first_reads(g, i, M, vptr, vrel, vval, t):
                 g[vrel[q]] += x * vval[q]
 
 
+@njit(cache=True)
+def _dot4(w0, w1, w2, w3, orel, oval, q0, q1, D, t, r):
+    """D[t, r..r+3] = the four rows' dots with the predicted v_L over its entries q0:q1 (a
+    gather from rows still in cache; orel are positions inside the tile)."""
+    zero = oval.dtype.type(0)
+    s0 = s1 = s2 = s3 = zero
+    for q in range(q0, q1):
+        k = orel[q]
+        x = oval[q]
+        s0 += w0[k] * x
+        s1 += w1[k] * x
+        s2 += w2[k] * x
+        s3 += w3[k] * x
+    D[t, r] = s0
+    D[t, r + 1] = s1
+    D[t, r + 2] = s2
+    D[t, r + 3] = s3
+
+
+@njit(cache=True)
+def _dot1(w, orel, oval, q0, q1):
+    """One row's dot with the predicted v_L over its entries q0:q1 in this tile."""
+    s = oval.dtype.type(0)
+    for q in range(q0, q1):
+        s += w[orel[q]] * oval[q]
+    return s
+
+
 @njit(parallel=True, cache=True)
 def _forward_fused_per_example(Wt, indptr, idx, val, first, pptr, psmp, pval, vptr, vrel, vval,
                                M, b, tile, G, counts, optr, orel, oval, D):
@@ -99,16 +127,13 @@ def _forward_fused_per_example(Wt, indptr, idx, val, first, pptr, psmp, pval, vp
                     if first[r] >= 0:
                         _apply_pending(Wt[idx[r], c0:c1], first[r], pptr, psmp, pval, vptr,
                                        vrel, vval, t)
-                # the backward's dots with the predicted v_L over its entries in this tile (a
-                # gather from rows still in cache; orel are positions inside the tile)
                 if dots and k == 4:
-                    D[t, p], D[t, p + 1], D[t, p + 2], D[t, p + 3] = nc.dot4(
-                        Wt[idx[p], c0:c1], Wt[idx[p + 1], c0:c1], Wt[idx[p + 2], c0:c1],
-                        Wt[idx[p + 3], c0:c1], orel, oval, optr[i, t], optr[i, t + 1])
+                    _dot4(Wt[idx[p], c0:c1], Wt[idx[p + 1], c0:c1], Wt[idx[p + 2], c0:c1],
+                          Wt[idx[p + 3], c0:c1], orel, oval, optr[i, t], optr[i, t + 1], D, t, p)
                 elif dots:
                     for r in range(p, e):
-                        D[t, r] = nc.dot1(Wt[idx[r], c0:c1], orel, oval, optr[i, t],
-                                          optr[i, t + 1])
+                        D[t, r] = _dot1(Wt[idx[r], c0:c1], orel, oval, optr[i, t],
+                                        optr[i, t + 1])
                 p += k
             _add_first_reads(g, i, M, vptr, vrel, vval, t)
             counts[i, t] = nc.count_above(g, b[i])
@@ -137,7 +162,7 @@ def _forward_fused_input_major(Wt, cols, colptr, rows, cval, perm, pend, pptr, p
             if dots:
                 for p in range(p0, colptr[u + 1]):
                     i = rows[p]
-                    D[t, perm[p]] = nc.dot1(w, orel, oval, optr[i, t], optr[i, t + 1])
+                    D[t, perm[p]] = _dot1(w, orel, oval, optr[i, t], optr[i, t + 1])
         for i in range(n):
             g = G[i, c0:c1]
             _add_first_reads(g, i, M, vptr, vrel, vval, t)

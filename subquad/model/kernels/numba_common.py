@@ -1,6 +1,6 @@
 """The numba building blocks that the CPU kernels (``cpu``) and the fused update (``fused``)
-share: axpys, sparse dots, the column tiles, threshold-and-compact, H transposed, the in-place
-check (the checks every backend shares are in ``arguments``).
+share: axpys, the column tiles, threshold-and-compact, H transposed, the in-place check (the
+checks every backend shares are in ``arguments``).
 
 Conventions as in ``cpu``: unsigned index views inside jitted code, scalars in the weights'
 dtype, no fastmath.
@@ -33,30 +33,6 @@ def axpy4(g, a0, w0, a1, w1, a2, w2, a3, w3):
     """g += a0 w0 + a1 w1 + a2 w2 + a3 w3: four gathered rows of W^T fused in one pass."""
     for c in range(g.size):
         g[c] += a0 * w0[c] + a1 * w1[c] + a2 * w2[c] + a3 * w3[c]
-
-
-@njit(cache=True)
-def dot4(w0, w1, w2, w3, idx, val, q0, q1):
-    """The dots of four rows with the sparse vector (idx[q], val[q]), q in q0:q1, in one pass
-    (a gather from each row)."""
-    s0 = s1 = s2 = s3 = val.dtype.type(0)
-    for q in range(q0, q1):
-        k = idx[q]
-        x = val[q]
-        s0 += w0[k] * x
-        s1 += w1[k] * x
-        s2 += w2[k] * x
-        s3 += w3[k] * x
-    return s0, s1, s2, s3
-
-
-@njit(cache=True)
-def dot1(w, idx, val, q0, q1):
-    """One row's dot with the sparse vector (idx[q], val[q]), q in q0:q1."""
-    s = val.dtype.type(0)
-    for q in range(q0, q1):
-        s += w[idx[q]] * val[q]
-    return s
 
 
 @njit(cache=True)

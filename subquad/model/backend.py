@@ -85,9 +85,8 @@ def gemm_accumulate(Ct: Any, A: Any, B: Any, xp: Any) -> None:
         gemm = blas.get_blas_funcs("gemm", (Ct,))
         # Ct^T (Fortran order, same memory) += B A^T, so BLAS writes Ct in place.
         out = gemm(1.0, B, A, beta=1.0, c=Ct.T, trans_b=1, overwrite_c=1)
-        if np.shares_memory(out, Ct):
-            return
-        Ct[...] = out.T
+        if not np.shares_memory(out, Ct):
+            Ct[...] = out.T
         return
     Ct += A @ B.T
 

@@ -16,7 +16,7 @@ import numpy as np
 from subquad.errors import SingularGramError
 
 
-def _solve_triangular(xp: Any) -> Callable:
+def triangular_solver(xp: Any) -> Callable:
     """scipy.linalg.solve_triangular for numpy, cupyx.scipy.linalg.solve_triangular for cupy."""
     if xp.__name__ == "cupy":
         from cupyx.scipy.linalg import solve_triangular  # noqa: PLC0415
@@ -31,13 +31,6 @@ def _norm(x: Any, xp: Any) -> float:
 
 _HINT = ("increase --sketch-size (the sketch rows L k must be well above n) or use damping "
          "mu > 0; a sample with no active neuron makes K itself singular")
-
-
-def _check_rows(rows: int, n: int) -> None:
-    """B^T B (n x n) from fewer than n rows is singular."""
-    if rows < n:
-        raise SingularGramError(f"sketch B has {rows} rows for n = {n} samples, so B^T B is "
-                                f"singular; {_HINT}")
 
 
 def _check_rank(R: Any, rows: int, n: int, mu: float, xp: Any) -> None:
@@ -63,10 +56,12 @@ def sketch_preconditioner(B: Any, mu: float = 0.0, xp: Any = np) -> Callable[[An
     if mu > 0:
         A = xp.concatenate([B, math.sqrt(mu) * xp.eye(n, dtype=B.dtype)], axis=0)
         rows += n
-    _check_rows(rows, n)
+    if rows < n:  # B^T B (n x n) from fewer than n rows is singular
+        raise SingularGramError(f"sketch B has {rows} rows for n = {n} samples, so B^T B is "
+                                f"singular; {_HINT}")
     R = xp.linalg.qr(A, mode="r")[:n]
     _check_rank(R, rows, n, mu, xp)
-    solve = _solve_triangular(xp)
+    solve = triangular_solver(xp)
 
     def apply(g: Any) -> Any:
         y = solve(R, g, trans="T", lower=False)

@@ -92,9 +92,13 @@ def _teacher_labels(X: np.ndarray) -> np.ndarray:
     return (y - y.mean()) / (y.std() + 1e-12) if X.shape[0] > 1 else np.sign(y) + (y == 0)
 
 
-def _labels(rng: np.random.Generator, X: np.ndarray, labels: str) -> np.ndarray:
+def _check_labels(labels: str) -> None:
     if labels not in LABELS:
         raise ConfigError("labels", f"unknown labels {labels!r}; accepted: {', '.join(LABELS)}")
+
+
+def _labels(rng: np.random.Generator, X: np.ndarray, labels: str) -> np.ndarray:
+    """y_i by ``labels`` (checked by the caller before anything is drawn)."""
     if labels == "signs":
         return rng.choice(np.array([-1.0, 1.0]), size=X.shape[0])
     return _teacher_labels(X)
@@ -103,8 +107,7 @@ def _labels(rng: np.random.Generator, X: np.ndarray, labels: str) -> np.ndarray:
 def synthetic(n: int, d: int, seed: int, labels: str = "teacher") -> tuple[np.ndarray, np.ndarray]:
     """x_i uniform on the unit sphere; y_i from a fixed random ReLU teacher (unit variance) or
     random signs."""
-    if labels not in LABELS:
-        raise ConfigError("labels", f"unknown labels {labels!r}; accepted: {', '.join(LABELS)}")
+    _check_labels(labels)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDA7A]))
     X = _unit_rows(rng.standard_normal((n, d)))
     return X, _labels(rng, X, labels)
@@ -115,8 +118,7 @@ def clustered(n: int, d: int, seed: int, labels: str = "teacher"
     """Near-duplicate inputs: ceil(n / CLUSTER_SIZE) random unit centres, each sample its
     centre plus Gaussian noise of norm about CLUSTER_SPREAD, renormalised. Nearby inputs give
     nearly equal rows of the Jacobian, so K = J J^T has small eigenvalues (ill-conditioned)."""
-    if labels not in LABELS:
-        raise ConfigError("labels", f"unknown labels {labels!r}; accepted: {', '.join(LABELS)}")
+    _check_labels(labels)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC1C5]))
     k = math.ceil(n / CLUSTER_SIZE)
     centres = _unit_rows(rng.standard_normal((k, d)))
@@ -154,7 +156,6 @@ def real(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD161]))
     idx = np.sort(rng.choice(total, size=n, replace=False))
     return _unit_rows(data[idx]), y_all[idx].astype(np.float64)
-
 
 
 def check_dimension(name: str, d: int) -> None:

@@ -58,9 +58,8 @@ class DenseKernels:
         from subquad.model.sparse import SparseRows  # noqa: PLC0415
 
         xp = self.net.xp
-        L = self.net.spec.L
-        return ([SparseRows.from_dense(st.H[l - 1], xp) for l in range(1, L + 1)],
-                [SparseRows.from_dense(V[l], xp) for l in range(1, L + 1)])
+        return ([SparseRows.from_dense(H, xp) for H in st.H[:-1]],  # h_{l-1}, v_l for l = 1..L
+                [SparseRows.from_dense(v, xp) for v in V[1:]])
 
     def fold(self, n_new: int) -> Work:
         return Work()

@@ -48,11 +48,9 @@ class NetworkSpec:
 
     def validate(self, extra_bytes: float = 0.0) -> NetworkSpec:
         """Check every parameter and the memory estimate before anything is allocated."""
-        _check_int("m", self.m, 1, M_MAX)
-        _check_int("n", self.n, 1)
-        _check_int("d", self.d, 1)
-        _check_int("L", self.L, 1, 64)
-        _check_int("seed", self.seed, 0, 2**63 - 1)
+        for name, lo, hi in (("m", 1, M_MAX), ("n", 1, None), ("d", 1, None), ("L", 1, 64),
+                             ("seed", 0, 2**63 - 1)):
+            _check_int(name, getattr(self, name), lo, hi)
         check_c(self.c)
         if self.m < 8:
             raise ConfigError("m", f"width must be at least 8 for a sparse layer, got {self.m}")
@@ -143,8 +141,7 @@ class Network:
         ss = np.random.SeedSequence(spec.seed)
         s_a, s_w_seed, s_out = ss.spawn(3)
         s_w = spec.s_w
-        rng_a = np.random.default_rng(s_a)
-        A = be.asarray(rng_a.standard_normal((spec.m, spec.d)) * s_w, dtype=dt)
+        A = be.asarray(np.random.default_rng(s_a).standard_normal((spec.m, spec.d)) * s_w, dtype=dt)
         a = be.asarray(np.random.default_rng(s_out).standard_normal(spec.m), dtype=dt)
         rng = np.random.default_rng(s_w_seed)
         Wt = []

@@ -110,10 +110,6 @@ def _check_inputs(H_list: list[SparseRows], V_list: list[SparseRows], k: int) ->
     return n
 
 
-def _dims(H_list: list[SparseRows], V_list: list[SparseRows]) -> list[tuple[int, int]]:
-    return [(H.m, V.m) for H, V in zip(H_list, V_list, strict=True)]
-
-
 def countsketch_rows(X: SparseRows, hash_: Any, sign: Any, k: int, xp: Any = np) -> Any:
     """CountSketch of every row of X into k buckets (n x k), O(nnz)."""
     flat = row_ids(X, xp) * k + hash_[X.indices]
@@ -129,17 +125,6 @@ def _tensorsketch_layer(H: SparseRows, V: SparseRows, draw: CountSketchDraw, k: 
     cv = countsketch_rows(V, xp.asarray(draw.hash2), xp.asarray(draw.sign2, dtype=dt), k, xp)
     prod = xp.fft.rfft(ch, axis=1) * xp.fft.rfft(cv, axis=1)
     return xp.fft.irfft(prod, n=k, axis=1).astype(dt, copy=False)
-
-
-def tensorsketch(H_list: list[SparseRows], V_list: list[SparseRows], k: int, seed: int,
-                 xp: Any = np) -> Any:
-    """B (L k x n): rows l k .. (l+1) k - 1 hold TensorSketch(h_{i,l-1} (x) v_{i,l}) of sample i."""
-    n = _check_inputs(H_list, V_list, k)
-    draws = draw_sketch("tensorsketch", _dims(H_list, V_list), k, seed)
-    B = xp.empty((len(H_list) * k, n), dtype=H_list[0].values.dtype)
-    for l, (H, V, d) in enumerate(zip(H_list, V_list, draws, strict=True)):
-        B[l * k:(l + 1) * k] = _tensorsketch_layer(H, V, d, k, xp).T
-    return B
 
 
 def _parity_table(bits: int) -> np.ndarray:
@@ -209,23 +194,36 @@ def _srht_layer(H: SparseRows, V: SparseRows, draw: SRHTDraw, k: int, xp: Any) -
     return ah * av * dt.type(1.0 / math.sqrt(k))
 
 
+def _stack(kind: str, H_list: list[SparseRows], V_list: list[SparseRows], k: int, seed: int,
+           xp: Any) -> Any:
+    """B (L k x n): rows l k .. (l+1) k - 1 hold the ``kind`` sketch of h_{i,l-1} (x) v_{i,l}."""
+    n = _check_inputs(H_list, V_list, k)
+    dims = [(H.m, V.m) for H, V in zip(H_list, V_list, strict=True)]
+    draws = draw_sketch(kind, dims, k, seed)
+    layer = _tensorsketch_layer if kind == "tensorsketch" else _srht_layer
+    B = xp.empty((len(H_list) * k, n), dtype=H_list[0].values.dtype)
+    for l, (H, V, d) in enumerate(zip(H_list, V_list, draws, strict=True)):
+        B[l * k:(l + 1) * k] = layer(H, V, d, k, xp).T
+    return B
+
+
+def tensorsketch(H_list: list[SparseRows], V_list: list[SparseRows], k: int, seed: int,
+                 xp: Any = np) -> Any:
+    """B (L k x n): rows l k .. (l+1) k - 1 hold TensorSketch(h_{i,l-1} (x) v_{i,l}) of sample i."""
+    return _stack("tensorsketch", H_list, V_list, k, seed, xp)
+
+
 def tensorsrht(H_list: list[SparseRows], V_list: list[SparseRows], k: int, seed: int,
                xp: Any = np) -> Any:
     """B (L k x n): rows l k .. (l+1) k - 1 hold TensorSRHT(h_{i,l-1} (x) v_{i,l}) of sample i."""
-    n = _check_inputs(H_list, V_list, k)
-    draws = draw_sketch("tensorsrht", _dims(H_list, V_list), k, seed)
-    B = xp.empty((len(H_list) * k, n), dtype=H_list[0].values.dtype)
-    for l, (H, V, d) in enumerate(zip(H_list, V_list, draws, strict=True)):
-        B[l * k:(l + 1) * k] = _srht_layer(H, V, d, k, xp).T
-    return B
+    return _stack("tensorsrht", H_list, V_list, k, seed, xp)
 
 
 def sketch(kind: str, H_list: list[SparseRows], V_list: list[SparseRows], k: int, seed: int,
            xp: Any = np) -> Any:
     """B (L k x n) of the named sketch ('tensorsketch' or 'tensorsrht')."""
     _check_kind(kind)
-    fn = tensorsketch if kind == "tensorsketch" else tensorsrht
-    return fn(H_list, V_list, k, seed, xp)
+    return _stack(kind, H_list, V_list, k, seed, xp)
 
 
 def sketch_work(kind: str, nnz_h: float, nnz_v: float, k: int, n: int, L: int) -> float:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from subquad.errors import ConfigError, ConvergenceError, SingularGramError
+from subquad.model.cg import triangular_solver
 
 SOLVERS = ("cholesky", "cg", "pcg-tensorsketch", "pcg-tensorsrht")
 
@@ -66,12 +67,9 @@ def condition_numbers(A: Any, B: Any = None, mu: float = 0.0) -> dict[str, float
 
 
 def _cho_solve(xp: Any, Lc: Any, r: Any) -> Any:
-    if xp is np:
-        from scipy.linalg import solve_triangular  # noqa: PLC0415
-    else:  # pragma: no cover - GPU
-        from cupyx.scipy.linalg import solve_triangular  # noqa: PLC0415
-    z = solve_triangular(Lc, r, lower=True)
-    return solve_triangular(Lc.T, z, lower=False)
+    solve = triangular_solver(xp)
+    z = solve(Lc, r, lower=True)
+    return solve(Lc.T, z, lower=False)
 
 
 def _cholesky(xp: Any, A: Any) -> Any:
@@ -140,7 +138,7 @@ class PCGSolver(Solver):
 
     def solve(self, xp, K, r, sketch_inputs=None):
         from subquad.model.cg import cg_work, preconditioned_cg, sketch_preconditioner  # noqa: PLC0415
-        from subquad.model.sketch import default_sketch_size, sketch_work, tensorsketch, tensorsrht  # noqa
+        from subquad.model.sketch import default_sketch_size, sketch, sketch_work  # noqa: PLC0415
 
         if xp is not np:  # the n x n system is tiny: solve it on the host, no per-step syncs
             c, work, info = self.solve(np, K.get(), r.get(), _to_host_rows(sketch_inputs))
@@ -151,8 +149,7 @@ class PCGSolver(Solver):
         if self.kind != "none":  # the unpreconditioned CG baseline skips the sketch
             H_list, V_list = sketch_inputs
             k = self.sketch_size or default_sketch_size(n)
-            fn = tensorsketch if self.kind == "tensorsketch" else tensorsrht
-            B = fn(H_list, V_list, k, self.seed + self._calls, xp=xp)
+            B = sketch(self.kind, H_list, V_list, k, self.seed + self._calls, xp=xp)
             self._calls += 1
             precond = sketch_preconditioner(B, self.mu, xp=xp)
         A = K + self.mu * xp.eye(n, dtype=K.dtype)

@@ -84,18 +84,14 @@ def check_activity(counts: np.ndarray, m: int, q: float, layer: int, mode: str) 
     ``counts`` holds the number of active neurons of each sample in this layer.
     """
     frac = float(np.mean(counts)) / m
-    if frac > ACTIVITY_WARN_RATIO * q:
-        warnings.warn(
-            f"layer {layer}: active fraction {frac:.4g} is {frac / q:.2f}x Q(beta) = {q:.4g} "
-            f"(threshold={mode}); {activity_advice(mode, m, q)}",
-            DepthInstabilityWarning,
-            stacklevel=3,
-        )
     silent = int(np.sum(np.asarray(counts) == 0))
+    problems = []
+    if frac > ACTIVITY_WARN_RATIO * q:
+        problems.append(f"active fraction {frac:.4g} is {frac / q:.2f}x Q(beta) = {q:.4g} "
+                        f"(threshold={mode})")
     if silent:
-        warnings.warn(
-            f"layer {layer}: {silent} sample(s) have no active neuron (threshold={mode}); "
-            f"their rows of K vanish and Gauss-Newton cannot step; {activity_advice(mode, m, q)}",
-            DepthInstabilityWarning,
-            stacklevel=3,
-        )
+        problems.append(f"{silent} sample(s) have no active neuron (threshold={mode}); their "
+                        "rows of K vanish and Gauss-Newton cannot step")
+    for problem in problems:
+        warnings.warn(f"layer {layer}: {problem}; {activity_advice(mode, m, q)}",
+                      DepthInstabilityWarning, stacklevel=3)

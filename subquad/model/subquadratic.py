@@ -145,8 +145,7 @@ class SparseKernels:
         HL = H[-1]
         if top is not None:
             self.top_guess = HL
-        vals = self.net.a[HL.indices] * HL.values
-        f = SparseRows(HL.indptr, HL.indices, vals, HL.m).row_sums(xp)
+        f = HL.with_values(self.net.a[HL.indices] * HL.values).row_sums(xp)
         # whole rows of W_l^T (m elements each) are read: every byte is a line byte; the
         # working set is the L weight matrices the pass sweeps
         L = net.spec.L
@@ -169,9 +168,8 @@ class SparseKernels:
             return forward_fused(self.net.Wt[l - 1], Hin, b, pending, **kw)
         P = self.top_guess
         if P is None or P.n != Hin.n:
-            m = self.net.spec.m
             P = SparseRows(np.zeros(Hin.n + 1, np.int64), np.zeros(0, np.int64),
-                           np.zeros(0, self.net.dtype), m)
+                           np.zeros(0, self.net.dtype), self.net.spec.m)
         out, info = forward_fused(self.net.Wt[l - 1], Hin, b, pending,
                                   predict=(P, self.net.a), **kw)
         info["guess"] = P
@@ -245,8 +243,7 @@ class SparseKernels:
         return K, Work(madds, 0.0, calls=3.0 * self.net.spec.L)
 
     def sketch_inputs(self, st: SparseState, V: list) -> tuple[list, list]:
-        L = self.net.spec.L
-        return [st.H[l - 1] for l in range(1, L + 1)], [V[l] for l in range(1, L + 1)]
+        return st.H[:-1], V[1:]  # h_{l-1} and v_l for l = 1..L
 
     def fold(self, n_new: int) -> Work:
         """Lazy only: fold U V^T into W0 (m x r x m GEMM) when the next update would pass r_max."""
@@ -259,8 +256,7 @@ class SparseKernels:
             nbytes += lr.fold_bytes(isz)
             lr.fold()
         self.folds += 1
-        m = self.net.spec.m
-        L = self.net.spec.L
+        m, L = self.net.spec.m, self.net.spec.L
         return Work(madds, nbytes, nbytes, float(L) * m * m * isz, "gemm",
                     f"{m}x{self.rank_max}x{m}", 2.0 * L)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from subquad.errors import ConfigError, SubquadError, Terminated, check_choice
@@ -35,6 +35,8 @@ DEFAULT_CG_MAXITER = 100
 #: solvers that iterate (take --cg-tol, --cg-maxiter) and that sketch (take --sketch-size)
 ITERATIVE_SOLVERS = ("cg", "pcg-tensorsketch", "pcg-tensorsrht")
 SKETCHING_SOLVERS = ("pcg-tensorsketch", "pcg-tensorsrht")
+#: what a run records per iteration and phase (fields of ``Step``)
+PER_PHASE = ("seconds", "work", "bytes")
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,7 @@ class TrainConfig:
 
     @property
     def spec(self) -> NetworkSpec:
-        return NetworkSpec(m=self.m, n=self.n, d=self.d, L=self.L, c=self.c, seed=self.seed,
-                           dtype=self.dtype, backend=self.backend, threshold=self.threshold)
+        return NetworkSpec(**{f.name: getattr(self, f.name) for f in fields(NetworkSpec)})
 
     @property
     def meth(self) -> Method:
@@ -227,9 +228,7 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int, Step], None] | None =
         "active_fraction": [tr.active_fraction()],
         "expected_active_fraction": cfg.spec.q,
         "flips": [[0] * (L + 1)],
-        "seconds": {p: [] for p in PHASES},
-        "work": {p: [] for p in PHASES},
-        "bytes": {p: [] for p in PHASES},
+        **{q: {p: [] for p in PHASES} for q in PER_PHASE},
         "solver_info": [],
         "init_seconds": tr.net.init_seconds,
         "init_work": tr.net.init_work,
@@ -241,10 +240,9 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int, Step], None] | None =
             out["loss"].append(st.loss)
             out["active_fraction"].append(st.active_fraction)
             out["flips"].append(st.flips)
-            for p in PHASES:
-                out["seconds"][p].append(st.seconds[p])
-                out["work"][p].append(st.work[p])
-                out["bytes"][p].append(st.bytes[p])
+            for q in PER_PHASE:
+                for p in PHASES:
+                    out[q][p].append(getattr(st, q)[p])
             out["solver_info"].append(st.info)
             if on_step is not None:
                 on_step(t, st)

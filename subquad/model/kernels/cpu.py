@@ -21,31 +21,12 @@ import numpy as np
 from numba import njit, prange
 
 from subquad.model.kernels import fused
-from subquad.model.kernels.numba_common import (
-    FORWARD_KERNELS,
-    INPUT_MAJOR_MIN_N,
-    INPUT_MAJOR_MIN_W_BYTES,
-    _axpy1,
-    _axpy4,
-    _check_inplace,
-    _check_widths,
-    _count_above,
-    _per_sample,
-    _prepare,
-    _threshold_compact,
-    _tile_for,
-    _transpose,
-    tiny_case,
-)
+from subquad.model.kernels import numba_common as nc
+from subquad.model.kernels.arguments import check_widths, per_sample, prepare, tiny_case
+from subquad.model.kernels.numba_common import FORWARD_KERNELS
 from subquad.model.sparse import SparseRows
 
-# ---------------------------------------------------------------- small jitted building blocks
-
-
-
-
-
-
+# ---------------------------------------------------------------- forward
 
 
 @njit(cache=True)
@@ -57,9 +38,6 @@ def _init_tile(g, extra, i, c0, c1):
         g[:] = 0
 
 
-# ---------------------------------------------------------------- forward
-
-
 @njit(parallel=True, cache=True)
 def _forward_per_example(Wt, indptr, idx, val, extra, b, tile, G, counts):
     """G[i] = sum_{j in S_i} h_i[j] Wt[j] (+ extra_i), one (sample, column tile) per task.
@@ -67,23 +45,21 @@ def _forward_per_example(Wt, indptr, idx, val, extra, b, tile, G, counts):
     Also counts the entries above b_i per tile while the tile is hot (for the compaction).
     """
     n, ntile = counts.shape
-    m_out = Wt.shape[1]
     for t in prange(n * ntile):
         i = t // ntile
-        c0 = (t % ntile) * tile
-        c1 = min(c0 + tile, m_out)
+        c0, c1 = nc.tile_cols(t % ntile, tile, Wt.shape[1])
         g = G[i, c0:c1]
         _init_tile(g, extra, i, c0, c1)
         p = indptr[i]
         e = indptr[i + 1]
         while p + 4 <= e:
-            _axpy4(g, val[p], Wt[idx[p], c0:c1], val[p + 1], Wt[idx[p + 1], c0:c1],
-                   val[p + 2], Wt[idx[p + 2], c0:c1], val[p + 3], Wt[idx[p + 3], c0:c1])
+            nc.axpy4(g, val[p], Wt[idx[p], c0:c1], val[p + 1], Wt[idx[p + 1], c0:c1],
+                      val[p + 2], Wt[idx[p + 2], c0:c1], val[p + 3], Wt[idx[p + 3], c0:c1])
             p += 4
         while p < e:
-            _axpy1(g, val[p], Wt[idx[p], c0:c1])
+            nc.axpy1(g, val[p], Wt[idx[p], c0:c1])
             p += 1
-        counts[i, t % ntile] = _count_above(g, b[i])
+        counts[i, t % ntile] = nc.count_above(g, b[i])
 
 
 @njit(parallel=True, cache=True)
@@ -95,24 +71,16 @@ def _forward_input_major(Wt, cols, colptr, rows, cval, extra, b, tile, G, counts
     accumulator tiles stay in L2 while the union of rows streams past.
     """
     n, ntile = counts.shape
-    m_out = Wt.shape[1]
     for t in prange(ntile):
-        c0 = t * tile
-        c1 = min(c0 + tile, m_out)
+        c0, c1 = nc.tile_cols(t, tile, Wt.shape[1])
         for i in range(n):
             _init_tile(G[i, c0:c1], extra, i, c0, c1)
         for u in range(cols.size):
             w = Wt[cols[u], c0:c1]
             for p in range(colptr[u], colptr[u + 1]):
-                _axpy1(G[rows[p], c0:c1], cval[p], w)
+                nc.axpy1(G[rows[p], c0:c1], cval[p], w)
         for i in range(n):
-            counts[i, t] = _count_above(G[i, c0:c1], b[i])
-
-
-
-
-
-
+            counts[i, t] = nc.count_above(G[i, c0:c1], b[i])
 
 
 def choose_forward(n: int, s: float, m_in: int, m_out: int, itemsize: int) -> str:
@@ -126,15 +94,9 @@ def choose_forward(n: int, s: float, m_in: int, m_out: int, itemsize: int) -> st
     best from n = 64 with W out of cache. When W^T sits in L2, re-reads are free: per-example.
     """
     del s  # at the paper's sparsity the crossover shows in n and in where W lives
-    if n >= INPUT_MAJOR_MIN_N and m_in * m_out * itemsize > INPUT_MAJOR_MIN_W_BYTES:
+    if n >= nc.INPUT_MAJOR_MIN_N and m_in * m_out * itemsize > nc.INPUT_MAJOR_MIN_W_BYTES:
         return "input-major"
     return "per-example"
-
-
-
-
-
-
 
 
 def _preactivations(kernel: str, Wt: np.ndarray, H: SparseRows, b: np.ndarray,
@@ -143,20 +105,18 @@ def _preactivations(kernel: str, Wt: np.ndarray, H: SparseRows, b: np.ndarray,
     dt = Wt.dtype
     m_in, m_out = Wt.shape
     n = H.n
-    indptr, idx, val = _prepare(H, dt)
-    tile = _tile_for(kernel, n, m_out, dt.itemsize)
+    indptr, idx, val = prepare(H, dt)
+    tile = nc.tile_for(kernel, n, m_out, dt.itemsize)
     G = np.empty((n, m_out), dt)
     counts = np.empty((n, max(1, -(-m_out // tile))), np.int64)
     if kernel == "per-example":
         _forward_per_example(Wt, indptr, idx.view(np.uint64), val, ex, b, tile, G, counts)
         union = int(np.count_nonzero(np.bincount(idx, minlength=m_in)))
         return G, counts, tile, union, idx.size
-    cols, colptr, rows, perm = _transpose(indptr, idx, m_in)
+    cols, colptr, rows, perm = nc.transpose(indptr, idx, m_in)
     _forward_input_major(Wt, cols.view(np.uint64), colptr, rows, val[perm], ex, b, tile, G,
                          counts)
     return G, counts, tile, cols.size, cols.size
-
-
 
 
 def forward_layer(
@@ -175,7 +135,7 @@ def forward_layer(
         raise ValueError(f"forward_kernel must be one of {FORWARD_KERNELS}, got {forward_kernel!r}")
     Wt = np.ascontiguousarray(Wt)
     dt = Wt.dtype
-    _check_widths(Wt, H)
+    check_widths(Wt, H)
     n, m_out = H.n, Wt.shape[1]
     ex = np.zeros((0, 0), dt)
     if extra is not None:
@@ -185,9 +145,9 @@ def forward_layer(
     kernel = forward_kernel
     if kernel == "auto":
         kernel = choose_forward(n, H.nnz / max(n, 1), Wt.shape[0], m_out, dt.itemsize)
-    bb = _per_sample(b, n, dt)
+    bb = per_sample(b, n, dt)
     G, counts, tile, union, rows_read = _preactivations(kernel, Wt, H, bb, ex)
-    out = _threshold_compact(G, bb, tile, counts)
+    out = nc.threshold_compact(G, bb, tile, counts)
     info = {"kernel": kernel, "bytes": float(rows_read * m_out * dt.itemsize), "union": union}
     return out, info
 
@@ -228,9 +188,9 @@ def _backward_block(Wt, ptr_in, idx_in, ptr_out, idx_out, v, u):
 def backward_block(Wt: np.ndarray, H_in: SparseRows, V_out: SparseRows) -> np.ndarray:
     """u_i[j] = sum_{k in S_out,i} Wt[j, k] v_i[k] for j in S_in,i, aligned with H_in.indices."""
     Wt = np.ascontiguousarray(Wt)
-    _check_widths(Wt, H_in, V_out)
-    ptr_in, idx_in, _ = _prepare(H_in, Wt.dtype)
-    ptr_out, idx_out, v = _prepare(V_out, Wt.dtype)
+    check_widths(Wt, H_in, V_out)
+    ptr_in, idx_in, _ = prepare(H_in, Wt.dtype)
+    ptr_out, idx_out, v = prepare(V_out, Wt.dtype)
     u = np.empty(idx_in.size, Wt.dtype)
     _backward_block(Wt, ptr_in, idx_in.view(np.uint64), ptr_out, idx_out.view(np.uint64), v, u)
     return u
@@ -266,7 +226,7 @@ def _gram(indptr, idx, val, m, nchunks, K):
 def gram(R: SparseRows) -> np.ndarray:
     """K = R R^T (n x n) of sparse rows in O(n^2 s), in the dtype of R's values."""
     dt = np.asarray(R.values).dtype
-    indptr, idx, val = _prepare(R, dt)
+    indptr, idx, val = prepare(R, dt)
     n = R.n
     K = np.zeros((n, n), dt)
     nchunks = max(1, min(n, 4 * numba.get_num_threads()))
@@ -303,18 +263,20 @@ def _update_scatter(Wt, ptr_in, idx_in, h, ptr_out, idx_out, v, coef, nblocks):
                     row[ko[q]] += x * vo[q]
 
 
+def _update_inputs(Wt: np.ndarray, H_in: SparseRows, V_out: SparseRows, coef: Any) -> tuple:
+    """Both updates' checks and host arrays: (indptr, indices, values) of H_in, then of V_out,
+    in Wt's dtype, then coef per sample."""
+    nc.check_inplace(Wt)
+    check_widths(Wt, H_in, V_out)
+    dt = Wt.dtype
+    return (*prepare(H_in, dt), *prepare(V_out, dt), per_sample(coef, H_in.n, dt))
 
 
 def update_scatter(
     Wt: np.ndarray, H_in: SparseRows, V_out: SparseRows, coef: np.ndarray
 ) -> None:
     """In place: Wt[j, k] += sum_i coef_i h_i[j] v_i[k] over each sample's s x s block."""
-    _check_inplace(Wt)
-    _check_widths(Wt, H_in, V_out)
-    dt = Wt.dtype
-    ptr_in, idx_in, h = _prepare(H_in, dt)
-    ptr_out, idx_out, v = _prepare(V_out, dt)
-    c = _per_sample(coef, H_in.n, dt)
+    ptr_in, idx_in, h, ptr_out, idx_out, v, c = _update_inputs(Wt, H_in, V_out, coef)
     nblocks = max(1, min(Wt.shape[0], 8 * numba.get_num_threads()))
     _update_scatter(Wt, ptr_in, idx_in, h, ptr_out, idx_out.view(np.uint64), v, c, nblocks)
 
@@ -336,11 +298,11 @@ def _update_rowdense(Wt, cols, colptr, rows, cval, Vd):
         p = colptr[u]
         e = colptr[u + 1]
         while p + 4 <= e:
-            _axpy4(row, cval[p], Vd[rows[p]], cval[p + 1], Vd[rows[p + 1]],
-                   cval[p + 2], Vd[rows[p + 2]], cval[p + 3], Vd[rows[p + 3]])
+            nc.axpy4(row, cval[p], Vd[rows[p]], cval[p + 1], Vd[rows[p + 1]],
+                      cval[p + 2], Vd[rows[p + 2]], cval[p + 3], Vd[rows[p + 3]])
             p += 4
         while p < e:
-            _axpy1(row, cval[p], Vd[rows[p]])
+            nc.axpy1(row, cval[p], Vd[rows[p]])
             p += 1
 
 
@@ -351,21 +313,14 @@ def update_rowdense(
 
     Touches whole rows (contiguous, vectorised); needs an n x m_out scratch of coef_i v_i.
     """
-    _check_inplace(Wt)
-    _check_widths(Wt, H_in, V_out)
-    dt = Wt.dtype
-    ptr_in, idx_in, h = _prepare(H_in, dt)
-    ptr_out, idx_out, v = _prepare(V_out, dt)
-    c = _per_sample(coef, H_in.n, dt)
-    Vd = np.empty((H_in.n, Wt.shape[1]), dt)
+    ptr_in, idx_in, h, ptr_out, idx_out, v, c = _update_inputs(Wt, H_in, V_out, coef)
+    Vd = np.empty((H_in.n, Wt.shape[1]), Wt.dtype)
     _scaled_dense(ptr_out, idx_out.view(np.uint64), v, c, Vd)
-    cols, colptr, rows, perm = _transpose(ptr_in, idx_in, Wt.shape[0])
+    cols, colptr, rows, perm = nc.transpose(ptr_in, idx_in, Wt.shape[0])
     _update_rowdense(Wt, cols.view(np.uint64), colptr, rows.view(np.uint64), h[perm], Vd)
 
 
 # ---------------------------------------------------------------- warm-up
-
-
 
 
 def warmup(dtype: Any = np.float32) -> None:

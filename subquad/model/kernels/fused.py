@@ -31,20 +31,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from subquad.model.kernels.numba_common import (
-    FORWARD_KERNELS,
-    _axpy1,
-    _axpy4,
-    _check_inplace,
-    _check_widths,
-    _count_above,
-    _per_sample,
-    _prepare,
-    _threshold_compact,
-    _tile_for,
-    _transpose,
-    tiny_case,
-)
+from subquad.model.kernels import numba_common as nc
+from subquad.model.kernels.arguments import check_widths, per_sample, prepare, tiny_case
+from subquad.model.kernels.numba_common import FORWARD_KERNELS
 from subquad.model.sparse import SparseRows, row_ids
 
 FUSED_MAX_TILE_BYTES = 64 * 1024  # per-example fused: widest row tile one task streams
@@ -117,11 +106,9 @@ def _forward_fused_per_example(Wt, indptr, idx, val, first, pptr, psmp, pval, vp
     layer), each row read also gives the backward's dot with the predicted v_L into D.
     """
     n, ntile = counts.shape
-    m_out = Wt.shape[1]
     dots = optr.shape[0] > 0
     for t in prange(ntile):
-        c0 = t * tile
-        c1 = min(c0 + tile, m_out)
+        c0, c1 = nc.tile_cols(t, tile, Wt.shape[1])
         for i in range(n):
             g = G[i, c0:c1]
             g[:] = 0
@@ -132,10 +119,10 @@ def _forward_fused_per_example(Wt, indptr, idx, val, first, pptr, psmp, pval, vp
                 if k == 4:
                     w0, w1 = Wt[idx[p], c0:c1], Wt[idx[p + 1], c0:c1]
                     w2, w3 = Wt[idx[p + 2], c0:c1], Wt[idx[p + 3], c0:c1]
-                    _axpy4(g, val[p], w0, val[p + 1], w1, val[p + 2], w2, val[p + 3], w3)
+                    nc.axpy4(g, val[p], w0, val[p + 1], w1, val[p + 2], w2, val[p + 3], w3)
                 else:
                     for r in range(p, e):
-                        _axpy1(g, val[r], Wt[idx[r], c0:c1])
+                        nc.axpy1(g, val[r], Wt[idx[r], c0:c1])
                 for r in range(p, p + k):
                     if first[r] >= 0:
                         _apply_pending(Wt[idx[r], c0:c1], first[r], pptr, psmp, pval, vptr,
@@ -149,7 +136,7 @@ def _forward_fused_per_example(Wt, indptr, idx, val, first, pptr, psmp, pval, vp
                                         optr[i, t + 1])
                 p += k
             _add_first_reads(g, i, M, vptr, vrel, vval, t)
-            counts[i, t] = _count_above(g, b[i])
+            counts[i, t] = nc.count_above(g, b[i])
 
 
 @njit(parallel=True, cache=True)
@@ -159,21 +146,19 @@ def _forward_fused_input_major(Wt, cols, colptr, rows, cval, perm, pend, pptr, p
     it, then applies pending row pend[u] (if >= 0) to W; the others read the updated tile.
     One column tile per task; M and D as in the per-example kernel."""
     n, ntile = counts.shape
-    m_out = Wt.shape[1]
     dots = optr.shape[0] > 0
     for t in prange(ntile):
-        c0 = t * tile
-        c1 = min(c0 + tile, m_out)
+        c0, c1 = nc.tile_cols(t, tile, Wt.shape[1])
         for i in range(n):
             G[i, c0:c1] = 0
         for u in range(cols.size):
             w = Wt[cols[u], c0:c1]
             p0 = colptr[u]
-            _axpy1(G[rows[p0], c0:c1], cval[p0], w)
+            nc.axpy1(G[rows[p0], c0:c1], cval[p0], w)
             if pend[u] >= 0:
                 _apply_pending(w, pend[u], pptr, psmp, pval, vptr, vrel, vval, t)
             for p in range(p0 + 1, colptr[u + 1]):
-                _axpy1(G[rows[p], c0:c1], cval[p], w)
+                nc.axpy1(G[rows[p], c0:c1], cval[p], w)
             if dots:
                 for p in range(p0, colptr[u + 1]):
                     i = rows[p]
@@ -181,7 +166,7 @@ def _forward_fused_input_major(Wt, cols, colptr, rows, cval, perm, pend, pptr, p
         for i in range(n):
             g = G[i, c0:c1]
             _add_first_reads(g, i, M, vptr, vrel, vval, t)
-            counts[i, t] = _count_above(g, b[i])
+            counts[i, t] = nc.count_above(g, b[i])
 
 
 @njit(cache=True)
@@ -207,17 +192,7 @@ def _first_reads(indptr, idx, val, m_in, prow, pptr, psmp, pval, M):
                 if a >= 0:
                     for p in range(pptr[a], pptr[a + 1]):
                         M[i, psmp[p]] += val[r] * pval[p]
-    nleft = 0
-    for a in range(prow.size):
-        if not seen[prow[a]]:
-            nleft += 1
-    left = np.empty(nleft, np.int64)
-    q = 0
-    for a in range(prow.size):
-        if not seen[prow[a]]:
-            left[q] = a
-            q += 1
-    return at_first, left, nunion
+    return at_first, np.flatnonzero(~seen[prow]), nunion
 
 
 @njit(cache=True)
@@ -245,20 +220,23 @@ def _apply_rows(Wt, prow, left, pptr, psmp, pval, vptr, vidx, vval):
                 w[vidx[q]] += x * vval[q]
 
 
-def _tile_pointers(V: SparseRows, tile: int, ntile: int) -> np.ndarray:
-    """vptr (n, ntile + 1): sample i's entries of V in column tile t are vptr[i, t]:vptr[i, t+1].
+def _tile_pointers(V: SparseRows, tile: int, ntile: int) -> tuple[np.ndarray, np.ndarray]:
+    """vptr (n, ntile + 1): sample i's entries of V in column tile t are vptr[i, t]:vptr[i, t+1];
+    and each entry's position inside its column tile (uint64).
 
     V's rows are sorted, so the keys i m + k increase and one searchsorted finds every bound.
     """
     m, n = V.m, V.n
-    keys = row_ids(V) * m + np.asarray(V.indices, dtype=np.int64)
+    idx = np.asarray(V.indices, dtype=np.int64)
     bounds = np.minimum(np.arange(ntile + 1, dtype=np.int64) * tile, m)
-    return np.searchsorted(keys, np.arange(n, dtype=np.int64)[:, None] * m + bounds[None, :])
+    vptr = np.searchsorted(row_ids(V) * m + idx,
+                           np.arange(n, dtype=np.int64)[:, None] * m + bounds[None, :])
+    return vptr, (idx % tile).astype(np.uint64)
 
 
 def _fused_tile(kernel: str, n: int, m_out: int, itemsize: int) -> int:
-    """Column tile: input-major as ``cpu._tile_for``; per example one tile per thread, up to
-    FUSED_MAX_TILE_BYTES of a row (a multiple of 64).
+    """Column tile: input-major as ``numba_common.tile_for``; per example one tile per thread,
+    up to FUSED_MAX_TILE_BYTES of a row (a multiple of 64).
 
     Tasks are whole tiles here (samples run in order inside one), so wider tiles mean longer
     sequential streams and fewer visits of each pending row: measured at m = 16384, n = 16,
@@ -266,7 +244,7 @@ def _fused_tile(kernel: str, n: int, m_out: int, itemsize: int) -> int:
     14.8 at 8192, 14.2 at 16384.
     """
     if kernel == "input-major":
-        return _tile_for(kernel, n, m_out, itemsize)
+        return nc.tile_for(kernel, n, m_out, itemsize)
     tile = min(FUSED_MAX_TILE_BYTES // itemsize, -(-m_out // numba.get_num_threads()))
     return max(64, -(-tile // 64) * 64)
 
@@ -305,12 +283,6 @@ def _accumulators(n: int, m_out: int, dt: Any) -> np.ndarray:
     return G
 
 
-def _no_dots(dt: Any) -> tuple:
-    """Empty (optr, orel, oval, D): the kernels skip the backward dots."""
-    return (np.zeros((0, 0), np.int64), np.zeros(0, np.uint64), np.zeros(0, dt),
-            np.zeros((0, 0), dt))
-
-
 def forward_fused(
     Wt: np.ndarray,
     H: SparseRows,
@@ -334,39 +306,36 @@ def forward_fused(
     """
     if forward_kernel not in FORWARD_KERNELS:
         raise ValueError(f"forward_kernel must be one of {FORWARD_KERNELS}, got {forward_kernel!r}")
-    _check_inplace(Wt)
-    _check_widths(Wt, H)
+    nc.check_inplace(Wt)
+    check_widths(Wt, H)
     dt = Wt.dtype
     m_in, m_out = Wt.shape
     n = H.n
     Hp, Vp, coef = pending if pending is not None else _empty_pending(n, m_in, m_out, dt)
-    _check_widths(Wt, Hp, Vp)
-    kernel = forward_kernel
-    if kernel == "auto":
-        kernel = FUSED_AUTO_KERNEL
-    indptr, idx, val = _prepare(H, dt)
+    check_widths(Wt, Hp, Vp)
+    kernel = FUSED_AUTO_KERNEL if forward_kernel == "auto" else forward_kernel
+    indptr, idx, val = prepare(H, dt)
     if tile is None:
         tile = _fused_tile(kernel, n, m_out, dt.itemsize)
     ntile = max(1, -(-m_out // tile))
-    bb = _per_sample(b, n, dt)
-    pin, pidx, ph = _prepare(Hp, dt)
-    _, vidx, vval = _prepare(Vp, dt)
-    prow, pptr, psmp, pperm = _transpose(pin, pidx, m_in)
-    pval = _per_sample(coef, Hp.n, dt)[psmp] * ph[pperm]
-    vptr = _tile_pointers(Vp, tile, ntile)
-    vrel = (vidx % tile).astype(np.uint64)  # positions inside the column tile
+    bb = per_sample(b, n, dt)
+    pin, pidx, ph = prepare(Hp, dt)
+    _, vidx, vval = prepare(Vp, dt)
+    prow, pptr, psmp, pperm = nc.transpose(pin, pidx, m_in)
+    pval = per_sample(coef, Hp.n, dt)[psmp] * ph[pperm]
+    vptr, vrel = _tile_pointers(Vp, tile, ntile)
     G = _accumulators(n, m_out, dt)
     counts = np.empty((n, ntile), np.int64)
     M = np.zeros((n, Hp.n), dt)
-    optr, orel, oval, D = _no_dots(dt)
+    # empty (optr, orel, oval, D) make the kernels skip the backward dots
+    optr, orel, oval, D = (np.zeros((0, 0), np.int64), np.zeros(0, np.uint64), np.zeros(0, dt),
+                           np.zeros((0, 0), dt))
     if predict is not None:
         P, a = predict
         if P.n != n or P.m != m_out:
             raise ValueError(f"predict has {P.n} rows of width {P.m}; expected {n} of {m_out}")
-        pk = np.ascontiguousarray(P.indices, dtype=np.int64)
-        optr = _tile_pointers(P, tile, ntile)
-        orel = (pk % tile).astype(np.uint64)
-        oval = np.ascontiguousarray(np.asarray(a)[pk], dtype=dt)
+        optr, orel = _tile_pointers(P, tile, ntile)
+        oval = np.ascontiguousarray(np.asarray(a)[np.asarray(P.indices)], dtype=dt)
         D = np.zeros((ntile, idx.size), dt)
     if kernel == "per-example":
         at_first, left, nunion = _first_reads(indptr, idx, val, m_in, prow, pptr, psmp, pval, M)
@@ -375,7 +344,7 @@ def forward_fused(
                                    oval, D)
         rows_read = idx.size
     else:
-        union, colptr, rows, perm = _transpose(indptr, idx, m_in)
+        union, colptr, rows, perm = nc.transpose(indptr, idx, m_in)
         pend, left = _pending_map(union, prow)
         cval = val[perm]
         hit = np.flatnonzero(pend >= 0)
@@ -386,7 +355,7 @@ def forward_fused(
         rows_read = nunion = union.size
     _apply_rows(Wt, prow.view(np.uint64), left, pptr, psmp, pval, vptr, vidx.view(np.uint64),
                 vval)
-    out = _threshold_compact(G, bb, tile, counts)
+    out = nc.threshold_compact(G, bb, tile, counts)
     vcount = Vp.counts().astype(np.int64)
     per_row = np.add.reduceat(vcount[psmp], pptr[:-1]) if psmp.size else np.zeros(0, np.int64)
     info = {"kernel": kernel,
@@ -437,11 +406,11 @@ def top_backward(Wt: np.ndarray, H_in: SparseRows, dots: np.ndarray, P: SparseRo
     Returns u (aligned with H_in's entries) and the per-sample flip counts |P_i xor S_i|, whose
     |S_{L-1,i}| reads each are the only scattered reads left of the top layer's backward.
     """
-    _check_widths(Wt, H_in, H_out)
+    check_widths(Wt, H_in, H_out)
     dt = Wt.dtype
-    ptr_in, idx_in, _ = _prepare(H_in, dt)
-    pptr, pidx, _ = _prepare(P, dt)
-    nptr, nidx, _ = _prepare(H_out, dt)
+    ptr_in, idx_in, _ = prepare(H_in, dt)
+    pptr, pidx, _ = prepare(P, dt)
+    nptr, nidx, _ = prepare(H_out, dt)
     u = np.array(dots, dtype=dt, copy=True)
     flips = np.zeros(H_in.n, np.int64)
     _top_correct(Wt, ptr_in, idx_in.view(np.uint64), u, pptr, pidx, nptr, nidx,

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from subquad.errors import ConfigError
+from subquad.model.kernels.arguments import check_widths, per_sample, prepare, tiny_case
 from subquad.model.kernels.cuda_source import render
 from subquad.model.sparse import SparseRows
 
@@ -67,18 +68,6 @@ def _i64(x: int) -> np.int64:
     return np.int64(x)
 
 
-def _csr(R: SparseRows, dt: Any) -> tuple[Any, Any, Any]:
-    """indptr, indices (int64) and values (in dt) as contiguous device arrays."""
-    return (cp.ascontiguousarray(cp.asarray(R.indptr), dtype=cp.int64),
-            cp.ascontiguousarray(cp.asarray(R.indices), dtype=cp.int64),
-            cp.ascontiguousarray(cp.asarray(R.values), dtype=dt))
-
-
-def _per_sample(x: Any, n: int, dt: Any) -> Any:
-    """A per-sample scalar (b_i, coef_i) as a contiguous (n,) device array; scalars broadcast."""
-    return cp.ascontiguousarray(cp.broadcast_to(cp.asarray(x, dtype=dt), (n,)))
-
-
 def _row_ids(indptr: Any, nnz: int) -> Any:
     """The sample index of every stored entry (nnz,), on the device (empty rows are skipped)."""
     return cp.searchsorted(indptr, cp.arange(nnz, dtype=cp.int64), side="right") - 1
@@ -97,15 +86,6 @@ def _restrict(indptr: Any, pos: Any, val: Any, n: int, width: int) -> Any:
     out = cp.zeros((n, width), dtype=val.dtype)
     out[_row_ids(indptr, int(val.shape[0])), pos] = val
     return out
-
-
-def _check_widths(Wt: Any, H_in: SparseRows, V_out: SparseRows | None = None) -> None:
-    """Reject mismatched widths before a RawKernel (which does not bound-check) runs."""
-    if H_in.m != Wt.shape[0]:
-        raise ValueError(f"input rows have width {H_in.m}, Wt has {Wt.shape[0]} rows (m_in)")
-    if V_out is not None and (V_out.m != Wt.shape[1] or V_out.n != H_in.n):
-        raise ValueError(f"V_out is {V_out.n} rows of width {V_out.m}; expected {H_in.n} "
-                         f"rows of width m_out = {Wt.shape[1]}")
 
 
 # ---------------------------------------------------------------- forward
@@ -128,7 +108,7 @@ def _preactivations(kernel: str, Wt: Any, H: SparseRows) -> tuple[Any, float, in
     dt = Wt.dtype
     m_in, m_out = (int(d) for d in Wt.shape)
     n, row_bytes = H.n, float(m_out * dt.itemsize)
-    indptr, idx, val = _csr(H, dt)
+    indptr, idx, val = prepare(H, dt, cp)
     cols, pos = _union(idx, m_in)
     union = int(cols.shape[0])
     if kernel == "per-example":
@@ -169,7 +149,7 @@ def forward_layer(
     if forward_kernel not in FORWARD_KERNELS:
         raise ValueError(f"forward_kernel must be one of {FORWARD_KERNELS}, got {forward_kernel!r}")
     Wt = cp.ascontiguousarray(Wt)
-    _check_widths(Wt, H)
+    check_widths(Wt, H)
     dt = Wt.dtype
     kernel = forward_kernel
     if kernel == "auto":
@@ -177,7 +157,7 @@ def forward_layer(
     G, nbytes, union = _preactivations(kernel, Wt, H)
     if extra is not None:
         G += cp.asarray(extra, dtype=dt)
-    out = _compact(G, _per_sample(b, H.n, dt))
+    out = _compact(G, per_sample(b, H.n, dt, cp))
     return out, {"kernel": kernel, "bytes": nbytes, "union": union}
 
 
@@ -187,10 +167,10 @@ def forward_layer(
 def backward_block(Wt: Any, H_in: SparseRows, V_out: SparseRows) -> Any:
     """u_i[j] = sum_{k in S_out,i} Wt[j, k] v_i[k] for j in S_in,i, aligned with H_in.indices."""
     Wt = cp.ascontiguousarray(Wt)
-    _check_widths(Wt, H_in, V_out)
+    check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
-    ptr_in, idx_in, _ = _csr(H_in, dt)
-    ptr_out, idx_out, v = _csr(V_out, dt)
+    ptr_in, idx_in, _ = prepare(H_in, dt, cp)
+    ptr_out, idx_out, v = prepare(V_out, dt, cp)
     nnz = int(idx_in.shape[0])
     u = cp.empty(nnz, dtype=dt)
     _launch("backward_block", dt, _blocks(nnz),
@@ -202,7 +182,7 @@ def backward_block(Wt: Any, H_in: SparseRows, V_out: SparseRows) -> Any:
 def gram(R: SparseRows) -> Any:
     """K = R R^T (n x n) of sparse rows in O(n^2 s): one thread merges each pair of rows."""
     dt = cp.asarray(R.values).dtype
-    indptr, idx, val = _csr(R, dt)
+    indptr, idx, val = prepare(R, dt, cp)
     n = R.n
     K = cp.empty((n, n), dtype=dt)
     _launch("gram_merge", dt, _blocks(n * n), (indptr, idx, val, _i64(n), K))
@@ -225,12 +205,12 @@ def update_scatter(Wt: Any, H_in: SparseRows, V_out: SparseRows, coef: Any) -> N
     different samples may hit the same (j, k), so the adds are atomic.
     """
     _check_inplace(Wt)
-    _check_widths(Wt, H_in, V_out)
+    check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
-    ptr_in, idx_in, h = _csr(H_in, dt)
-    ptr_out, idx_out, v = _csr(V_out, dt)
+    ptr_in, idx_in, h = prepare(H_in, dt, cp)
+    ptr_out, idx_out, v = prepare(V_out, dt, cp)
     nnz = int(idx_in.shape[0])
-    c = _per_sample(coef, H_in.n, dt)
+    c = per_sample(coef, H_in.n, dt, cp)
     _launch("update_scatter", dt, (nnz,),
             (Wt, _row_ids(ptr_in, nnz), idx_in, h, ptr_out, idx_out, v, c, _i64(Wt.shape[1])))
 
@@ -242,15 +222,15 @@ def update_rowdense(Wt: Any, H_in: SparseRows, V_out: SparseRows, coef: Any) -> 
     added into the used rows of Wt (distinct rows, so the scatter has no collisions).
     """
     _check_inplace(Wt)
-    _check_widths(Wt, H_in, V_out)
+    check_widths(Wt, H_in, V_out)
     dt = Wt.dtype
     n, (m_in, m_out) = H_in.n, Wt.shape
-    ptr_in, idx_in, h = _csr(H_in, dt)
-    ptr_out, idx_out, v = _csr(V_out, dt)
+    ptr_in, idx_in, h = prepare(H_in, dt, cp)
+    ptr_out, idx_out, v = prepare(V_out, dt, cp)
     cols, pos = _union(idx_in, int(m_in))
     if cols.shape[0] == 0:
         return
-    c = _per_sample(coef, n, dt)
+    c = per_sample(coef, n, dt, cp)
     Vd = _restrict(ptr_out, idx_out, v, n, int(m_out))
     Vd *= c[:, None]
     cupyx.scatter_add(Wt, cols, _restrict(ptr_in, pos, h, n, int(cols.shape[0])).T @ Vd)
@@ -265,13 +245,8 @@ def warmup(dtype: Any = np.float32) -> None:
     Call it before any timed phase so that NVRTC compilation and handle creation are never
     measured; it ends with a device synchronisation.
     """
-    dt = np.dtype(dtype)
-    rng = np.random.default_rng(0)
-    m = 40
-    dense = (rng.random((5, m)) < 0.4) * rng.standard_normal((5, m))
-    H = SparseRows.from_dense(cp.asarray(dense.astype(dt)), cp)
-    Wt = cp.asarray(rng.standard_normal((m, m)).astype(dt))
-    b = cp.zeros(H.n, dtype=dt)
+    H, Wt, b = tiny_case(dtype, 40, cp)
+    dt, m = Wt.dtype, Wt.shape[1]
     for kernel in FORWARD_KERNELS[1:]:
         forward_layer(Wt, H, b, forward_kernel=kernel)
         forward_layer(Wt, H, b, extra=cp.ones((H.n, m), dtype=dt), forward_kernel=kernel)

@@ -1,13 +1,12 @@
 """The numba building blocks that the CPU kernels (``cpu``) and the fused update (``fused``)
-share: axpys, the column tiles, threshold-and-compact, H transposed, argument checks.
+share: axpys, the column tiles, threshold-and-compact, H transposed, the in-place check (the
+checks every backend shares are in ``arguments``).
 
 Conventions as in ``cpu``: unsigned index views inside jitted code, scalars in the weights'
 dtype, no fastmath.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numba
 import numpy as np
@@ -23,21 +22,21 @@ INPUT_MAJOR_MIN_W_BYTES = 2 * 1024 * 1024  # ... and only when W^T does not fit 
 
 
 @njit(cache=True)
-def _axpy1(g, a, w):
+def axpy1(g, a, w):
     """g += a w over one tile."""
     for c in range(g.size):
         g[c] += a * w[c]
 
 
 @njit(cache=True)
-def _axpy4(g, a0, w0, a1, w1, a2, w2, a3, w3):
+def axpy4(g, a0, w0, a1, w1, a2, w2, a3, w3):
     """g += a0 w0 + a1 w1 + a2 w2 + a3 w3: four gathered rows of W^T fused in one pass."""
     for c in range(g.size):
         g[c] += a0 * w0[c] + a1 * w1[c] + a2 * w2[c] + a3 * w3[c]
 
 
 @njit(cache=True)
-def _count_above(g, bi):
+def count_above(g, bi):
     """Number of entries of g above the threshold b_i."""
     cnt = 0
     for c in range(g.size):
@@ -46,15 +45,20 @@ def _count_above(g, bi):
     return cnt
 
 
+@njit(cache=True)
+def tile_cols(j, tile, m_out):
+    """Columns c0:c1 of column tile j (the last tile stops at m_out)."""
+    c0 = j * tile
+    return c0, min(c0 + tile, m_out)
+
+
 @njit(parallel=True, cache=True)
 def _compact(G, b, tile, offsets, out_idx, out_val):
     """Fused threshold-and-compact: write sorted indices c with G[i, c] > b_i and G - b_i."""
     n, ntile = offsets.shape
-    m_out = G.shape[1]
     for t in prange(n * ntile):
         i = t // ntile
-        c0 = (t % ntile) * tile
-        c1 = min(c0 + tile, m_out)
+        c0, c1 = tile_cols(t % ntile, tile, G.shape[1])
         q = offsets[i, t % ntile]
         bi = b[i]
         for c in range(c0, c1):
@@ -66,7 +70,7 @@ def _compact(G, b, tile, offsets, out_idx, out_val):
 
 
 @njit(cache=True)
-def _transpose(indptr, idx, m_in):
+def transpose(indptr, idx, m_in):
     """H in CSC form restricted to its used rows: (cols, colptr, sample ids, permutation).
 
     A counting sort, O(m_in + nnz); the values of used row cols[u] are values[perm[colptr[u]:
@@ -102,7 +106,7 @@ def _transpose(indptr, idx, m_in):
     return cols, colptr, rows, perm
 
 
-def _tile_for(kernel: str, n: int, m_out: int, itemsize: int) -> int:
+def tile_for(kernel: str, n: int, m_out: int, itemsize: int) -> int:
     """Column tile width: ~2048 per example, 256 KiB / (itemsize n) input-major in [512, 2048].
 
     Shrunk (to a multiple of 64) when there would be fewer tasks than threads.
@@ -117,31 +121,7 @@ def _tile_for(kernel: str, n: int, m_out: int, itemsize: int) -> int:
     return max(64, -(-tile // 64) * 64)
 
 
-def _prepare(R: SparseRows, dt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """indptr (int64), indices (int64) and values (in dt) as contiguous host arrays."""
-    return (np.ascontiguousarray(R.indptr, dtype=np.int64),
-            np.ascontiguousarray(R.indices, dtype=np.int64),
-            np.ascontiguousarray(R.values, dtype=dt))
-
-
-def _per_sample(x: Any, n: int, dt: Any) -> np.ndarray:
-    """A per-sample scalar (b_i, coef_i) as a contiguous (n,) array in the weights' dtype.
-
-    A scalar is broadcast; any other shape than (n,) raises ValueError.
-    """
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=dt), (n,)))
-
-
-def _check_widths(Wt: np.ndarray, H_in: SparseRows, V_out: SparseRows | None = None) -> None:
-    """Reject mismatched widths before the jitted code (it does not bound-check) runs."""
-    if H_in.m != Wt.shape[0]:
-        raise ValueError(f"input rows have width {H_in.m}, Wt has {Wt.shape[0]} rows (m_in)")
-    if V_out is not None and (V_out.m != Wt.shape[1] or V_out.n != H_in.n):
-        raise ValueError(f"V_out is {V_out.n} rows of width {V_out.m}; expected {H_in.n} "
-                         f"rows of width m_out = {Wt.shape[1]}")
-
-
-def _threshold_compact(G: np.ndarray, b: np.ndarray, tile: int,
+def threshold_compact(G: np.ndarray, b: np.ndarray, tile: int,
                        counts: np.ndarray) -> SparseRows:
     """The sparse rows {k: g_i[k] > b_i} with values g_i - b_i; tile offsets from the counts."""
     n, ntile = counts.shape
@@ -153,18 +133,7 @@ def _threshold_compact(G: np.ndarray, b: np.ndarray, tile: int,
     return SparseRows(starts[::ntile].copy(), out_idx, out_val, int(G.shape[1]))
 
 
-def _check_inplace(Wt: np.ndarray) -> None:
+def check_inplace(Wt: np.ndarray) -> None:
     """The updates write into Wt itself, so it must be a C-contiguous numpy array."""
     if not (isinstance(Wt, np.ndarray) and Wt.flags.c_contiguous and Wt.flags.writeable):
         raise ValueError("Wt must be a writeable C-contiguous numpy array (updated in place)")
-
-
-def tiny_case(dtype: Any) -> tuple[SparseRows, np.ndarray, np.ndarray]:
-    """(H, Wt, b): 5 sparse rows of width 16, a 16 x 16 W^T and zero thresholds in ``dtype``,
-    the inputs the warm-ups compile the kernels on."""
-    dt = np.dtype(dtype)
-    rng = np.random.default_rng(0)
-    m = 16
-    dense = (rng.random((5, m)) < 0.4) * rng.standard_normal((5, m))
-    return (SparseRows.from_dense(dense.astype(dt)), rng.standard_normal((m, m)).astype(dt),
-            np.zeros(5, dt))

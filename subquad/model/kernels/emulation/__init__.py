@@ -11,9 +11,3 @@
   ``subquad.model.backend`` (for CLI runs under test); results then record the backend as
   ``cupy-emulated`` and no GPU in the environment.
 """
-
-from __future__ import annotations
-
-from subquad.model.kernels.emulation.fake_cupy import install, installed, uninstall
-
-__all__ = ["install", "installed", "uninstall"]

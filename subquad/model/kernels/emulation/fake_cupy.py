@@ -88,9 +88,15 @@ def _wrap(fn: Any) -> Any:
     return call
 
 
-def _namespace(name: str, source: Any, extra: dict | None = None) -> types.ModuleType:
-    """A module whose callables are ``source``'s with device outputs."""
+def _module(name: str, **attrs: Any) -> types.ModuleType:
+    """A module ``name`` holding ``attrs``."""
     mod = types.ModuleType(name)
+    mod.__dict__.update(attrs)
+    return mod
+
+
+def _namespace(name: str, source: Any, **extra: Any) -> types.ModuleType:
+    """A module whose callables are ``source``'s with device outputs (``extra`` as they are)."""
 
     def getattr_(attr: str) -> Any:
         value = getattr(source, attr)
@@ -98,10 +104,7 @@ def _namespace(name: str, source: Any, extra: dict | None = None) -> types.Modul
             return _wrap(value)
         return value
 
-    mod.__getattr__ = getattr_  # type: ignore[attr-defined]
-    for k, v in (extra or {}).items():
-        setattr(mod, k, v)
-    return mod
+    return _module(name, __getattr__=getattr_, **extra)
 
 
 # ---------------------------------------------------------------- array creation
@@ -111,8 +114,7 @@ def asarray(a: Any, dtype: Any = None, order: Any = None) -> ndarray:
     """The array itself when already on the device with that dtype, else a device copy."""
     if isinstance(a, ndarray) and (dtype is None or np.dtype(dtype) == a.dtype) and order is None:
         return a
-    src = a.view(np.ndarray) if isinstance(a, ndarray) else a
-    return np.array(src, dtype=dtype, order=order or "K", copy=True).view(ndarray)
+    return array(a, dtype, order=order or "K")
 
 
 def array(a: Any, dtype: Any = None, copy: bool = True, order: str = "K") -> ndarray:
@@ -179,15 +181,14 @@ class Event:
 
 def get_elapsed_time(start: Event, stop: Event) -> float:
     """Milliseconds between two recorded events (host time, not GPU time)."""
-    if start.t is None or stop.t is None:
-        raise RuntimeError("cudaErrorInvalidResourceHandle: event never recorded")
+    start.synchronize()
+    stop.synchronize()
     return (stop.t - start.t) * 1e3
 
 
 def _meminfo(key: str) -> int:
     """Host memory stands in for device memory (16 GiB when unknown)."""
     return meminfo(key, "SC_PHYS_PAGES" if key == "MemTotal" else "SC_AVPHYS_PAGES", 1 << 34)
-
 
 class _Device:
     def __init__(self, device: int = 0):
@@ -200,18 +201,6 @@ class _Device:
     @property
     def mem_info(self) -> tuple[int, int]:
         return _meminfo("MemAvailable"), _meminfo("MemTotal")
-
-
-def _runtime() -> types.ModuleType:
-    rt = types.ModuleType("cupy.cuda.runtime")
-    rt.getDeviceProperties = lambda device=0: {  # type: ignore[attr-defined]
-        "name": DEVICE_NAME.encode(), "totalGlobalMem": _meminfo("MemTotal"),
-        "major": 0, "minor": 0}
-    rt.memGetInfo = lambda: (_meminfo("MemAvailable"), _meminfo("MemTotal"))  # type: ignore
-    rt.driverGetVersion = lambda: 0  # type: ignore[attr-defined]
-    rt.runtimeGetVersion = lambda: 0  # type: ignore[attr-defined]
-    rt.getDeviceCount = lambda: 1  # type: ignore[attr-defined]
-    return rt
 
 
 # ---------------------------------------------------------------- libraries
@@ -298,37 +287,33 @@ def spmm(a: Any, b: Any, c: Any = None, alpha: float = 1, beta: float = 0,
 
 
 def _build() -> dict[str, types.ModuleType]:
-    cuda = types.ModuleType("cupy.cuda")
-    cuda.Event = Event  # type: ignore[attr-defined]
-    cuda.get_elapsed_time = get_elapsed_time  # type: ignore[attr-defined]
-    cuda.get_current_stream = lambda: _Stream()  # type: ignore[attr-defined]
-    cuda.Stream = _Stream  # type: ignore[attr-defined]
-    cuda.Device = _Device  # type: ignore[attr-defined]
-    cuda.runtime = _runtime()  # type: ignore[attr-defined]
-    cublas = types.ModuleType("cupy.cublas")
-    cublas.gemm = _gemm  # type: ignore[attr-defined]
-    own = {"ndarray": ndarray, "asarray": asarray, "array": array, "asnumpy": asnumpy,
-           "ascontiguousarray": ascontiguousarray, "broadcast_to": broadcast_to,
-           "concatenate": concatenate, "empty": empty, "empty_like": empty_like,
-           "RawModule": rawkernel.RawModule, "cuda": cuda, "cublas": cublas,
-           "linalg": _namespace("cupy.linalg", np.linalg),
-           "fft": _namespace("cupy.fft", np.fft),
-           "random": _namespace("cupy.random", np.random),
-           "SUBQUAD_EMULATED": True, "__version__": "0+subquad.emulated"}
-    cupy = _namespace("cupy", np, own)
-    sparse = types.ModuleType("cupyx.scipy.sparse")
-    sparse.csr_matrix = csr_matrix  # type: ignore[attr-defined]
-    sparse.issparse = scipy.sparse.issparse  # type: ignore[attr-defined]
+    runtime = _module(
+        "cupy.cuda.runtime",
+        getDeviceProperties=lambda device=0: {
+            "name": DEVICE_NAME.encode(), "totalGlobalMem": _meminfo("MemTotal"),
+            "major": 0, "minor": 0},
+        memGetInfo=lambda: (_meminfo("MemAvailable"), _meminfo("MemTotal")),
+        driverGetVersion=lambda: 0, runtimeGetVersion=lambda: 0, getDeviceCount=lambda: 1)
+    cuda = _module("cupy.cuda", Event=Event, get_elapsed_time=get_elapsed_time,
+                   get_current_stream=lambda: _Stream(), Stream=_Stream, Device=_Device,
+                   runtime=runtime)
+    cublas = _module("cupy.cublas", gemm=_gemm)
+    cupy = _namespace("cupy", np, ndarray=ndarray, asarray=asarray, array=array,
+                      asnumpy=asnumpy, ascontiguousarray=ascontiguousarray,
+                      broadcast_to=broadcast_to, concatenate=concatenate, empty=empty,
+                      empty_like=empty_like, RawModule=rawkernel.RawModule, cuda=cuda,
+                      cublas=cublas, linalg=_namespace("cupy.linalg", np.linalg),
+                      fft=_namespace("cupy.fft", np.fft),
+                      random=_namespace("cupy.random", np.random),
+                      SUBQUAD_EMULATED=True, __version__="0+subquad.emulated")
+    sparse = _module("cupyx.scipy.sparse", csr_matrix=csr_matrix,
+                     issparse=scipy.sparse.issparse)
     linalg = _namespace("cupyx.scipy.linalg", scipy.linalg)
-    cusparse = types.ModuleType("cupyx.cusparse")
-    cusparse.spmm = spmm  # type: ignore[attr-defined]
-    sci = types.ModuleType("cupyx.scipy")
-    sci.sparse, sci.linalg = sparse, linalg  # type: ignore[attr-defined]
-    cupyx = types.ModuleType("cupyx")
-    cupyx.scatter_add, cupyx.errstate = scatter_add, errstate  # type: ignore[attr-defined]
-    cupyx.scipy, cupyx.cusparse = sci, cusparse  # type: ignore[attr-defined]
-    cupyx.SUBQUAD_EMULATED = True  # type: ignore[attr-defined]
-    return {"cupy": cupy, "cupy.cuda": cuda, "cupy.cuda.runtime": cuda.runtime,
+    sci = _module("cupyx.scipy", sparse=sparse, linalg=linalg)
+    cusparse = _module("cupyx.cusparse", spmm=spmm)
+    cupyx = _module("cupyx", scatter_add=scatter_add, errstate=errstate, scipy=sci,
+                    cusparse=cusparse, SUBQUAD_EMULATED=True)
+    return {"cupy": cupy, "cupy.cuda": cuda, "cupy.cuda.runtime": runtime,
             "cupy.cublas": cublas, "cupyx": cupyx, "cupyx.scipy": sci,
             "cupyx.scipy.sparse": sparse, "cupyx.scipy.linalg": linalg,
             "cupyx.cusparse": cusparse}

@@ -97,10 +97,6 @@ _KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)
 _TYPEDEF_RE = re.compile(r"typedef\s+([\w\s]+?)\s+(\w+)\s*;")
 
 
-def _typedefs(code: str) -> dict[str, str]:
-    return {alias: " ".join(target.split()) for target, alias in _TYPEDEF_RE.findall(code)}
-
-
 def _resolve(base: str, typedefs: dict[str, str]) -> str:
     seen = set()
     while base in typedefs and base not in seen:
@@ -127,7 +123,7 @@ def _param(text: str, typedefs: dict[str, str]) -> Param:
 
 def parse_kernels(code: str) -> dict[str, Kernel]:
     """Every ``extern "C" __global__`` kernel of a CUDA source, by name, typedefs resolved."""
-    typedefs = _typedefs(code)
+    typedefs = {alias: " ".join(target.split()) for target, alias in _TYPEDEF_RE.findall(code)}
     out = {}
     for name, params in _KERNEL_RE.findall(code):
         plist = [p for p in (s.strip() for s in params.split(",")) if p]
@@ -289,12 +285,11 @@ def find_compiler() -> tuple[str, str]:
 
     Raises :class:`HostCompilerMissing` with install advice when there is none.
     """
-    for cand in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if cand and shutil.which(cand):
-            return shutil.which(cand), "c++"
-    for cand in (os.environ.get("CC"), "gcc", "cc", "clang"):
-        if cand and shutil.which(cand):
-            return shutil.which(cand), "c"
+    for lang, env, names in (("c++", "CXX", ("g++", "c++", "clang++")),
+                             ("c", "CC", ("gcc", "cc", "clang"))):
+        for cand in (os.environ.get(env), *names):
+            if cand and shutil.which(cand):
+                return shutil.which(cand), lang
     raise HostCompilerMissing("no C or C++ compiler (g++, c++, clang++, gcc, cc, clang) on PATH; "
                               "install one (Debian/Ubuntu: apt-get install g++) to build the "
                               "host-emulated CUDA kernels")
@@ -406,14 +401,11 @@ class HostModule:
         for ln in launches:
             keep, ptrs = [], (ctypes.c_void_p * max(len(ln.args), 1))()
             for i, a in enumerate(ln.args):
-                if isinstance(a, np.ndarray):
-                    holder = ctypes.c_void_p(a.ctypes.data)
-                    keep.append(holder)
-                    ptrs[i] = ctypes.addressof(holder)
-                else:
-                    box = np.array(a)
-                    keep.append(box)
-                    ptrs[i] = box.ctypes.data
+                # CUDA's args[i] points at the value: an array's data pointer, or the scalar
+                array = isinstance(a, np.ndarray)
+                box = ctypes.c_void_p(a.ctypes.data) if array else np.array(a)
+                keep.append(box)
+                ptrs[i] = ctypes.addressof(box) if array else box.ctypes.data
             g = (ctypes.c_uint * 3)(*_dims(ln.grid))
             b = (ctypes.c_uint * 3)(*_dims(ln.block))
             rc = lib.sq_launch(ln.name.encode(), g, b, sched, seed, ptrs)
@@ -430,8 +422,7 @@ class HostModule:
             parts.append(struct.pack("<3I3IiQI", *_dims(ln.grid), *_dims(ln.block), sched,
                                      seed & (2**64 - 1), len(ln.args)))
             for a in ln.args:
-                raw = np.ascontiguousarray(a).tobytes() if isinstance(a, np.ndarray) else \
-                    np.array(a).tobytes()
+                raw = np.asarray(a).tobytes()  # C order, whatever the strides
                 parts.append(struct.pack("<BQ", int(isinstance(a, np.ndarray)), len(raw)) + raw)
         with tempfile.TemporaryDirectory(prefix="sq-launch-") as tmp:
             src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
@@ -450,9 +441,7 @@ class HostModule:
             data, pos = dst.read_bytes(), 0
         for ln in launches:
             for a, w in zip(ln.args, ln.writable):
-                if not isinstance(a, np.ndarray):
-                    continue
-                n = a.nbytes
-                if w:
-                    a[...] = np.frombuffer(data[pos:pos + n], dtype=a.dtype).reshape(a.shape)
-                pos += n
+                if isinstance(a, np.ndarray):
+                    if w:
+                        a[...] = np.frombuffer(data[pos:pos + a.nbytes], a.dtype).reshape(a.shape)
+                    pos += a.nbytes

@@ -44,27 +44,19 @@ class ArgumentError(TypeError):
     """A launch argument CuPy would pass as the wrong bytes for its C parameter."""
 
 
-def _c_name(dtype: np.dtype) -> str:
-    names = {"float64": "double", "float32": "float", "int64": "long long", "int32": "int",
-             "uint64": "unsigned long long", "uint32": "unsigned int", "bool": "bool",
-             "int16": "short", "int8": "signed char", "uint8": "unsigned char",
-             "complex128": "complex<double>"}
-    return names.get(np.dtype(dtype).name, np.dtype(dtype).name)
+#: the dtype CuPy passes a Python scalar as (an int >= 2^63 as uint64), and its C name
+_PY_SCALARS = {bool: np.bool_, float: np.float64, complex: np.complex128, int: np.int64}
+_C_NAMES = {"bool": "bool", "float64": "double", "complex128": "complex<double>",
+            "int64": "long long", "uint64": "unsigned long long"}
 
 
 def scalar_dtype(value: Any) -> np.dtype:
     """The dtype CuPy marshals a scalar launch argument as (its rule for Python scalars)."""
     t = type(value)
-    if t is bool:
-        return np.dtype(np.bool_)
-    if t is float:
-        return np.dtype(np.float64)
-    if t is complex:
-        return np.dtype(np.complex128)
-    if t is int:
-        if value >= 2**63:
-            return np.dtype(np.uint64)
-        return np.dtype(np.int64)
+    if t is int and value >= 2**63:
+        return np.dtype(np.uint64)
+    if t in _PY_SCALARS:
+        return np.dtype(_PY_SCALARS[t])
     if isinstance(value, np.generic):
         return value.dtype
     raise ArgumentError(f"Unsupported type {t}")
@@ -109,7 +101,7 @@ def _check_scalar(kernel: Kernel, p: Param, a: Any) -> np.generic:
         raise ArgumentError(f"{where}: {exc}") from None
     want = p.dtype
     if got != want:
-        how = (f"a Python {type(a).__name__} is passed as {_c_name(got)}"
+        how = (f"a Python {type(a).__name__} is passed as {_C_NAMES.get(got.name, got.name)}"
                if not isinstance(a, np.generic) else f"a numpy {got.name} is passed as such")
         raise ArgumentError(f"{where}: expects {p.base} ({want.itemsize} bytes) but {how} "
                             f"({got.itemsize} bytes) and CuPy copies the bytes unchecked; pass "

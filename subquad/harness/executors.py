@@ -112,10 +112,7 @@ def process_runner(run_dir: Path, timing: Timing) -> Runner:
         job = executor.submit(run_cell, cell, timing, str(run_dir), budget_s)
         while not job.done():
             time.sleep(POLL_SECONDS)
-        try:
-            return str(job.result())
-        except Exception as exc:  # killed, timed out or crashed: no result pickle
-            return lost(run_dir, cell, " ".join(f"{type(exc).__name__}: {exc}".split())[:300])
+        return _outcome(job, run_dir, cell)
 
     return run
 
@@ -178,30 +175,24 @@ def accounting_off(array_ids: Iterable[str]) -> str | None:
     return " ".join(proc.stderr.split())[:200] or f"exit status {proc.returncode}"
 
 
-class _FirstSacctWarning(logging.Filter):
-    """Lets submitit's first "Bypassing sacct error" warning through, drops the repeats."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "Bypassing sacct error" not in record.getMessage():
-            return True
-        seen, self.seen = self.seen, True
-        return not seen
-
-
 @contextmanager
 def _quiet_sacct() -> Iterator[None]:
     """For one sweep: at most one sacct warning from submitit (it would log one per poll)."""
+    seen: list[logging.LogRecord] = []
+
+    def first_sacct_warning(record: logging.LogRecord) -> bool:
+        """Lets the first "Bypassing sacct error" warning through, drops the repeats."""
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        seen.append(record)
+        return len(seen) == 1
+
     log = logging.getLogger("submitit")
-    flt = _FirstSacctWarning()
-    log.addFilter(flt)
+    log.addFilter(first_sacct_warning)
     try:
         yield
     finally:
-        log.removeFilter(flt)
+        log.removeFilter(first_sacct_warning)
 
 
 def _visible(path: Path) -> bool:
@@ -214,10 +205,11 @@ def _visible(path: Path) -> bool:
 
 
 def _outcome(job: Any, run_dir: Path, cell: Cell) -> str:
-    """The status a finished task returned, or its cell recorded as lost if it raised."""
+    """The status a finished task returned, or its cell recorded as lost if it raised (or was
+    killed, timed out or crashed: no result pickle)."""
     try:
         return str(job.result())
-    except Exception as exc:  # the task raised: submitit pickled the error
+    except Exception as exc:
         return lost(run_dir, cell, " ".join(f"{type(exc).__name__}: {exc}".split())[:300])
 
 

@@ -45,6 +45,7 @@ from subquad.results.cells import (
     foreign_cells,
     is_final,
     read_cell_status,
+    training_of,
 )
 from subquad.results.rundir import RunDir
 
@@ -88,7 +89,7 @@ def _existing(rd: RunDir, report: Progress | None = None) -> dict[str, tuple[str
             continue
         status, message = read_cell_status(p)
         if message.startswith("corrupt cell file"):
-            training = p.with_name(p.stem + ".training.csv")
+            training = training_of(p)
             if report is not None:
                 report.warn(f"{message[len('corrupt cell file: '):]}; removed "
                             f"{p.name}{' and ' + training.name if training.exists() else ''}"

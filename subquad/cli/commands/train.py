@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -52,14 +53,9 @@ def run(args: argparse.Namespace) -> int:
     from subquad.model import train as training  # noqa: PLC0415 (on use: numba loads)
 
     d = args.d if args.d is not None else default_d(args.data)
-    try:
-        cfg = training.TrainConfig(
-            method=args.method, m=args.m, n=args.n, d=d, L=args.L, c=args.c, iters=args.iters,
-            seed=args.seed, dtype=args.dtype, backend=args.backend, data=args.data,
-            labels=args.labels, threshold=args.threshold, lr=args.lr, damping=args.damping,
-            solver=args.solver, update=args.update, rank_max=args.rank_max,
-            rank_exponent=args.rank_exponent, sketch_size=args.sketch_size, cg_tol=args.cg_tol,
-            cg_maxiter=args.cg_maxiter, forward_kernel=args.forward_kernel)
+    names = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    try:  # every option named like a TrainConfig field is that field
+        cfg = training.TrainConfig(**{k: v for k, v in vars(args).items() if k in names} | {"d": d})
         cfg.validate()
         printer = None if args.json else _table_printer(cfg.L)
         result = training.run_training(cfg, on_step=printer)

@@ -233,6 +233,12 @@ class Where:
             self.keys(value, allowed, key)
         return value
 
+    def require(self, table: Mapping, k: str, key: str, hint: str) -> Any:
+        """``table[k]``; without it the error "missing; <hint>" at ``key``."""
+        if k not in table:
+            raise self.error(key, f"missing; {hint}")
+        return table[k]
+
     def keys(self, table: Mapping, allowed: tuple[str, ...], key: str) -> None:
         for k in table:
             if k not in allowed:
@@ -286,9 +292,8 @@ def geometric(w: Where, axis: str, grid: Mapping, key: str) -> list[int | float]
     """Values start, start r, start r^2, ... <= stop (r = 2 or sqrt 2); integers rounded."""
     w.keys(grid, GRID_KEYS, key)
     for k in ("start", "stop"):
-        if k not in grid:
-            raise w.error(f"{key}.{k}", "missing; a grid is {start = ..., stop = ..., "
-                          "ratio = 2 | \"sqrt2\"}")
+        w.require(grid, k, f"{key}.{k}",
+                  "a grid is {start = ..., stop = ..., ratio = 2 | \"sqrt2\"}")
     ratio_raw = grid.get("ratio", 2)
     if isinstance(ratio_raw, bool) or ratio_raw not in RATIOS:
         raise w.error(f"{key}.ratio", f"unsupported ratio {ratio_raw!r}; accepted: 2 or \"sqrt2\"")
@@ -329,9 +334,9 @@ def axis_values(w: Where, axis: str, spec: Any, key: str) -> list[int | float]:
 
 def _method(w: Where, raw: Any, key: str) -> MethodSpec:
     t = w.table(raw, key, METHOD_KEYS)
-    if "method" not in t:
-        raise w.error(f"{key}.method", f"missing; accepted: {', '.join(method_names())}")
-    method = w.string(t["method"], f"{key}.method", method_names())
+    accepted = method_names()
+    method = w.require(t, "method", f"{key}.method", f"accepted: {', '.join(accepted)}")
+    method = w.string(method, f"{key}.method", accepted)
     opts = []
     for k, types in OPTION_TYPES.items():
         if k in t:
@@ -428,9 +433,7 @@ def parse_minutes(value: Any, key: str = "time", w: Where | None = None) -> int:
 
 def _executor(w: Where, raw: Any) -> Executor:
     t = w.table(raw, "executor", EXECUTOR_KEYS)
-    d = Executor()
-    kw: dict[str, Any] = {"kind": w.string(t.get("kind", d.kind), "executor.kind",
-                                           EXECUTOR_KINDS)}
+    kw: dict[str, Any] = {"kind": w.string(t.get("kind", "local"), "executor.kind", EXECUTOR_KINDS)}
     for k in ("partition", "account", "constraint"):
         if k in t:
             kw[k] = w.string(t[k], f"executor.{k}")
@@ -471,10 +474,9 @@ def load_experiment(path: str | Path) -> Experiment:
     description = w.string(raw.get("description", ""), "description")
     backend = w.string(raw.get("backend", "numpy"), "backend", BACKENDS)
     dtype = w.string(raw.get("dtype", "float64"), "dtype", DTYPES)
-    if "methods" not in raw:
-        raise w.error("methods", "missing; add at least one [[methods]] table with "
-                      f"method = one of {', '.join(method_names())}")
-    methods = _methods(w, raw["methods"], "methods")
+    methods = _methods(w, w.require(raw, "methods", "methods", "add at least one [[methods]] "
+                                    f"table with method = one of {', '.join(method_names())}"),
+                       "methods")
     fixed_raw = w.table(raw.get("fixed", {}), "fixed", FIXED_KEYS)
     fixed = _fixed(w, fixed_raw, "fixed", {**FIXED_DEFAULTS, "dtype": dtype})
     sweeps = _sweeps(w, raw.get("sweeps", []), methods, fixed)
@@ -515,14 +517,12 @@ def _sweeps(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping
     for i, item in enumerate(raw):
         key = f"sweeps[{i}]"
         t = w.table(item, key, SWEEP_KEYS)
-        if "axis" not in t:
-            raise w.error(f"{key}.axis", f"missing; accepted: {', '.join(AXES)}")
-        axis = w.string(t["axis"], f"{key}.axis", AXES)
+        axis = w.string(w.require(t, "axis", f"{key}.axis", f"accepted: {', '.join(AXES)}"),
+                        f"{key}.axis", AXES)
         if axis in t or (axis == "seed" and "seeds" in t):
             raise w.error(f"{key}.{axis}", "is the swept axis; give its values in `values`")
-        if "values" not in t:
-            raise w.error(f"{key}.values", "missing; a list or {start, stop, ratio}")
-        values = axis_values(w, axis, t["values"], f"{key}.values")
+        values = axis_values(w, axis, w.require(t, "values", f"{key}.values",
+                                                "a list or {start, stop, ratio}"), f"{key}.values")
         sweep_fixed = _fixed(w, t, key, fixed)
         sweep_methods = (_methods(w, t["methods"], f"{key}.methods", methods)
                          if "methods" in t else methods)

@@ -83,11 +83,7 @@ Runner = Callable[[Cell, "float | None"], str]
 
 def local_runner(run_dir: Path, timing: Timing) -> Runner:
     """Run each cell in this process."""
-
-    def run(cell: Cell, budget_s: float | None) -> str:
-        return run_cell(cell, timing, run_dir, budget_s)
-
-    return run
+    return lambda cell, budget_s: run_cell(cell, timing, run_dir, budget_s)
 
 
 def lost(run_dir: Path, cell: Cell, why: str) -> str:
@@ -123,19 +119,13 @@ def slurm_parameters(ex: Executor, timing: Timing, budget_s: float | None, name:
     params: dict[str, Any] = {
         "name": f"subquad-{name}",
         "timeout_min": ex.time if ex.time is not None else timeout_minutes(timing, budget_s),
-        "nodes": 1,
-        "tasks_per_node": 1,
-        "slurm_array_parallelism": ex.array_parallelism,
-    }
+        "nodes": 1, "tasks_per_node": 1, "slurm_array_parallelism": ex.array_parallelism}
     optional = {"slurm_partition": ex.partition, "slurm_gpus_per_task": ex.gpus_per_task,
                 "cpus_per_task": ex.cpus_per_task, "slurm_account": ex.account,
-                "slurm_constraint": ex.constraint}
-    params.update({k: v for k, v in optional.items() if v is not None})
-    if ex.exclusive:
-        params["slurm_exclusive"] = True
-    if ex.setup:
-        params["slurm_setup"] = list(ex.setup)
-    return params
+                "slurm_constraint": ex.constraint,
+                "slurm_exclusive": True if ex.exclusive else None,
+                "slurm_setup": list(ex.setup) or None}
+    return params | {k: v for k, v in optional.items() if v is not None}
 
 
 #: squeue states in which a task will not run again (any other state: queued or running)

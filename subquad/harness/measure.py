@@ -74,7 +74,8 @@ def variant_columns(cell: Cell, legacy: bool = False) -> dict[str, Any]:
         if update == "lazy":
             exp = cell.option("rank_exponent")
             rank_txt = f"m^{exp:g}" if exp is not None else str(cell.option("rank_max", "m^0.5"))
-            rank_num: Any = _rank_max(cell)
+            rank = cfg.rank_spec()
+            rank_num: Any = parse_rank_max("m^0.5" if rank is None else rank, cell.m, cell.n)
         else:
             rank_txt, rank_num = "0", 0
         spec = cfg.spec
@@ -95,11 +96,6 @@ def cell_columns(cell: Cell, machine: str) -> dict[str, Any]:
             "method": cell.method, "backend": recorded_backend(cell.backend),
             "dtype": cell.dtype, "m": cell.m, "n": cell.n, "d": cell.d, "L": cell.L,
             "c": cell.c, "data": cell.data, "seed": cell.seed, **variant_columns(cell)}
-
-
-def _rank_max(cell: Cell) -> int:
-    spec = cell.train_config().rank_spec()
-    return parse_rank_max(spec if spec is not None else "m^0.5", cell.m, cell.n)
 
 
 def classify(exc: BaseException) -> str:

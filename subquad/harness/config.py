@@ -226,11 +226,13 @@ class Where:
         if not ok:
             raise self.error(key, f"must be {what}, got {got}")
 
-    def table(self, value: Any, key: str, allowed: tuple[str, ...] | None = None) -> dict:
-        """``value`` as a table; with ``allowed``, every key of it must be one of those."""
+    def table(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict:
+        """``value`` as a table whose every key is one of ``allowed``."""
         self.expect(isinstance(value, dict), key, "a table", type(value).__name__)
-        if allowed is not None:
-            self.keys(value, allowed, key)
+        for k in value:
+            if k not in allowed:
+                raise self.error(f"{key}.{k}" if key else k,
+                                 f"unknown key {k!r}; accepted: {', '.join(allowed)}")
         return value
 
     def require(self, table: Mapping, k: str, key: str, hint: str) -> Any:
@@ -238,12 +240,6 @@ class Where:
         if k not in table:
             raise self.error(key, f"missing; {hint}")
         return table[k]
-
-    def keys(self, table: Mapping, allowed: tuple[str, ...], key: str) -> None:
-        for k in table:
-            if k not in allowed:
-                raise self.error(f"{key}.{k}" if key else k,
-                                 f"unknown key {k!r}; accepted: {', '.join(allowed)}")
 
     def integer(self, value: Any, key: str, lo: int | None = None) -> int:
         self.expect(isinstance(value, int) and not isinstance(value, bool), key, "an integer",
@@ -290,7 +286,7 @@ def axis_value(w: Where, axis: str, value: Any, key: str) -> int | float:
 
 def geometric(w: Where, axis: str, grid: Mapping, key: str) -> list[int | float]:
     """Values start, start r, start r^2, ... <= stop (r = 2 or sqrt 2); integers rounded."""
-    w.keys(grid, GRID_KEYS, key)
+    w.table(grid, key, GRID_KEYS)
     for k in ("start", "stop"):
         w.require(grid, k, f"{key}.{k}",
                   "a grid is {start = ..., stop = ..., ratio = 2 | \"sqrt2\"}")
@@ -465,7 +461,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
-    w.keys(raw, TOP_KEYS, "")
+    w.table(raw, "", TOP_KEYS)
 
     name = w.string(raw.get("name", path.stem), "name")
     if not NAME_RE.match(name):

@@ -346,8 +346,7 @@ def calibrate(backend: str = "numpy", dtype: str = "float32", threads: int | Non
     t0 = time.perf_counter()
     probes = (_gpu_probes if backend == "cupy" else _cpu_probes)(dt, sizes, grid, quick)
     return {"format": FORMAT, "machine": env["machine"], "backend": recorded_backend(backend),
-            "dtype": dtype,
-            "threads": threads, "caches": caches, "line_bytes": 64,
+            "dtype": dtype, "threads": threads, "caches": caches, "line_bytes": 64,
             "environment": {k: env.get(k) for k in ("cpu_model", "usable_cores", "blas",
                                                     "numba", "gpu", "date_utc", "git",
                                                     "load_average", "cpu_governor")},

@@ -22,6 +22,7 @@ from typing import Any
 
 from subquad.errors import ConfigError
 from subquad.harness.config import Cell, Executor, Timing
+from subquad.harness.environment import current_environment
 from subquad.harness.measure import run_cell, status_rows, write_cell
 from subquad.results.cells import cell_path, read_cell_status
 from subquad.vocabulary import EXECUTOR_KINDS
@@ -73,8 +74,7 @@ def slurm_available() -> bool:
 
 def timeout_minutes(timing: Timing, budget_s: float | None) -> int:
     """Minutes a task may run: its cell budget (or what is left of the sweep's) plus slack."""
-    limit = timing.cell_budget_seconds if budget_s is None else min(
-        timing.cell_budget_seconds, budget_s)
+    limit = min(timing.cell_budget_seconds, math.inf if budget_s is None else budget_s)
     return max(1, math.ceil((limit + SLACK_SECONDS) / 60))
 
 
@@ -90,8 +90,6 @@ def lost(run_dir: Path, cell: Cell, why: str) -> str:
     """Record a cell whose worker died without writing it (``--resume`` runs it again)."""
     if cell_path(run_dir, cell.cell_id).exists():  # it did finish; trust its file
         return read_cell_status(cell_path(run_dir, cell.cell_id))[0]
-    from subquad.harness.environment import current_environment  # noqa: PLC0415
-
     rows = status_rows(cell, current_environment()["machine"], "error", f"worker lost: {why}")
     write_cell(run_dir, cell, rows, [])
     return "error"

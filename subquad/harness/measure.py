@@ -113,11 +113,6 @@ def classify(exc: BaseException) -> str:
     return "error"
 
 
-def _message(exc: BaseException) -> str:
-    text = str(exc) if isinstance(exc, Censored) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:MESSAGE_LIMIT]
-
-
 class _Clock:
     """Wall-clock budget of one cell; ``check`` raises Censored past the deadline."""
 
@@ -332,8 +327,9 @@ def measure_cell(cell: Cell, timing: Timing, machine: str, budget_s: float | Non
                 _trainer_cell(cell, timing, clock, base, rows, trows)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # every failure of the cell becomes its status
-        status, message = classify(exc), _message(exc)
+    except Exception as exc:  # every failure of the cell becomes its status, on one line
+        text = str(exc) if isinstance(exc, Censored) else f"{type(exc).__name__}: {exc}"
+        status, message = classify(exc), " ".join(text.split())[:MESSAGE_LIMIT]
     rows = rows or status_rows(cell, machine, status, message)
     ended = utc_now()
     for r in rows:

@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     for r in res["crossover"].itertuples():
         print(f"crossover m* = {num(r.m_star, '.0f')} ({r.kind}) for subquad [{r.sub_options}]"
               f"{at(r)}")
-    sp = res["speedup"]
-    for r in sp.itertuples():
+    for r in res["speedup"].itertuples():
         print(f"speed-up dense-gn / subquad at m = {r.m:g}{at(r)}: {r.speedup:.2f}x ({r.kind})")
     if args.out:
         print(f"wrote {atomic_write_frame(Path(args.out), cells) or args.out}")

@@ -85,12 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   else signal.SIGTERM]
         print(f"subquad: {what}", file=sys.stderr)
         return code
-    except (ConfigError, SingularGramError) as exc:
-        print(f"subquad: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
     except SubquadError as exc:
         print(f"subquad: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, (ConfigError, SingularGramError)) else EXIT_FAILED
     except OSError as exc:  # a full disk, a vanished directory, permissions
         where = f" {exc.filename}" if exc.filename else ""
         print(f"subquad: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)

@@ -31,7 +31,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from subquad.errors import ConfigError
+from subquad.errors import ConfigError, check_choice
 from subquad.files import atomic_write_json
 from subquad.harness.environment import (
     cache_levels,
@@ -39,12 +39,12 @@ from subquad.harness.environment import (
     fingerprint,
     limit_threads,
 )
-from subquad.model.backend import gemm_accumulate, gpu_available, recorded_backend
+from subquad.model.backend import gemm_accumulate, get_backend, gpu_available, recorded_backend
 from subquad.model.kernels import get_kernels
 from subquad.model.solve import CholeskySolver
 from subquad.model.sparse import SparseRows
 from subquad.model.trainer import CACHE_LINE, lines_touched
-from subquad.vocabulary import BACKENDS
+from subquad.vocabulary import BACKENDS, DTYPES
 
 FORMAT = 1
 #: smallest working set probed (inside every L1 data cache we know of)
@@ -163,7 +163,7 @@ def kernel_probes(backend: str, dtype: np.dtype, sizes: list[int], m_grid: list[
     each working set, as cache-line bandwidth (lines counted exactly as the trainer counts
     them); ``gather``: forward_layer's row bytes per second for rows of each width m.
     """
-    xp = _xp(backend)
+    xp = get_backend(backend).xp
     kern = get_kernels(backend)
     rng = np.random.default_rng(0)
     isz = dtype.itemsize
@@ -223,14 +223,6 @@ def kernel_probes(backend: str, dtype: np.dtype, sizes: list[int], m_grid: list[
     out["solve_seconds"] = time_call(lambda: CholeskySolver(1e-3).solve(xp, K, r), 0.01,
                                      sync=sync)
     return out
-
-
-def _xp(backend: str) -> Any:
-    if backend == "cupy":
-        import cupy  # noqa: PLC0415
-
-        return cupy
-    return np
 
 
 # ------------------------------------------------------------------------------- CPU
@@ -333,10 +325,8 @@ def gpu_caches() -> list[dict]:
 def calibrate(backend: str = "numpy", dtype: str = "float32", threads: int | None = None,
               m_grid: list[int] | None = None, quick: bool = False) -> dict[str, Any]:
     """Run every probe once; returns one machine's calibration (``machine`` names it)."""
-    if backend not in BACKENDS:
-        raise ConfigError("backend", f"unknown backend {backend!r}; accepted: numpy, cupy")
-    if dtype not in ("float32", "float64"):
-        raise ConfigError("dtype", f"unknown dtype {dtype!r}; accepted: float32, float64")
+    check_choice("backend", backend, BACKENDS)
+    check_choice("dtype", dtype, DTYPES)
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
         raise ConfigError("threads", f"must be an integer >= 1, got {threads!r}")
     bad = [m for m in (m_grid or []) if not (isinstance(m, int) and 64 <= m <= 1 << 17)]
@@ -356,8 +346,7 @@ def calibrate(backend: str = "numpy", dtype: str = "float32", threads: int | Non
     t0 = time.perf_counter()
     probes = (_gpu_probes if backend == "cupy" else _cpu_probes)(dt, sizes, grid, quick)
     return {"format": FORMAT, "machine": env["machine"], "backend": recorded_backend(backend),
-            "dtype": dtype,
-            "threads": threads, "caches": caches, "line_bytes": 64,
+            "dtype": dtype, "threads": threads, "caches": caches, "line_bytes": 64,
             "environment": {k: env.get(k) for k in ("cpu_model", "usable_cores", "blas",
                                                     "numba", "gpu", "date_utc", "git",
                                                     "load_average", "cpu_governor")},

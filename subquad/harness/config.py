@@ -9,6 +9,7 @@ The file format is documented in README.md, section "Sweeps".
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -220,28 +221,37 @@ class Where:
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self.path}: {key}", message)
 
-    def table(self, value: Any, key: str) -> dict:
-        if not isinstance(value, dict):
-            raise self.error(key, f"must be a table, got {type(value).__name__}")
-        return value
+    def expect(self, ok: bool, key: str, what: str, got: str) -> None:
+        """Unless ``ok``: the error "must be <what>, got <got>"."""
+        if not ok:
+            raise self.error(key, f"must be {what}, got {got}")
 
-    def keys(self, table: Mapping, allowed: tuple[str, ...], key: str) -> None:
-        for k in table:
+    def table(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict:
+        """``value`` as a table whose every key is one of ``allowed``."""
+        self.expect(isinstance(value, dict), key, "a table", type(value).__name__)
+        for k in value:
             if k not in allowed:
                 raise self.error(f"{key}.{k}" if key else k,
                                  f"unknown key {k!r}; accepted: {', '.join(allowed)}")
+        return value
+
+    def require(self, table: Mapping, k: str, key: str, hint: str) -> Any:
+        """``table[k]``; without it the error "missing; <hint>" at ``key``."""
+        if k not in table:
+            raise self.error(key, f"missing; {hint}")
+        return table[k]
 
     def integer(self, value: Any, key: str, lo: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"must be an integer, got {value!r}")
+        self.expect(isinstance(value, int) and not isinstance(value, bool), key, "an integer",
+                    repr(value))
         if lo is not None and value < lo:
             raise self.error(key, f"must be an integer >= {lo}, got {value}")
         return value
 
     def number(self, value: Any, key: str, lo: float | None = None,
                strict: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(key, f"must be a number, got {value!r}")
+        self.expect(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+                    "a number", repr(value))
         v = float(value)
         if not math.isfinite(v) or (lo is not None and (v <= lo if strict else v < lo)):
             bound = "" if lo is None else (f" > {lo:g}" if strict else f" >= {lo:g}")
@@ -249,15 +259,13 @@ class Where:
         return v
 
     def string(self, value: Any, key: str, accepted: tuple[str, ...] | None = None) -> str:
-        if not isinstance(value, str):
-            raise self.error(key, f"must be a string, got {value!r}")
+        self.expect(isinstance(value, str), key, "a string", repr(value))
         if accepted is not None and value not in accepted:
             raise self.error(key, f"unknown value {value!r}; accepted: {', '.join(accepted)}")
         return value
 
     def boolean(self, value: Any, key: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.error(key, f"must be true or false, got {value!r}")
+        self.expect(isinstance(value, bool), key, "true or false", repr(value))
         return value
 
 
@@ -278,11 +286,10 @@ def axis_value(w: Where, axis: str, value: Any, key: str) -> int | float:
 
 def geometric(w: Where, axis: str, grid: Mapping, key: str) -> list[int | float]:
     """Values start, start r, start r^2, ... <= stop (r = 2 or sqrt 2); integers rounded."""
-    w.keys(grid, GRID_KEYS, key)
+    w.table(grid, key, GRID_KEYS)
     for k in ("start", "stop"):
-        if k not in grid:
-            raise w.error(f"{key}.{k}", "missing; a grid is {start = ..., stop = ..., "
-                          "ratio = 2 | \"sqrt2\"}")
+        w.require(grid, k, f"{key}.{k}",
+                  "a grid is {start = ..., stop = ..., ratio = 2 | \"sqrt2\"}")
     ratio_raw = grid.get("ratio", 2)
     if isinstance(ratio_raw, bool) or ratio_raw not in RATIOS:
         raise w.error(f"{key}.ratio", f"unsupported ratio {ratio_raw!r}; accepted: 2 or \"sqrt2\"")
@@ -322,11 +329,10 @@ def axis_values(w: Where, axis: str, spec: Any, key: str) -> list[int | float]:
 
 
 def _method(w: Where, raw: Any, key: str) -> MethodSpec:
-    t = w.table(raw, key)
-    w.keys(t, METHOD_KEYS, key)
-    if "method" not in t:
-        raise w.error(f"{key}.method", f"missing; accepted: {', '.join(method_names())}")
-    method = w.string(t["method"], f"{key}.method", method_names())
+    t = w.table(raw, key, METHOD_KEYS)
+    accepted = method_names()
+    method = w.require(t, "method", f"{key}.method", f"accepted: {', '.join(accepted)}")
+    method = w.string(method, f"{key}.method", accepted)
     opts = []
     for k, types in OPTION_TYPES.items():
         if k in t:
@@ -372,7 +378,6 @@ def _methods(w: Where, raw: Any, key: str, known: tuple[MethodSpec, ...] = ()
 
 def _fixed(w: Where, raw: Mapping, key: str, base: Mapping[str, Any]) -> dict[str, Any]:
     """Fixed values (m, n, d, L, c, seed(s), data, labels, threshold, dtype) over ``base``."""
-
     out = dict(base)
     for k in ("m", "n", "d", "L", "c"):
         if k in raw:
@@ -391,25 +396,20 @@ def _fixed(w: Where, raw: Mapping, key: str, base: Mapping[str, Any]) -> dict[st
 
 
 def _timing(w: Where, raw: Any) -> Timing:
-    t = w.table(raw, "timing")
-    w.keys(t, tuple(f.name for f in fields(Timing)), "timing")
-    d = Timing()
-    warmup = w.integer(t.get("warmup", d.warmup), "timing.warmup", 1)
-    iters = w.integer(t.get("iters", d.iters), "timing.iters", 1)
-    samples = w.integer(t.get("samples", d.samples), "timing.samples", 1)
-    mss = w.number(t.get("min_sample_seconds", d.min_sample_seconds),
-                   "timing.min_sample_seconds", 0.0)
-    max_iters = w.integer(t.get("max_iters", d.max_iters), "timing.max_iters", iters)
-    budget = w.number(t.get("cell_budget_seconds", d.cell_budget_seconds),
-                      "timing.cell_budget_seconds", 0.0, strict=True)
-    stop = w.boolean(t.get("stop_axis_after_censored", d.stop_axis_after_censored),
-                     "timing.stop_axis_after_censored")
-    threads = w.integer(t["threads"], "timing.threads", 1) if "threads" in t else None
-    rounds = w.integer(t.get("rounds", d.rounds), "timing.rounds", 1)
-    if rounds > samples:
-        raise w.error("timing.rounds", f"must not exceed timing.samples ({samples}): every "
-                      f"round takes at least one sample, got {rounds}")
-    return Timing(warmup, iters, samples, mss, max_iters, budget, stop, threads, rounds)
+    t = w.table(raw, "timing", tuple(f.name for f in fields(Timing)))
+    kw: dict[str, Any] = {}
+    for f in fields(Timing):  # in field order: max_iters is bounded by the iters before it
+        value, key = t.get(f.name, f.default), f"timing.{f.name}"
+        if isinstance(f.default, bool):
+            kw[f.name] = w.boolean(value, key)
+        elif isinstance(f.default, float):
+            kw[f.name] = w.number(value, key, 0.0, strict=f.name == "cell_budget_seconds")
+        elif value is not None:  # threads: unset leaves the defaults
+            kw[f.name] = w.integer(value, key, kw["iters"] if f.name == "max_iters" else 1)
+    if kw["rounds"] > kw["samples"]:
+        raise w.error("timing.rounds", f"must not exceed timing.samples ({kw['samples']}): "
+                      f"every round takes at least one sample, got {kw['rounds']}")
+    return Timing(**kw)
 
 
 def parse_minutes(value: Any, key: str = "time", w: Where | None = None) -> int:
@@ -428,11 +428,8 @@ def parse_minutes(value: Any, key: str = "time", w: Where | None = None) -> int:
 
 
 def _executor(w: Where, raw: Any) -> Executor:
-    t = w.table(raw, "executor")
-    w.keys(t, EXECUTOR_KEYS, "executor")
-    d = Executor()
-    kw: dict[str, Any] = {"kind": w.string(t.get("kind", d.kind), "executor.kind",
-                                           EXECUTOR_KINDS)}
+    t = w.table(raw, "executor", EXECUTOR_KEYS)
+    kw: dict[str, Any] = {"kind": w.string(t.get("kind", "local"), "executor.kind", EXECUTOR_KINDS)}
     for k in ("partition", "account", "constraint"):
         if k in t:
             kw[k] = w.string(t[k], f"executor.{k}")
@@ -464,7 +461,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
-    w.keys(raw, TOP_KEYS, "")
+    w.table(raw, "", TOP_KEYS)
 
     name = w.string(raw.get("name", path.stem), "name")
     if not NAME_RE.match(name):
@@ -473,12 +470,10 @@ def load_experiment(path: str | Path) -> Experiment:
     description = w.string(raw.get("description", ""), "description")
     backend = w.string(raw.get("backend", "numpy"), "backend", BACKENDS)
     dtype = w.string(raw.get("dtype", "float64"), "dtype", DTYPES)
-    if "methods" not in raw:
-        raise w.error("methods", "missing; add at least one [[methods]] table with "
-                      f"method = one of {', '.join(method_names())}")
-    methods = _methods(w, raw["methods"], "methods")
-    fixed_raw = w.table(raw.get("fixed", {}), "fixed")
-    w.keys(fixed_raw, FIXED_KEYS, "fixed")
+    methods = _methods(w, w.require(raw, "methods", "methods", "add at least one [[methods]] "
+                                    f"table with method = one of {', '.join(method_names())}"),
+                       "methods")
+    fixed_raw = w.table(raw.get("fixed", {}), "fixed", FIXED_KEYS)
     fixed = _fixed(w, fixed_raw, "fixed", {**FIXED_DEFAULTS, "dtype": dtype})
     sweeps = _sweeps(w, raw.get("sweeps", []), methods, fixed)
     factorial = _factorial(w, raw["factorial"], methods, fixed) if "factorial" in raw else None
@@ -498,8 +493,7 @@ def load_experiment(path: str | Path) -> Experiment:
 def fit_options(raw: Mapping, w: Where | None = None) -> dict:
     """The [fit] table as ``fit_run`` options: window ('all'|'auto') and min_m (fit from m)."""
     w = w or Where(Path("experiment.toml"))
-    fit = w.table(raw.get("fit", {}), "fit")
-    w.keys(fit, FIT_KEYS, "fit")
+    fit = w.table(raw.get("fit", {}), "fit", FIT_KEYS)
     out: dict = {}
     if "window" in fit:
         out["window"] = w.string(fit["window"], "fit.window", FIT_WINDOWS)
@@ -518,16 +512,13 @@ def _sweeps(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping
     out = []
     for i, item in enumerate(raw):
         key = f"sweeps[{i}]"
-        t = w.table(item, key)
-        w.keys(t, SWEEP_KEYS, key)
-        if "axis" not in t:
-            raise w.error(f"{key}.axis", f"missing; accepted: {', '.join(AXES)}")
-        axis = w.string(t["axis"], f"{key}.axis", AXES)
+        t = w.table(item, key, SWEEP_KEYS)
+        axis = w.string(w.require(t, "axis", f"{key}.axis", f"accepted: {', '.join(AXES)}"),
+                        f"{key}.axis", AXES)
         if axis in t or (axis == "seed" and "seeds" in t):
             raise w.error(f"{key}.{axis}", "is the swept axis; give its values in `values`")
-        if "values" not in t:
-            raise w.error(f"{key}.values", "missing; a list or {start, stop, ratio}")
-        values = axis_values(w, axis, t["values"], f"{key}.values")
+        values = axis_values(w, axis, w.require(t, "values", f"{key}.values",
+                                                "a list or {start, stop, ratio}"), f"{key}.values")
         sweep_fixed = _fixed(w, t, key, fixed)
         sweep_methods = (_methods(w, t["methods"], f"{key}.methods", methods)
                          if "methods" in t else methods)
@@ -538,8 +529,7 @@ def _sweeps(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping
 
 
 def _factorial(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping) -> dict:
-    t = w.table(raw, "factorial")
-    w.keys(t, FACTORIAL_KEYS, "factorial")
+    t = w.table(raw, "factorial", FACTORIAL_KEYS)
     grid = {}
     for axis in ("m", "n", "d", "L", "c"):
         if axis in t:
@@ -557,11 +547,9 @@ def _factorial(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mappi
 
 def _training_and_calibration(w: Where, raw: Mapping
                               ) -> tuple[int, bool, tuple[int, ...] | None, bool]:
-    tr = w.table(raw.get("training", {}), "training")
-    w.keys(tr, TRAINING_KEYS, "training")
+    tr = w.table(raw.get("training", {}), "training", TRAINING_KEYS)
     iters = w.integer(tr.get("iterations", 0), "training.iterations", 0)
-    cal = w.table(raw.get("calibration", {}), "calibration")
-    w.keys(cal, CALIBRATION_KEYS, "calibration")
+    cal = w.table(raw.get("calibration", {}), "calibration", CALIBRATION_KEYS)
     enabled = w.boolean(cal.get("enabled", bool(cal)), "calibration.enabled")
     grid = None
     if "m" in cal:
@@ -575,7 +563,6 @@ def _training_and_calibration(w: Where, raw: Mapping
 
 def _cell(exp: Experiment, spec: MethodSpec, fixed: Mapping, training: bool, **axes: Any
           ) -> Cell:
-
     p = {**fixed, **axes}
     d = p["d"] if p["d"] is not None else default_d(p["data"])
     return Cell(experiment=exp.name, method=spec.method, backend=exp.backend, dtype=p["dtype"],
@@ -598,7 +585,7 @@ def expand_cells(exp: Experiment) -> list[Cell]:
         cid = cell.cell_id
         old = cells.get(cid)
         links = (old.chains if old else ()) + ((chain,) if chain else ())
-        cells[cid] = Cell(**{**_as_kwargs(old or cell), "chains": links})
+        cells[cid] = replace(old or cell, chains=links)
 
     if exp.calibration:
         grid = exp.calibration_m or _m_grid(exp)
@@ -619,10 +606,11 @@ def expand_cells(exp: Experiment) -> list[Cell]:
                     add(_cell(exp, spec, sw["fixed"], sw["training"], **vals), chain)
     if exp.factorial is not None:
         f = exp.factorial
-        for combo in _product(f["grid"]):
+        for combo in itertools.product(*f["grid"].values()):  # the last axis varies fastest
             for spec in f["methods"]:
                 for seed in f["fixed"]["seeds"]:
-                    add(_cell(exp, spec, f["fixed"], f["training"], seed=seed, **combo), None)
+                    add(_cell(exp, spec, f["fixed"], f["training"], seed=seed,
+                              **dict(zip(f["grid"], combo))), None)
     out = list(cells.values())
     rounds = exp.timing.rounds
     out = [replace(c, round=r) for r in range(rounds) for c in out] if rounds > 1 else out
@@ -638,17 +626,6 @@ def experiment_identity(name: str, timing: Timing, cells: list[Cell]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _as_kwargs(cell: Cell) -> dict[str, Any]:
-    return {f.name: getattr(cell, f.name) for f in fields(cell)}
-
-
-def _product(grid: Mapping[str, list]) -> list[dict]:
-    combos: list[dict] = [{}]
-    for axis, values in grid.items():
-        combos = [{**c, axis: v} for c in combos for v in values]
-    return combos
-
-
 def _m_grid(exp: Experiment) -> tuple[int, ...]:
     """Calibration widths: every m of the m sweeps, else the fixed m."""
     ms = sorted({int(v) for sw in exp.sweeps if sw["axis"] == "m" for v in sw["values"]})
@@ -657,10 +634,8 @@ def _m_grid(exp: Experiment) -> tuple[int, ...]:
 
 def validate_cells(exp: Experiment, cells: list[Cell]) -> None:
     """Run ``TrainConfig.validate()`` (memory estimate included) on every cell, up front."""
-
     w = Where(exp.path)
     if exp.backend != "numpy":
-
         usable, why = gpu_available()
         if not usable:
             raise w.error("backend", f"backend {exp.backend!r} needs cupy and a usable GPU: "
@@ -678,13 +653,10 @@ def validate_cells(exp: Experiment, cells: list[Cell]) -> None:
         fixed_d = fixed_dimension(cell.data)
         if fixed_d is not None and cell.d != fixed_d:
             raise w.error(f"{where}: d", f"{cell.data} has d = {fixed_d} features, got {cell.d}")
-        if cell.data in REAL_SETS and (cell.data, cell.n, cell.seed) not in real_ok:
-            try:
-                load(cell.data, cell.n, cell.d, cell.seed)
-            except ConfigError as exc:
-                raise w.error(f"{where}: {exc.param}", str(exc)[len(exc.param) + 2:]) from exc
-            real_ok.add((cell.data, cell.n, cell.seed))
         try:
+            if cell.data in REAL_SETS and (cell.data, cell.n, cell.seed) not in real_ok:
+                load(cell.data, cell.n, cell.d, cell.seed)
+                real_ok.add((cell.data, cell.n, cell.seed))
             cell.train_config().validate()
         except ConfigError as exc:
             raise w.error(f"{where}: {exc.param}", str(exc)[len(exc.param) + 2:]) from exc

@@ -37,10 +37,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def _memory_bytes() -> int:
-    return meminfo("MemTotal", "SC_PHYS_PAGES")
-
-
 def _usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -172,7 +168,7 @@ def collect_environment() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": _usable_cores(),
-        "memory_bytes": _memory_bytes(),
+        "memory_bytes": meminfo("MemTotal", "SC_PHYS_PAGES"),
         "blas": _blas(),
         "numba": _numba(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
@@ -248,16 +244,12 @@ def _blas_threads(libs: list[dict]) -> int | None:
     return max(counts) if counts else None
 
 
-def _thread_key() -> tuple:
-    return (_blas_threads(_blas()), _numba().get("num_threads"))
-
-
 _ENV: dict[tuple, dict[str, Any]] = {}
 
 
 def current_environment() -> dict[str, Any]:
     """``collect_environment()`` once per process and thread setting (cells share it)."""
-    key = _thread_key()
+    key = (_blas_threads(_blas()), _numba().get("num_threads"))
     if key not in _ENV:
         _ENV[key] = collect_environment()
     return _ENV[key]

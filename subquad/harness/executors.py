@@ -22,6 +22,7 @@ from typing import Any
 
 from subquad.errors import ConfigError
 from subquad.harness.config import Cell, Executor, Timing
+from subquad.harness.environment import current_environment
 from subquad.harness.measure import run_cell, status_rows, write_cell
 from subquad.results.cells import cell_path, read_cell_status
 from subquad.vocabulary import EXECUTOR_KINDS
@@ -73,8 +74,7 @@ def slurm_available() -> bool:
 
 def timeout_minutes(timing: Timing, budget_s: float | None) -> int:
     """Minutes a task may run: its cell budget (or what is left of the sweep's) plus slack."""
-    limit = timing.cell_budget_seconds if budget_s is None else min(
-        timing.cell_budget_seconds, budget_s)
+    limit = min(timing.cell_budget_seconds, math.inf if budget_s is None else budget_s)
     return max(1, math.ceil((limit + SLACK_SECONDS) / 60))
 
 
@@ -83,19 +83,13 @@ Runner = Callable[[Cell, "float | None"], str]
 
 def local_runner(run_dir: Path, timing: Timing) -> Runner:
     """Run each cell in this process."""
-
-    def run(cell: Cell, budget_s: float | None) -> str:
-        return run_cell(cell, timing, run_dir, budget_s)
-
-    return run
+    return lambda cell, budget_s: run_cell(cell, timing, run_dir, budget_s)
 
 
 def lost(run_dir: Path, cell: Cell, why: str) -> str:
     """Record a cell whose worker died without writing it (``--resume`` runs it again)."""
     if cell_path(run_dir, cell.cell_id).exists():  # it did finish; trust its file
         return read_cell_status(cell_path(run_dir, cell.cell_id))[0]
-    from subquad.harness.environment import current_environment  # noqa: PLC0415
-
     rows = status_rows(cell, current_environment()["machine"], "error", f"worker lost: {why}")
     write_cell(run_dir, cell, rows, [])
     return "error"
@@ -112,10 +106,7 @@ def process_runner(run_dir: Path, timing: Timing) -> Runner:
         job = executor.submit(run_cell, cell, timing, str(run_dir), budget_s)
         while not job.done():
             time.sleep(POLL_SECONDS)
-        try:
-            return str(job.result())
-        except Exception as exc:  # killed, timed out or crashed: no result pickle
-            return lost(run_dir, cell, " ".join(f"{type(exc).__name__}: {exc}".split())[:300])
+        return _outcome(job, run_dir, cell)
 
     return run
 
@@ -126,19 +117,13 @@ def slurm_parameters(ex: Executor, timing: Timing, budget_s: float | None, name:
     params: dict[str, Any] = {
         "name": f"subquad-{name}",
         "timeout_min": ex.time if ex.time is not None else timeout_minutes(timing, budget_s),
-        "nodes": 1,
-        "tasks_per_node": 1,
-        "slurm_array_parallelism": ex.array_parallelism,
-    }
+        "nodes": 1, "tasks_per_node": 1, "slurm_array_parallelism": ex.array_parallelism}
     optional = {"slurm_partition": ex.partition, "slurm_gpus_per_task": ex.gpus_per_task,
                 "cpus_per_task": ex.cpus_per_task, "slurm_account": ex.account,
-                "slurm_constraint": ex.constraint}
-    params.update({k: v for k, v in optional.items() if v is not None})
-    if ex.exclusive:
-        params["slurm_exclusive"] = True
-    if ex.setup:
-        params["slurm_setup"] = list(ex.setup)
-    return params
+                "slurm_constraint": ex.constraint,
+                "slurm_exclusive": True if ex.exclusive else None,
+                "slurm_setup": list(ex.setup) or None}
+    return params | {k: v for k, v in optional.items() if v is not None}
 
 
 #: squeue states in which a task will not run again (any other state: queued or running)
@@ -178,30 +163,24 @@ def accounting_off(array_ids: Iterable[str]) -> str | None:
     return " ".join(proc.stderr.split())[:200] or f"exit status {proc.returncode}"
 
 
-class _FirstSacctWarning(logging.Filter):
-    """Lets submitit's first "Bypassing sacct error" warning through, drops the repeats."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "Bypassing sacct error" not in record.getMessage():
-            return True
-        seen, self.seen = self.seen, True
-        return not seen
-
-
 @contextmanager
 def _quiet_sacct() -> Iterator[None]:
     """For one sweep: at most one sacct warning from submitit (it would log one per poll)."""
+    seen: list[logging.LogRecord] = []
+
+    def first_sacct_warning(record: logging.LogRecord) -> bool:
+        """Lets the first "Bypassing sacct error" warning through, drops the repeats."""
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        seen.append(record)
+        return len(seen) == 1
+
     log = logging.getLogger("submitit")
-    flt = _FirstSacctWarning()
-    log.addFilter(flt)
+    log.addFilter(first_sacct_warning)
     try:
         yield
     finally:
-        log.removeFilter(flt)
+        log.removeFilter(first_sacct_warning)
 
 
 def _visible(path: Path) -> bool:
@@ -214,10 +193,11 @@ def _visible(path: Path) -> bool:
 
 
 def _outcome(job: Any, run_dir: Path, cell: Cell) -> str:
-    """The status a finished task returned, or its cell recorded as lost if it raised."""
+    """The status a finished task returned, or its cell recorded as lost if it raised (or was
+    killed, timed out or crashed: no result pickle)."""
     try:
         return str(job.result())
-    except Exception as exc:  # the task raised: submitit pickled the error
+    except Exception as exc:
         return lost(run_dir, cell, " ".join(f"{type(exc).__name__}: {exc}".split())[:300])
 
 

@@ -74,7 +74,8 @@ def variant_columns(cell: Cell, legacy: bool = False) -> dict[str, Any]:
         if update == "lazy":
             exp = cell.option("rank_exponent")
             rank_txt = f"m^{exp:g}" if exp is not None else str(cell.option("rank_max", "m^0.5"))
-            rank_num: Any = _rank_max(cell)
+            rank = cfg.rank_spec()
+            rank_num: Any = parse_rank_max("m^0.5" if rank is None else rank, cell.m, cell.n)
         else:
             rank_txt, rank_num = "0", 0
         spec = cfg.spec
@@ -97,11 +98,6 @@ def cell_columns(cell: Cell, machine: str) -> dict[str, Any]:
             "c": cell.c, "data": cell.data, "seed": cell.seed, **variant_columns(cell)}
 
 
-def _rank_max(cell: Cell) -> int:
-    spec = cell.train_config().rank_spec()
-    return parse_rank_max(spec if spec is not None else "m^0.5", cell.m, cell.n)
-
-
 def classify(exc: BaseException) -> str:
     """The status of a failed cell (DESIGN.md, runs.csv ``status``)."""
     if isinstance(exc, Censored):
@@ -115,11 +111,6 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__:
         return "oom"
     return "error"
-
-
-def _message(exc: BaseException) -> str:
-    text = str(exc) if isinstance(exc, Censored) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:MESSAGE_LIMIT]
 
 
 class _Clock:
@@ -198,18 +189,15 @@ def _trainer_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, rows: l
     spr = timing.samples_per_round()
     for sample in range(cell.round * spr, (cell.round + 1) * spr):
         clock.check(upcoming=iters * t_iter, what=f" after {sample} of {timing.samples} samples")
-        sec = dict.fromkeys(PHASES, 0.0)
-        work = dict.fromkeys(PHASES, 0.0)
-        byts = dict.fromkeys(PHASES, 0.0)
-        lines = dict.fromkeys(PHASES, 0.0)
+        total = {q: dict.fromkeys(PHASES, 0.0) for q in ("seconds", "work", "bytes", "line_bytes")}
         cg: list[float] = []
         for _ in range(iters):
             st = tr.step()
             for p in PHASES:
-                sec[p] += st.seconds[p]
-                work[p] += st.work[p]
-                byts[p] += st.bytes[p]
-                lines[p] += st.model[p]["line_bytes"]
+                total["seconds"][p] += st.seconds[p]
+                total["work"][p] += st.work[p]
+                total["bytes"][p] += st.bytes[p]
+                total["line_bytes"][p] += st.model[p]["line_bytes"]
             if "cg_iters" in st.info:
                 cg.append(float(st.info["cg_iters"]))
             clock.check(what=f" during sample {sample}")
@@ -217,12 +205,10 @@ def _trainer_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, rows: l
                   "active_fraction": float(np.mean(st.active_fraction)),
                   "cg_iters": float(np.mean(cg)) if cg else None}
         for p in PHASES:  # working set, access, shape and calls of the last step: fixed per cell
-            rows.append({**shared, **st.model[p], "phase": p, "seconds": sec[p] / iters,
-                         "work": work[p] / iters, "bytes": byts[p] / iters,
-                         "line_bytes": lines[p] / iters})
-        rows.append({**shared, "phase": "iteration", "seconds": sum(sec.values()) / iters,
-                     "work": sum(work.values()) / iters, "bytes": sum(byts.values()) / iters,
-                     "line_bytes": sum(lines.values()) / iters})
+            rows.append({**shared, **st.model[p], "phase": p,
+                         **{q: by[p] / iters for q, by in total.items()}})
+        rows.append({**shared, "phase": "iteration",
+                     **{q: sum(by.values()) / iters for q, by in total.items()}})
     resolved = tr.describe()
     for r in rows:  # what actually ran: auto rules decided by this cell's sizes and machine
         r["update_resolved"] = resolved.get("update", r.get("update_resolved", ""))
@@ -341,11 +327,10 @@ def measure_cell(cell: Cell, timing: Timing, machine: str, budget_s: float | Non
                 _trainer_cell(cell, timing, clock, base, rows, trows)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # every failure of the cell becomes its status
-        status, message = classify(exc), _message(exc)
-    if not rows:
-        rows.append({**base, "sample": 0, "phase": "kernel" if cell.is_calibration else
-                     "iteration"})
+    except Exception as exc:  # every failure of the cell becomes its status, on one line
+        text = str(exc) if isinstance(exc, Censored) else f"{type(exc).__name__}: {exc}"
+        status, message = classify(exc), " ".join(text.split())[:MESSAGE_LIMIT]
+    rows = rows or status_rows(cell, machine, status, message)
     ended = utc_now()
     for r in rows:
         r["status"], r["message"], r["started"], r["ended"] = status, message, started, ended

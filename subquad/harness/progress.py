@@ -23,10 +23,6 @@ def cost_weight(cell: Cell) -> float:
     return L * (m * m + n * per_iter)
 
 
-def _family(cell: Cell) -> str:
-    return cell.method
-
-
 def fmt_eta(seconds: float | None) -> str:
     """mm:ss (minutes may exceed 59); ``--:--`` when unknown."""
     if seconds is None or not math.isfinite(seconds):
@@ -49,11 +45,11 @@ class Progress:
     def observe(self, cell: Cell, seconds: float) -> None:
         """Learn seconds per unit of cost weight from a cell that really ran."""
         rate = max(seconds - self.floor, 0.0) / cost_weight(cell)
-        self.rates.setdefault(_family(cell), []).append(rate)
+        self.rates.setdefault(cell.method, []).append(rate)
 
     def estimate(self, cell: Cell) -> float | None:
-        """Seconds a cell should take: the floor plus its family's recent rate times weight."""
-        rates = self.rates.get(_family(cell))
+        """Seconds a cell should take: the floor plus its method's recent rate times weight."""
+        rates = self.rates.get(cell.method)
         if not rates and not cell.is_calibration:  # dense and subquad share the weight's units
             rates = [r for f, rs in self.rates.items() if not f.startswith("calib") for r in rs]
         if not rates:
@@ -61,13 +57,8 @@ class Progress:
         return self.floor + statistics.median(rates[-3:]) * cost_weight(cell)
 
     def eta(self, remaining: Iterable[Cell]) -> float | None:
-        total = 0.0
-        for cell in remaining:
-            est = self.estimate(cell)
-            if est is None:
-                return None
-            total += est
-        return total
+        estimates = [self.estimate(cell) for cell in remaining]
+        return None if None in estimates else sum(estimates, 0.0)
 
     def line(self, cell: Cell, outcome: str, seconds: float | None,
              remaining: Iterable[Cell]) -> None:

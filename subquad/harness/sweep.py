@@ -45,6 +45,7 @@ from subquad.results.cells import (
     foreign_cells,
     is_final,
     read_cell_status,
+    training_of,
 )
 from subquad.results.rundir import RunDir
 
@@ -88,7 +89,7 @@ def _existing(rd: RunDir, report: Progress | None = None) -> dict[str, tuple[str
             continue
         status, message = read_cell_status(p)
         if message.startswith("corrupt cell file"):
-            training = p.with_name(p.stem + ".training.csv")
+            training = training_of(p)
             if report is not None:
                 report.warn(f"{message[len('corrupt cell file: '):]}; removed "
                             f"{p.name}{' and ' + training.name if training.exists() else ''}"
@@ -216,7 +217,9 @@ def run_sweep(config_path: str | Path, out_dir: str | Path | None = None, resume
         _prepare(rd, exp, cells[0].identity, resume, report)
         _run_cells(exp, cells, rd, budget, ex, report, again)
         path, n = _merge(rd, report)
-        _record_end(rd)
+        env = rd.environment()
+        if env:  # the load average at the end of the run beside the one at its start
+            rd.write_json("environment.json", {**env, "load_average_end": load_average()})
     report.note(f"merged {n} cells into {path}")
     return run_dir
 
@@ -254,13 +257,6 @@ def _probes(exp: Experiment, run_dir: Path, report: Progress) -> None:
     t0 = time.perf_counter()
     path, _ = run_calibrate(run_dir, exp.backend, exp.dtype, exp.timing.threads, m_grid=grid)
     report.note(f"calibration probes in {time.perf_counter() - t0:.0f} s -> {path}")
-
-
-def _record_end(rd: RunDir) -> None:
-    """Load average at the end of the run beside the one at its start (environment.json)."""
-    env = rd.environment()
-    if env:
-        rd.write_json("environment.json", {**env, "load_average_end": load_average()})
 
 
 def _run_in_order(cells: list[Cell], done: dict, run_dir: Path, budget: float | None,

@@ -41,6 +41,8 @@ OWN_FILE = re.compile(r"^(\.)?[0-9a-f]{16}(\.training)?\.csv(?(1)\.[^/]+\.tmp)$"
 IDENTITY_DIGITS = 6
 #: first line of every cell file: this prefix, then the sha256 of the rest of the file
 CHECKSUM_PREFIX = "# subquad-sha256 "
+#: runs.csv and training.csv are sorted by these columns, then by their rows' key
+SERIES_ORDER = ["experiment", "method", "options", "m", "n", "d", "L", "c", "seed"]
 
 
 def cells_dir(run_dir: Path) -> Path:
@@ -53,6 +55,11 @@ def cell_path(run_dir: Path, cell_id: str) -> Path:
 
 def training_path(run_dir: Path, cell_id: str) -> Path:
     return cells_dir(run_dir) / f"{cell_id}.training.csv"
+
+
+def training_of(cell_file: Path) -> Path:
+    """The training rows' file beside a cell file."""
+    return Path(cell_file).with_name(f"{Path(cell_file).stem}.training.csv")
 
 
 def _sha256(text: str) -> str:
@@ -94,7 +101,7 @@ def bad_cells(run_dir: Path) -> list[str]:
     """One message per damaged cell or cell-training file of a run directory."""
     bad = []
     for p in cell_files(run_dir):
-        for f in (p, p.with_name(p.stem + ".training.csv")):
+        for f in (p, training_of(p)):
             if f.exists():
                 try:
                     read_cell(f)
@@ -118,14 +125,10 @@ def read_cell_status(path: Path) -> tuple[str, str]:
     """
     try:
         row = read_cell(path)
+        if training_of(path).exists():
+            read_cell(training_of(path))
     except CorruptFileError as exc:
         return "error", f"corrupt cell file: {exc}"
-    training = Path(path).with_name(Path(path).stem + ".training.csv")
-    if training.exists():
-        try:
-            read_cell(training)
-        except CorruptFileError as exc:
-            return "error", f"corrupt cell file: {exc}"
     if row.empty:
         return "error", "corrupt cell file: no rows"
     return str(row["status"].iloc[0]), str(row["message"].iloc[0])
@@ -174,8 +177,9 @@ def _read_all(files: list[Path]) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def _merge(files: list[Path], columns: list[str], key: list[str], order: list[str]
-           ) -> pd.DataFrame:
+def _merge(files: list[Path], columns: list[str], key: list[str]) -> pd.DataFrame:
+    """The rows of ``files``, one per ``key`` (the last), sorted by series, then ``key``."""
+    order = [*SERIES_ORDER, *key]
     df = _read_all(files)
     if df is None:
         return pd.DataFrame(columns=columns)
@@ -203,16 +207,11 @@ def merge_run(run_dir: Path, identity: str | None = None) -> tuple[Path, int]:
     foreign = set(foreign_cells(run_dir, identity))
     files = [p for p in cell_files(run_dir) if p not in foreign
              and not read_cell_status(p)[1].startswith("corrupt cell file")]
-    order = ["experiment", "method", "options", "m", "n", "d", "L", "c", "seed", "cell",
-             "sample", "phase"]
-    runs = _merge(files, RUNS_COLUMNS, ["cell", "sample", "phase"], order)
+    runs = _merge(files, RUNS_COLUMNS, ["cell", "sample", "phase"])
     out = run_dir / "runs.csv"
     atomic_write_text(out, runs.to_csv(index=False))
-    tfiles = [p.with_name(p.stem + ".training.csv") for p in files]
-    tfiles = [p for p in tfiles if p.is_file()]
+    tfiles = [t for t in map(training_of, files) if t.is_file()]
     if tfiles:
-        torder = ["experiment", "method", "options", "m", "n", "d", "L", "c", "seed", "cell",
-                  "iteration", "layer"]
-        training = _merge(tfiles, TRAINING_COLUMNS, ["cell", "iteration", "layer"], torder)
+        training = _merge(tfiles, TRAINING_COLUMNS, ["cell", "iteration", "layer"])
         atomic_write_text(run_dir / "training.csv", training.to_csv(index=False))
     return out, int(runs["cell"].nunique())

@@ -93,9 +93,8 @@ def options_label(options: str, method: str = "") -> str:
     parts = [o[k] for k in ("solver", "update") if o.get(k)]
     if o.get("update") == "lazy" and o.get("rank_max") not in (None, "", "0"):
         parts[-1] = f"lazy r={o['rank_max']}"
-    for k in ("forward_kernel",):
-        if o.get(k) not in (None, "", "auto"):
-            parts.append(o[k])
+    if o.get("forward_kernel") not in (None, "", "auto"):
+        parts.append(o["forward_kernel"])
     for k in ("lr", "damping", "sketch_size", "cg_tol"):
         if o.get(k) not in (None, ""):
             parts.append(f"{k}={o[k]}")

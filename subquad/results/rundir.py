@@ -185,9 +185,8 @@ class RunDir:
 
     def machine_environments(self) -> list[dict]:
         """environment.json and every ``machines/<id>.json`` (cells run on other nodes)."""
-        envs = [self.environment()]
-        for f in sorted((self.path / "machines").glob("*.json")):
-            envs.append(self.json(str(f.relative_to(self.path))))
+        machines = sorted((self.path / "machines").glob("*.json"))
+        envs = [self.environment(), *(self.json(str(f.relative_to(self.path))) for f in machines)]
         return [e for e in envs if e]
 
     # ------------------------------------------------------------------------------ writing

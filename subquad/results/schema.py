@@ -33,11 +33,8 @@ class Table:
     dtypes: dict[str, str] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        types = {}
-        for item in self.spec.split():
-            col, _, dtype = item.partition(":")
-            types[col] = dtype or "str"
-        object.__setattr__(self, "dtypes", types)
+        pairs = (item.partition(":") for item in self.spec.split())
+        object.__setattr__(self, "dtypes", {col: dtype or "str" for col, _, dtype in pairs})
 
     @property
     def columns(self) -> list[str]:

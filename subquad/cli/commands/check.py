@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from subquad.cli.common import command
 from subquad.cli.present import dropped
 from subquad.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``subquad check DIR --baseline BASE [--limits FILE]``."""
-    p = sub.add_parser(
-        "check", help="gate a fitted run: exponent limits, rise over a baseline, slower cells")
-    p.add_argument("dir", metavar="DIR", help="fitted run directory (runs.csv, fits.csv)")
+    p = command(sub, "check", run, "fitted run directory (runs.csv, fits.csv)",
+                help="gate a fitted run: exponent limits, rise over a baseline, slower cells")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--baseline", metavar="BASE",
                    help="fitted baseline run directory to compare against")
@@ -22,12 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "against this machine's, else against the machine model's prediction")
     g.add_argument("--record-baseline", metavar="ROOT",
                    help="copy the fitted DIR to ROOT/<machine>/ as this machine's baseline")
-    p.add_argument("--limits", default=None, metavar="FILE",
+    p.add_argument("--limits", metavar="FILE",
                    help="limits TOML (default: the packaged subquad/analysis/limits.toml)")
     p.add_argument("--strict", action="store_true",
                    help="also fail (exit 1) when a check could not be decided (UNDECIDED: too "
                    "few samples, or a baseline from another machine)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from subquad.cli.common import command
 from subquad.cli.present import dropped, first_line, num, wrote
 from subquad.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="fit exponents with bootstrap intervals and the crossover")
-    p.add_argument("dir", metavar="DIR", help="run directory (holds runs.csv)")
-    p.add_argument("--window", choices=("all", "auto"), default=None,
+    p = command(sub, "fit", run, "run directory (holds runs.csv)",
+                help="fit exponents with bootstrap intervals and the crossover")
+    p.add_argument("--window", choices=("all", "auto"),
                    help="fit window: all points, or drop overhead-dominated leading points "
                    "(default: the experiment's [fit] table, else all)")
-    p.add_argument("--min-m", type=int, default=None,
+    p.add_argument("--min-m", type=int,
                    help="fit exponents in m from this width on (crossover still uses every m)")
-    p.set_defaults(func=run)
 
 
 def _fit_options(args: argparse.Namespace) -> dict:

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from subquad.cli.common import add_force, command
 from subquad.cli.present import num, wrote
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``subquad model DIR [--calibration FILE]``."""
-    p = sub.add_parser("model", help="predict every cell's phases from counted work, bytes and "
-                       "the machine's calibration; fit efficiency factors; explain exponents")
-    p.add_argument("dir", metavar="DIR", help="run directory (runs.csv with per-phase bytes)")
+    p = command(sub, "model", run, "run directory (runs.csv with per-phase bytes)",
+                help="predict every cell's phases from counted work, bytes and the machine's "
+                "calibration; fit efficiency factors; explain exponents")
     p.add_argument("--calibration", metavar="FILE",
                    help="calibration.json of the run's machine (default DIR/calibration.json)")
-    p.add_argument("--min-m", type=float, default=None,
+    p.add_argument("--min-m", type=float,
                    help="fit factors and exponents from this width (default: the run's "
                    "[fit] min_m)")
-    p.add_argument("--force", action="store_true",
-                   help="use a calibration of another dtype than the run's")
-    p.set_defaults(func=run)
+    add_force(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from subquad.cli.common import command, derive
+from subquad.cli.present import wrote
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="draw the figures of a run directory")
-    p.add_argument("dir", metavar="DIR", help="run directory (holds runs.csv)")
-    p.set_defaults(func=run)
+    command(sub, "plot", run, "run directory (holds runs.csv)",
+            help="draw the figures of a run directory")
 
 
 def run(args: argparse.Namespace) -> int:
     from subquad.analysis.plots import plot_run  # noqa: PLC0415 (on use)
-    from subquad.results.rundir import RunDir  # noqa: PLC0415 (on use)
 
-    rd = RunDir.load(args.dir, fitted=None)
-    with rd.writing(f"runs.csv and the fits in {rd.path} are unchanged", f"subquad plot {rd.path}"):
-        written = plot_run(rd)
-    for path in written or []:
-        print(f"wrote {path}")
+    written = derive(args.dir, "plot", plot_run)
+    wrote(written or [])
     if not written:
         print("no figures: the run has no data for any of them")
     return 0

@@ -7,24 +7,22 @@ import math
 from pathlib import Path
 from typing import Any
 
+from subquad.cli.common import add_force, command
 from subquad.cli.present import num
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``subquad predict RUN --calibration OTHER.json``."""
-    p = sub.add_parser("predict", help="predict another machine's seconds, exponents, "
-                       "crossover and speed-up from this run's counts and its calibration")
-    p.add_argument("dir", metavar="RUN", help="run directory (runs.csv with per-phase bytes)")
+    p = command(sub, "predict", run, "run directory (runs.csv with per-phase bytes)", "RUN",
+                help="predict another machine's seconds, exponents, crossover and speed-up "
+                "from this run's counts and its calibration")
     p.add_argument("--calibration", required=True, metavar="FILE",
                    help="calibration.json of the machine to predict (a GPU's included)")
-    p.add_argument("--machine", default=None,
-                   help="machine id inside FILE when it holds several")
-    p.add_argument("--compare", metavar="DIR", default=None,
+    p.add_argument("--machine", help="machine id inside FILE when it holds several")
+    p.add_argument("--compare", metavar="DIR",
                    help="a run measured on that machine: print measured beside predicted")
-    p.add_argument("--out", metavar="FILE", default=None, help="also write the cells as CSV")
-    p.add_argument("--force", action="store_true",
-                   help="use a calibration of another dtype than the run's")
-    p.set_defaults(func=run)
+    p.add_argument("--out", metavar="FILE", help="also write the cells as CSV")
+    add_force(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     for r in res["crossover"].itertuples():
         print(f"crossover m* = {num(r.m_star, '.0f')} ({r.kind}) for subquad [{r.sub_options}]"
               f"{at(r)}")
-    sp = res["speedup"]
-    for r in sp.itertuples():
+    for r in res["speedup"].itertuples():
         print(f"speed-up dense-gn / subquad at m = {r.m:g}{at(r)}: {r.speedup:.2f}x ({r.kind})")
     if args.out:
         print(f"wrote {atomic_write_frame(Path(args.out), cells) or args.out}")

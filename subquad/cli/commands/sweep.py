@@ -6,14 +6,15 @@ import argparse
 import sys
 from typing import Any
 
+from subquad.cli.common import command
 from subquad.errors import ConfigError
 from subquad.vocabulary import EXECUTOR_KINDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run an experiment file: every cell, timed, into runs.csv",
-                       description="Run the cells of an experiment TOML (see README, Sweeps). "
-                       "`subquad sweep --merge DIR` only rebuilds DIR/runs.csv.")
+    p = command(sub, "sweep", run, help="run an experiment file: every cell, timed, into runs.csv",
+                description="Run the cells of an experiment TOML (see README, Sweeps). "
+                "`subquad sweep --merge DIR` only rebuilds DIR/runs.csv.")
     p.add_argument("config", nargs="?", metavar="CONFIG", help="experiment file (.toml)")
     p.add_argument("--out", metavar="DIR", help="output directory (default results/<name>)")
     p.add_argument("--resume", action="store_true",
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "runs.csv and the fits, report and figures derived from it)")
     p.add_argument("--budget", type=float, metavar="S",
                    help="seconds for the whole sweep; cells left are recorded as censored")
-    p.add_argument("--executor", choices=EXECUTOR_KINDS, default=None,
+    p.add_argument("--executor", choices=EXECUTOR_KINDS,
                    help="where cells run (default: the file's [executor] kind, else local)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--merge", metavar="DIR", help="only merge DIR/cells/*.csv into runs.csv")
@@ -32,7 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--time", help="minutes or HH:MM:SS per task")
     g.add_argument("--gpus-per-task", type=int)
     g.add_argument("--array-parallelism", type=int)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,13 +59,10 @@ def run(args: argparse.Namespace) -> int:
                                  "gpus_per_task": args.gpus_per_task,
                                  "array_parallelism": args.array_parallelism}
     if args.time is not None:
-        overrides["time"] = parse_minutes(_int_or_str(args.time), "--time")
+        time = int(args.time) if args.time.isdigit() else args.time
+        overrides["time"] = parse_minutes(time, "--time")
     run_dir = run_sweep(args.config, args.out, resume=args.resume, budget=args.budget,
                         executor=args.executor, progress=not args.quiet,
                         executor_options=overrides, overwrite=args.overwrite)
     print(f"wrote {run_dir / 'runs.csv'}")
     return 0
-
-
-def _int_or_str(text: str) -> int | str:
-    return int(text) if text.isdigit() else text

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
+from subquad.cli.common import command
 from subquad.errors import ConfigError, SubquadError, Terminated
 from subquad.model.data import DATASETS, LABELS, default_d
 from subquad.model.methods import method_names
@@ -13,11 +15,11 @@ from subquad.vocabulary import ITERATION_PHASES as PHASES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one network and report loss, sparsity, time, work")
+    p = command(sub, "train", run, help="train one network and report loss, sparsity, time, work")
     p.add_argument("--method", default="subquad", help=f"one of {', '.join(method_names())}")
     p.add_argument("--m", type=int, default=1024, help="width m (neurons per layer)")
     p.add_argument("--n", type=int, default=8, help="training samples n")
-    p.add_argument("--d", type=int, default=None,
+    p.add_argument("--d", type=int,
                    help="input dimension d (synthetic: 16; a real set needs its own: digits 64, "
                    "breast-cancer 30, wine 13, iris 4, diabetes 10)")
     p.add_argument("--L", type=int, default=2, help="trained layers L")
@@ -29,24 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="synthetic", help=f"one of {', '.join(DATASETS)}")
     p.add_argument("--labels", default="teacher", help=f"synthetic labels: {', '.join(LABELS)}")
     p.add_argument("--threshold", default="adaptive", help="adaptive (default) or fixed")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=float,
                    help="step size eta (default 1 for Gauss-Newton, 1e-3 for dense-gd)")
     p.add_argument("--damping", type=float, default=0.0, help="damping mu >= 0")
     p.add_argument("--solver", default="auto",
                    help="auto, cholesky, cg (no preconditioner), pcg-tensorsketch, pcg-tensorsrht")
     p.add_argument("--update", default="auto",
                    help="subquad: auto, scatter, rowdense, lazy, fused (CPU)")
-    p.add_argument("--rank-max", type=int, default=None, help="lazy: fold when rank passes this")
-    p.add_argument("--rank-exponent", type=float, default=None,
-                   help="lazy: rank-max = m^a (a in (0, 1])")
-    p.add_argument("--sketch-size", type=int, default=None, help="PCG: sketch rows k per layer")
-    p.add_argument("--cg-tol", type=float, default=None,
+    p.add_argument("--rank-max", type=int, help="lazy: fold when rank passes this")
+    p.add_argument("--rank-exponent", type=float, help="lazy: rank-max = m^a (a in (0, 1])")
+    p.add_argument("--sketch-size", type=int, help="PCG: sketch rows k per layer")
+    p.add_argument("--cg-tol", type=float,
                    help="CG: relative residual target (1e-10 float64, 1e-5 float32)")
-    p.add_argument("--cg-maxiter", type=int, default=None,
-                   help="CG/PCG: iteration limit (default 100)")
+    p.add_argument("--cg-maxiter", type=int, help="CG/PCG: iteration limit (default 100)")
     p.add_argument("--forward-kernel", default="auto", help="auto, per-example, input-major")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,14 +53,9 @@ def run(args: argparse.Namespace) -> int:
     from subquad.model import train as training  # noqa: PLC0415 (on use: numba loads)
 
     d = args.d if args.d is not None else default_d(args.data)
-    try:
-        cfg = training.TrainConfig(
-            method=args.method, m=args.m, n=args.n, d=d, L=args.L, c=args.c, iters=args.iters,
-            seed=args.seed, dtype=args.dtype, backend=args.backend, data=args.data,
-            labels=args.labels, threshold=args.threshold, lr=args.lr, damping=args.damping,
-            solver=args.solver, update=args.update, rank_max=args.rank_max,
-            rank_exponent=args.rank_exponent, sketch_size=args.sketch_size, cg_tol=args.cg_tol,
-            cg_maxiter=args.cg_maxiter, forward_kernel=args.forward_kernel)
+    names = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    try:  # every option named like a TrainConfig field is that field
+        cfg = training.TrainConfig(**{k: v for k, v in vars(args).items() if k in names} | {"d": d})
         cfg.validate()
         printer = None if args.json else _table_printer(cfg.L)
         result = training.run_training(cfg, on_step=printer)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from subquad.cli.common import command
 from subquad.cli.present import wrote
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upgrade", help="rewrite runs.csv and training.csv of an older results "
-                       "schema in the current one (variant columns from experiment.toml)")
-    p.add_argument("dir", metavar="DIR", help="run directory (holds runs.csv)")
-    p.set_defaults(func=run)
+    command(sub, "upgrade", run, "run directory (holds runs.csv)",
+            help="rewrite runs.csv and training.csv of an older results schema in the current "
+            "one (variant columns from experiment.toml)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,7 +44,8 @@ CROSSOVER_KINDS = {
 #: outcomes of a cell that say nothing about the cell itself: ``--resume`` runs it again
 #: (the cell's ``message`` starts with one of these)
 RETRY_OUTCOMES = ("sweep budget", "worker lost", "corrupt cell file")
-#: why a measured row of runs.csv cannot be fitted (``dropped.csv``)
+#: why a measured row of runs.csv cannot be fitted (``dropped.csv``; ``results/runs.py``
+#: tests them in this order)
 DUPLICATE = "duplicate row"
 DROP_REASONS = ("seconds missing", "seconds is not a number", "seconds is not finite",
                 "seconds is NaN", "seconds is negative",

@@ -15,7 +15,7 @@ import pandas as pd
 
 from subquad.results.format import options_string
 from subquad.results.schema import TABLES
-from subquad.vocabulary import DUPLICATE
+from subquad.vocabulary import DROP_REASONS, DUPLICATE
 
 
 @dataclass
@@ -47,14 +47,14 @@ def _drop_reasons(raw: pd.DataFrame, typed: pd.DataFrame) -> pd.Series:
     sec, work = typed["seconds"], typed["work"]
     ok = typed["status"] == "ok"
     reason = pd.Series("", index=raw.index, dtype=object)
-    reason[ok & (text == "")] = "seconds missing"
-    reason[ok & (text != "") & sec.isna()] = "seconds is not a number"
-    reason[ok & sec.notna() & ~np.isfinite(sec.fillna(0))] = "seconds is not finite"
-    reason[ok & text.str.lower().isin(["nan", "-nan"])] = "seconds is NaN"
-    reason[ok & (sec < 0)] = "seconds is negative"
-    reason[ok & (sec == 0) & ~(work == 0)] = "seconds is zero although work was done"
+    *seconds_reasons, bad_m, _ = DROP_REASONS
+    seconds_rules = (text == "", (text != "") & sec.isna(),
+                     sec.notna() & ~np.isfinite(sec.fillna(0)),
+                     text.str.lower().isin(["nan", "-nan"]), sec < 0, (sec == 0) & ~(work == 0))
+    for why, rule in zip(seconds_reasons, seconds_rules, strict=True):
+        reason[ok & rule] = why  # a later rule overrides an earlier one
     m = typed["m"]
-    reason[ok & (reason == "") & ~(np.isfinite(m.fillna(np.nan)) & (m > 0))] = "m is not > 0"
+    reason[ok & (reason == "") & ~(np.isfinite(m.fillna(np.nan)) & (m > 0))] = bad_m
     # a second row of one (cell, sample, phase): kept once, never fitted twice
     again = raw.duplicated(["cell", "sample", "phase"]) & (raw["cell"].astype(str) != "")
     reason[again & (reason == "")] = DUPLICATE

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from subquad.environ import EMULATE_ENV
-from subquad.errors import ConfigError
+from subquad.errors import ConfigError, check_choice
 from subquad.vocabulary import BACKENDS
 
 
@@ -128,8 +128,7 @@ _CACHE: dict[str, Backend] = {}
 
 def get_backend(name: str) -> Backend:
     """Return the backend called ``name`` ('numpy' or 'cupy'); fail early if it cannot run here."""
-    if name not in BACKENDS:
-        raise ConfigError("backend", f"unknown backend {name!r}; accepted: {', '.join(BACKENDS)}")
+    check_choice("backend", name, BACKENDS)
     if name in _CACHE:
         return _CACHE[name]
     if name == "numpy":

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from subquad.errors import ConfigError
+from subquad.errors import ConfigError, check_choice
 from subquad.model.network import finite_check
 
 LABELS = ("teacher", "signs")
@@ -92,11 +92,6 @@ def _teacher_labels(X: np.ndarray) -> np.ndarray:
     return (y - y.mean()) / (y.std() + 1e-12) if X.shape[0] > 1 else np.sign(y) + (y == 0)
 
 
-def _check_labels(labels: str) -> None:
-    if labels not in LABELS:
-        raise ConfigError("labels", f"unknown labels {labels!r}; accepted: {', '.join(LABELS)}")
-
-
 def _labels(rng: np.random.Generator, X: np.ndarray, labels: str) -> np.ndarray:
     """y_i by ``labels`` (checked by the caller before anything is drawn)."""
     if labels == "signs":
@@ -107,7 +102,7 @@ def _labels(rng: np.random.Generator, X: np.ndarray, labels: str) -> np.ndarray:
 def synthetic(n: int, d: int, seed: int, labels: str = "teacher") -> tuple[np.ndarray, np.ndarray]:
     """x_i uniform on the unit sphere; y_i from a fixed random ReLU teacher (unit variance) or
     random signs."""
-    _check_labels(labels)
+    check_choice("labels", labels, LABELS)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDA7A]))
     X = _unit_rows(rng.standard_normal((n, d)))
     return X, _labels(rng, X, labels)
@@ -118,7 +113,7 @@ def clustered(n: int, d: int, seed: int, labels: str = "teacher"
     """Near-duplicate inputs: ceil(n / CLUSTER_SIZE) random unit centres, each sample its
     centre plus Gaussian noise of norm about CLUSTER_SPREAD, renormalised. Nearby inputs give
     nearly equal rows of the Jacobian, so K = J J^T has small eigenvalues (ill-conditioned)."""
-    _check_labels(labels)
+    check_choice("labels", labels, LABELS)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC1C5]))
     k = math.ceil(n / CLUSTER_SIZE)
     centres = _unit_rows(rng.standard_normal((k, d)))
@@ -168,15 +163,12 @@ def check_dimension(name: str, d: int) -> None:
 def load(name: str, n: int, d: int, seed: int, labels: str = "teacher"
          ) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch on the dataset name; checks d and that the data are finite."""
-    if name == "synthetic":
-        X, y = synthetic(n, d, seed, labels)
-    elif name == "clustered":
-        X, y = clustered(n, d, seed, labels)
-    elif name in REAL_SETS:
+    check_choice("data", name, DATASETS)
+    if name in REAL_SETS:
         check_dimension(name, d)
         X, y = real(name, n, seed)
     else:
-        raise ConfigError("data", f"unknown data {name!r}; accepted: {', '.join(DATASETS)}")
+        X, y = (synthetic if name == "synthetic" else clustered)(n, d, seed, labels)
     check_data(X, y)
     return X, y
 

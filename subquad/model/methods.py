@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from subquad.errors import ConfigError
+from subquad.errors import check_choice
 from subquad.model.solve import SOLVERS
 
 
@@ -50,8 +50,7 @@ def register(method: Method) -> Method:
 
 def get_method(name: str) -> Method:
     """The registered method ``name``; ConfigError listing the accepted ones."""
-    if name not in METHODS:
-        raise ConfigError("method", f"unknown method {name!r}; accepted: {', '.join(METHODS)}")
+    check_choice("method", name, tuple(METHODS))
     return METHODS[name]
 
 

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from subquad.errors import ConfigError
+from subquad.errors import ConfigError, check_choice
 from subquad.model.sparse import SparseRows, row_ids, weighted_row_sums
 
 SKETCHES = ("tensorsketch", "tensorsrht")
@@ -87,15 +87,10 @@ def draw_sketch(kind: str, dims: list[tuple[int, int]], k: int,
     Layer l uses its own child of SeedSequence(seed), so layers are independent and a layer's
     draw does not depend on L.
     """
-    _check_kind(kind)
+    check_choice("sketch", kind, SKETCHES)
     children = np.random.SeedSequence(seed).spawn(len(dims))
     return [_draw_layer(kind, int(a), int(b), int(k), np.random.default_rng(ss))
             for (a, b), ss in zip(dims, children, strict=True)]
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in SKETCHES:
-        raise ConfigError("sketch", f"unknown sketch {kind!r}; accepted: {', '.join(SKETCHES)}")
 
 
 def _check_inputs(H_list: list[SparseRows], V_list: list[SparseRows], k: int) -> int:
@@ -222,7 +217,7 @@ def tensorsrht(H_list: list[SparseRows], V_list: list[SparseRows], k: int, seed:
 def sketch(kind: str, H_list: list[SparseRows], V_list: list[SparseRows], k: int, seed: int,
            xp: Any = np) -> Any:
     """B (L k x n) of the named sketch ('tensorsketch' or 'tensorsrht')."""
-    _check_kind(kind)
+    check_choice("sketch", kind, SKETCHES)
     return _stack(kind, H_list, V_list, k, seed, xp)
 
 
@@ -234,7 +229,7 @@ def sketch_work(kind: str, nnz_h: float, nnz_v: float, k: int, n: int, L: int) -
     TensorSRHT: k per stored entry (the k sampled Hadamard coordinates), then 2 k per row and
     layer (the product of the two coordinates and the scale).
     """
-    _check_kind(kind)
+    check_choice("sketch", kind, SKETCHES)
     k, rows = float(k), float(n) * L
     if kind == "tensorsketch":
         fft = 3.0 * _FFT_MADDS * k * math.log2(max(k, 2.0))

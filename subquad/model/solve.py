@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from subquad.errors import ConfigError, ConvergenceError, SingularGramError
+from subquad.errors import ConfigError, ConvergenceError, SingularGramError, check_choice
 from subquad.model.cg import triangular_solver
 
 SOLVERS = ("cholesky", "cg", "pcg-tensorsketch", "pcg-tensorsrht")
@@ -66,12 +66,6 @@ def condition_numbers(A: Any, B: Any = None, mu: float = 0.0) -> dict[str, float
     return out
 
 
-def _cho_solve(xp: Any, Lc: Any, r: Any) -> Any:
-    solve = triangular_solver(xp)
-    z = solve(Lc, r, lower=True)
-    return solve(Lc.T, z, lower=False)
-
-
 def _cholesky(xp: Any, A: Any) -> Any:
     """Lower Cholesky factor; cupy only raises on a non-PD matrix inside its errstate."""
     if xp is np:
@@ -116,7 +110,8 @@ class CholeskySolver(Solver):
             raise SingularGramError(singular_message(
                 Kh, self.mu, f"smallest Cholesky pivot^2 {np.nanmin(piv) ** 2:.3g} is below "
                 f"n eps max(K_ii)"))
-        c = _cho_solve(xp, Lc, r)
+        solve = triangular_solver(xp)
+        c = solve(Lc.T, solve(Lc, r, lower=True), lower=False)
         return c, n**3 / 3.0 + 2.0 * n * n, condition_numbers(A) if self.diagnose else {}
 
 
@@ -192,14 +187,13 @@ def make_solver(name: str, mu: float = 0.0, sketch_size: int | None = None, cg_t
     """Build a solver by name (see ``SOLVERS``), validating its parameters."""
     if not (mu >= 0 and np.isfinite(mu)):
         raise ConfigError("damping", f"mu must be a finite number >= 0, got {mu!r}")
+    check_choice("solver", name, SOLVERS)
     if name == "cholesky":
         return CholeskySolver(mu=mu)
-    if name in ("cg", "pcg-tensorsketch", "pcg-tensorsrht"):
-        if sketch_size is not None and sketch_size < 1:
-            raise ConfigError("sketch-size", f"must be a positive integer, got {sketch_size}")
-        if not (0 < cg_tol < 1):
-            raise ConfigError("cg-tol", f"must lie in (0, 1), got {cg_tol!r}")
-        kind = "none" if name == "cg" else name.split("-", 1)[1]
-        return PCGSolver(kind=kind, mu=mu, sketch_size=sketch_size, tol=cg_tol,
-                         maxiter=cg_maxiter, seed=seed, name=name)
-    raise ConfigError("solver", f"unknown solver {name!r}; accepted: {', '.join(SOLVERS)}")
+    if sketch_size is not None and sketch_size < 1:
+        raise ConfigError("sketch-size", f"must be a positive integer, got {sketch_size}")
+    if not (0 < cg_tol < 1):
+        raise ConfigError("cg-tol", f"must lie in (0, 1), got {cg_tol!r}")
+    kind = "none" if name == "cg" else name.split("-", 1)[1]
+    return PCGSolver(kind=kind, mu=mu, sketch_size=sketch_size, tol=cg_tol, maxiter=cg_maxiter,
+                     seed=seed, name=name)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from subquad.errors import ConfigError
+from subquad.errors import ConfigError, check_choice
 from subquad.model.network import Network
 from subquad.model.sparse import SparseRows, row_ids
 from subquad.model.trainer import CACHE_LINE, Work, lines_touched
@@ -43,8 +43,7 @@ def choose_update(update: str, q: float, backend: str = "numpy", w_bytes: float 
 
     ``fused`` exists on the CPU only: asking for it on another backend is a ConfigError.
     """
-    if update not in UPDATES:
-        raise ConfigError("update", f"unknown update {update!r}; accepted: {', '.join(UPDATES)}")
+    check_choice("update", update, UPDATES)
     if update == "fused" and backend not in FUSED_BACKENDS:
         raise ConfigError("update", f"'fused' is CPU-only (backend numpy); backend {backend!r} "
                           "accepts: auto, scatter, rowdense, lazy")
@@ -76,10 +75,8 @@ class SparseKernels:
 
     def __init__(self, kern: Any, update: str = "auto", rank_max: Any = None,
                  forward_kernel: str = "auto"):
-        accepted = getattr(kern, "FORWARD_KERNELS", FORWARD_KERNELS)
-        if forward_kernel not in accepted:
-            raise ConfigError("forward-kernel", f"unknown kernel {forward_kernel!r}; accepted: "
-                              f"{', '.join(accepted)}")
+        check_choice("forward-kernel", forward_kernel,
+                     getattr(kern, "FORWARD_KERNELS", FORWARD_KERNELS), noun="kernel")
         self.kern = kern
         self.update_req = update
         self.rank_max_req = rank_max

@@ -35,9 +35,9 @@ class LazyLowRank:
         self.xp = xp
         self.W0t = W0t
         self.m_in, self.m_out = (int(d) for d in W0t.shape)
-        self._rank_max = int(rank_max)
-        self.U = xp.zeros((self.m_out, self._rank_max), dtype=W0t.dtype)
-        self.V = xp.zeros((self.m_in, self._rank_max), dtype=W0t.dtype)
+        self.rank_max = int(rank_max)
+        self.U = xp.zeros((self.m_out, self.rank_max), dtype=W0t.dtype)
+        self.V = xp.zeros((self.m_in, self.rank_max), dtype=W0t.dtype)
         self.r = 0
         self.folds = 0
 
@@ -45,10 +45,6 @@ class LazyLowRank:
     def rank(self) -> int:
         """Current number of appended columns r."""
         return self.r
-
-    @property
-    def rank_max(self) -> int:
-        return self._rank_max
 
     @property
     def itemsize(self) -> int:
@@ -82,17 +78,17 @@ class LazyLowRank:
 
     def needs_fold(self, n_new: int) -> bool:
         """True when appending n_new columns would pass r_max, so ``fold()`` must come first."""
-        if n_new > self._rank_max:
-            raise ConfigError("rank-max", f"r_max = {self._rank_max} is below the {n_new} columns "
+        if n_new > self.rank_max:
+            raise ConfigError("rank-max", f"r_max = {self.rank_max} is below the {n_new} columns "
                               "of one update; choose r_max >= n")
-        return self.r + n_new > self._rank_max
+        return self.r + n_new > self.rank_max
 
     def append(self, H_in: SparseRows, V_out: SparseRows, coef: Any) -> None:
         """W += sum_i coef_i v_i h_i^T: columns r..r+n-1 of U get coef_i v_i, of V get h_i."""
         n, xp = H_in.n, self.xp
         if self.needs_fold(n):
             raise RuntimeError(f"LazyLowRank.append: rank {self.r} + {n} passes r_max = "
-                               f"{self._rank_max}; call fold() first (see needs_fold)")
+                               f"{self.rank_max}; call fold() first (see needs_fold)")
         cols = slice(self.r, self.r + n)
         self.U[:, cols] = 0
         self.V[:, cols] = 0

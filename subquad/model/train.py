@@ -220,14 +220,13 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int, Step], None] | None =
     """Train for ``cfg.iters`` iterations and return the JSON-ready record of the run."""
     tr = build_trainer(cfg)
     loss0 = tr.start()
-    L = cfg.L
     out: dict = {
         "method": cfg.method,
-        "config": {},
+        "config": _config_record(cfg, tr),
         "loss": [loss0],
         "active_fraction": [tr.active_fraction()],
         "expected_active_fraction": cfg.spec.q,
-        "flips": [[0] * (L + 1)],
+        "flips": [[0] * (cfg.L + 1)],
         **{q: {p: [] for p in PHASES} for q in PER_PHASE},
         "solver_info": [],
         "init_seconds": tr.net.init_seconds,
@@ -249,7 +248,7 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int, Step], None] | None =
     except (SubquadError, KeyboardInterrupt, Terminated) as exc:
         exc.partial = out  # the trajectory so far, for ``train --json`` on a failure or signal
         raise
-    out["config"] = _config_record(cfg, tr)
+    out["config"] = _config_record(cfg, tr)  # the trainer's choices after the run (folds)
     return out
 
 

@@ -17,6 +17,7 @@ Every backend module (``reference`` = pure numpy, ``cpu`` = numba, ``gpu`` = cup
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 from subquad.errors import ConfigError
@@ -29,11 +30,5 @@ def get_kernels(backend: str) -> ModuleType:
     if backend not in KERNEL_BACKENDS:
         raise ConfigError("backend", f"no kernels for {backend!r}; accepted: "
                           f"{', '.join(KERNEL_BACKENDS)}")
-    name = KERNEL_BACKENDS[backend]  # each loaded on use (numba, cupy)
-    if name == "cpu":
-        from . import cpu as mod  # noqa: PLC0415
-    elif name == "gpu":
-        from . import gpu as mod  # noqa: PLC0415
-    else:
-        from . import reference as mod  # noqa: PLC0415
-    return mod
+    # each loaded on use (numba, cupy)
+    return importlib.import_module(f"{__name__}.{KERNEL_BACKENDS[backend]}")

@@ -313,10 +313,8 @@ def _build() -> dict[str, types.ModuleType]:
     cusparse = _module("cupyx.cusparse", spmm=spmm)
     cupyx = _module("cupyx", scatter_add=scatter_add, errstate=errstate, scipy=sci,
                     cusparse=cusparse, SUBQUAD_EMULATED=True)
-    return {"cupy": cupy, "cupy.cuda": cuda, "cupy.cuda.runtime": runtime,
-            "cupy.cublas": cublas, "cupyx": cupyx, "cupyx.scipy": sci,
-            "cupyx.scipy.sparse": sparse, "cupyx.scipy.linalg": linalg,
-            "cupyx.cusparse": cusparse}
+    return {mod.__name__: mod
+            for mod in (cupy, cuda, runtime, cublas, cupyx, sci, sparse, linalg, cusparse)}
 
 
 def installed() -> bool:

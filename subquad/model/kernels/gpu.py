@@ -192,10 +192,13 @@ def gram(R: SparseRows) -> Any:
 # ---------------------------------------------------------------- updates
 
 
-def _check_inplace(Wt: Any) -> None:
-    """The updates write into Wt itself, so it must be a C-contiguous cupy array."""
+def _update_inputs(Wt: Any, H_in: SparseRows, V_out: SparseRows) -> tuple:
+    """Both updates' checks and device arrays: (indptr, indices, values) of H_in, then of V_out,
+    in Wt's dtype. The updates write into Wt itself, so it must be a C-contiguous cupy array."""
     if not (isinstance(Wt, cp.ndarray) and Wt.flags.c_contiguous):
         raise ValueError("Wt must be a C-contiguous cupy array (updated in place)")
+    check_widths(Wt, H_in, V_out)
+    return (*prepare(H_in, Wt.dtype, cp), *prepare(V_out, Wt.dtype, cp))
 
 
 def update_scatter(Wt: Any, H_in: SparseRows, V_out: SparseRows, coef: Any) -> None:
@@ -204,14 +207,10 @@ def update_scatter(Wt: Any, H_in: SparseRows, V_out: SparseRows, coef: Any) -> N
     One block per active input entry, its threads over the sample's output entries; blocks of
     different samples may hit the same (j, k), so the adds are atomic.
     """
-    _check_inplace(Wt)
-    check_widths(Wt, H_in, V_out)
-    dt = Wt.dtype
-    ptr_in, idx_in, h = prepare(H_in, dt, cp)
-    ptr_out, idx_out, v = prepare(V_out, dt, cp)
+    ptr_in, idx_in, h, ptr_out, idx_out, v = _update_inputs(Wt, H_in, V_out)
     nnz = int(idx_in.shape[0])
-    c = per_sample(coef, H_in.n, dt, cp)
-    _launch("update_scatter", dt, (nnz,),
+    c = per_sample(coef, H_in.n, Wt.dtype, cp)
+    _launch("update_scatter", Wt.dtype, (nnz,),
             (Wt, _row_ids(ptr_in, nnz), idx_in, h, ptr_out, idx_out, v, c, _i64(Wt.shape[1])))
 
 
@@ -221,16 +220,12 @@ def update_rowdense(Wt: Any, H_in: SparseRows, V_out: SparseRows, coef: Any) -> 
     One GEMM (|U| x n x m_out) of H restricted to its used rows with the dense rows coef_i v_i,
     added into the used rows of Wt (distinct rows, so the scatter has no collisions).
     """
-    _check_inplace(Wt)
-    check_widths(Wt, H_in, V_out)
-    dt = Wt.dtype
+    ptr_in, idx_in, h, ptr_out, idx_out, v = _update_inputs(Wt, H_in, V_out)
     n, (m_in, m_out) = H_in.n, Wt.shape
-    ptr_in, idx_in, h = prepare(H_in, dt, cp)
-    ptr_out, idx_out, v = prepare(V_out, dt, cp)
     cols, pos = _union(idx_in, int(m_in))
     if cols.shape[0] == 0:
         return
-    c = per_sample(coef, n, dt, cp)
+    c = per_sample(coef, n, Wt.dtype, cp)
     Vd = _restrict(ptr_out, idx_out, v, n, int(m_out))
     Vd *= c[:, None]
     cupyx.scatter_add(Wt, cols, _restrict(ptr_in, pos, h, n, int(cols.shape[0])).T @ Vd)

@@ -144,10 +144,8 @@ def real(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         raise ConfigError("n", f"{name} has {total} samples; n must be in [1, {total}], got {n}")
     if spec.standardise:
         data = (data - data.mean(axis=0)) / data.std(axis=0)
-    if spec.positive is None:
-        y_all = (target - target.mean()) / target.std()
-    else:
-        y_all = np.where(target == spec.positive, 1.0, -1.0)
+    y_all = ((target - target.mean()) / target.std() if spec.positive is None
+             else np.where(target == spec.positive, 1.0, -1.0))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD161]))
     idx = np.sort(rng.choice(total, size=n, replace=False))
     return _unit_rows(data[idx]), y_all[idx].astype(np.float64)

@@ -249,9 +249,8 @@ class SparseKernels:
         madds = nbytes = 0.0
         isz = float(self.net.spec.itemsize)
         for lr in self.lazy:
-            madds += lr.fold_work()
-            nbytes += lr.fold_bytes(isz)
-            lr.fold()
+            nbytes += lr.fold_bytes(isz)  # before the fold resets the rank
+            madds += lr.fold()
         self.folds += 1
         m, L = self.net.spec.m, self.net.spec.L
         return Work(madds, nbytes, nbytes, float(L) * m * m * isz, "gemm",
@@ -326,8 +325,7 @@ class SparseKernels:
     def describe(self) -> dict:
         d = {"update": self.mode, "forward_kernel": self.forward_kernel}
         if self.lazy:
-            d["rank_max"] = self.rank_max
-            d["folds"] = self.folds
+            d.update(rank_max=self.rank_max, folds=self.folds)
         if self.last_forward:
             d["forward_kernel_used"] = sorted(set(self.last_forward.values()))
         return d

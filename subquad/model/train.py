@@ -84,7 +84,7 @@ class TrainConfig:
         """CG tolerance: given, or what the dtype can reach (1e-10 float64, 1e-5 float32)."""
         if self.cg_tol is not None:
             return float(self.cg_tol)
-        return DEFAULT_CG_TOL[self.dtype] if self.dtype in DEFAULT_CG_TOL else 1e-10
+        return DEFAULT_CG_TOL.get(self.dtype, 1e-10)
 
     @property
     def maxiter(self) -> int:

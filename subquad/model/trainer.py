@@ -179,13 +179,11 @@ class Trainer:
         sec["solve"] = t[0]
         # calls: a factorisation and two triangular solves, plus a few vector ops per CG step
         work["solve"] = Work(madds, 0.0, calls=3.0 + 8.0 * float(info.get("cg_iters", 0) or 0))
-        n = self.net.spec.n
         with be.timer() as t:
-            work["fold"] = k.fold(n)
+            work["fold"] = k.fold(self.net.spec.n)
         sec["fold"] = t[0]
         with be.timer() as t:
-            coef = (-self.eta) * c
-            work["update"] = k.update(st, V, coef.astype(self.net.dtype))
+            work["update"] = k.update(st, V, ((-self.eta) * c).astype(self.net.dtype))
         sec["update"] = t[0]
         with be.timer() as t:
             new, work["forward"] = k.forward()

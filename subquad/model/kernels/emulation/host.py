@@ -350,12 +350,6 @@ def build(code: str, kind: str, label: str = "kernels.cu") -> Path:
 # ---------------------------------------------------------------- launching
 
 
-def _schedule(name: str) -> int:
-    if name not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
-    return SCHEDULES.index(name)
-
-
 def _dims(d: tuple[int, ...]) -> tuple[int, int, int]:
     x = tuple(int(v) for v in d) + (1, 1)
     return x[0], x[1], x[2]
@@ -393,7 +387,9 @@ class HostModule:
 
     def run(self, launches: list[Launch], schedule: str = "forward", seed: int = 0) -> None:
         """Run the launches in order; arrays written by a kernel are updated in place."""
-        sched = _schedule(schedule)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        sched = SCHEDULES.index(schedule)
         if self.sanitize:
             self._run_driver(launches, sched, seed)
             return

@@ -29,8 +29,8 @@ def get_kernels(backend: str) -> ModuleType:
     if backend not in KERNEL_BACKENDS:
         raise ConfigError("backend", f"no kernels for {backend!r}; accepted: "
                           f"{', '.join(KERNEL_BACKENDS)}")
-    name = KERNEL_BACKENDS[backend]  # each loaded on use (numba, cupy); imports the layer
-    if name == "cpu":  # test sees, unlike importlib
+    name = KERNEL_BACKENDS[backend]  # loaded on use; explicit, so tests/test_layers.py sees it
+    if name == "cpu":
         from . import cpu as mod  # noqa: PLC0415
     elif name == "gpu":
         from . import gpu as mod  # noqa: PLC0415

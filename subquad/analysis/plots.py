@@ -33,6 +33,7 @@ from subquad.analysis.rundata import (
     parse_range,
     same_context,
     select_rows,
+    series_rows,
     summarise,
     sweeps,
 )
@@ -267,9 +268,7 @@ def _switches(data: RunData, fixed: dict[str, object], method: str, options: str
     """
     if data.runs is None or "update_resolved" not in data.runs:
         return []
-    sel = select_rows(data.runs[(data.runs["method"] == method)
-                                & (data.runs["options"] == options)
-                                & (data.runs["phase"] == "iteration")], fixed)
+    sel = series_rows(data.runs, method, options, fixed, "iteration")
     by_m = sel.groupby("m")["update_resolved"].agg(lambda v: "+".join(sorted(set(v) - {""})))
     by_m = by_m[by_m != ""].sort_index()
     return [(float(a), float(b), str(ma), str(mb))
@@ -378,7 +377,7 @@ def fig_phases_vs_m(data: RunData) -> Figure | None:
         return None
     fig, axes = _new_figure(2, len(chosen), 4.6 * len(chosen) + 1.4, 7.4)
     for col, (method, options) in enumerate(chosen):
-        sel = runs[(runs["method"] == method) & (runs["options"] == options)]
+        sel = series_rows(runs, method, options)
         phases = {p: summarise(sel, p).set_index("m")["median"] for p in
                   (*working_phases(sel), "iteration")}
         title = series_label(method, options)
@@ -463,7 +462,7 @@ def _init_panel(ax: Axes, data: RunData, runs: pd.DataFrame, fixed: dict[str, ob
         options = default_options(runs[runs["phase"] == "iteration"], method)
         if options is None:
             continue
-        sel = runs[(runs["method"] == method) & (runs["options"] == options)]
+        sel = series_rows(runs, method, options)
         for phase in ("init", "iteration"):
             g = summarise(sel, phase, quantity) if quantity in sel else pd.DataFrame()
             g = g[g["median"] > 0] if not g.empty else g
@@ -763,9 +762,8 @@ def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.
     """Stacked horizontal bars: each phase's share of the iteration at width m, total noted."""
     labels, left = [], np.zeros(len(groups))
     per_phase = {p: np.zeros(len(groups)) for p in ITERATION_PHASES}
-    at_m = runs[np.isclose(runs["m"].astype(float), m)]
     for i, (method, options) in enumerate(groups):
-        sel = at_m[(at_m["method"] == method) & (at_m["options"] == options)]
+        sel = series_rows(runs, method, options, m=m)
         labels.append(series_label(method, options))
         for p in ITERATION_PHASES:
             vals = sel.loc[sel["phase"] == p, "seconds"]

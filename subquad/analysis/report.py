@@ -28,6 +28,7 @@ from subquad.analysis.rundata import (
     find_fit,
     load_run,
     select_rows,
+    series_rows,
 )
 from subquad.analysis.stats import coverage_text, median_ci
 from subquad.errors import ConfigError
@@ -229,13 +230,8 @@ def _speedup_from_runs(data: RunData, scope: Scope) -> str | None:
     m = largest_common_m(data.runs, scope.fixed, series)
     if m is None:
         return None
-    stats = []
-    for method, options in series:
-        sel = select_rows(data.runs[(data.runs["method"] == method)
-                                    & (data.runs["options"] == options)
-                                    & (data.runs["phase"] == "iteration")], scope.fixed)
-        stats.append(median_ci(sel.loc[np.isclose(sel["m"].astype(float), m), "seconds"]))
-    d, s = stats
+    d, s = (median_ci(series_rows(data.runs, *key, scope.fixed, "iteration", m)["seconds"])
+            for key in series)
     if not (_finite(d.median, s.median) and s.median > 0):
         return None
     return (f"Speed-up at the largest width both were measured at, m = {m:.0f}: dense-gn "

@@ -206,6 +206,20 @@ def context_title(fixed: dict[str, object], skip: Iterable[str] = ()) -> str:
     return ", ".join(sizes) + ("; " + " ".join(extra) if extra else "")
 
 
+def series_rows(runs: pd.DataFrame, method: str, options: str, fixed: dict | None = None,
+                phase: str | None = None, m: float | None = None) -> pd.DataFrame:
+    """Rows of one series (method, options), optionally only those of ``phase``, of the
+    context ``fixed`` (``select_rows``) and at width ``m``."""
+    sel = runs[(runs["method"] == method) & (runs["options"] == options)]
+    if phase is not None:
+        sel = sel[sel["phase"] == phase]
+    if fixed:
+        sel = select_rows(sel, fixed)
+    if m is not None:
+        sel = sel[np.isclose(sel["m"].astype(float), m)]
+    return sel
+
+
 def select_rows(df: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:
     """Rows of ``df`` whose columns equal the values of ``fixed`` (columns it lacks ignored)."""
     mask = np.ones(len(df), dtype=bool)

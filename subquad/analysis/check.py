@@ -319,7 +319,9 @@ def model_checks(run_dir: Path, limits: Limits) -> list[GateResult]:
     from subquad.analysis.perfmodel.predict import (  # noqa: PLC0415
         SERIES,
         cell_phases,
+        fitted_seconds,
         predict_cells,
+        series_context,
     )
 
     rd = RunDir.of(run_dir)
@@ -349,16 +351,12 @@ def model_checks(run_dir: Path, limits: Limits) -> list[GateResult]:
     for key, g in it.groupby(SERIES, dropna=False, sort=True):
         kd = dict(zip(SERIES, key))
         model_exp = slope(g["m"], g["predicted"])
-        ctx = f"n={kd['n']:g};d={kd['d']:g};L={kd['L']:g};c={kd['c']:g}"
-        row = fits[(fits["method"] == kd["method"]) & (fits["options"] == kd["options"])
-                   & (fits["phase"] == "iteration") & (fits["quantity"] == "seconds")
-                   & (fits["axis"] == "m") & (fits["context"] == ctx)]
-        name = f"model exponent: {kd['method']} iteration seconds ({ctx})"
-        if row.empty or len(g) < 3:
+        b = fitted_seconds(fits, kd)
+        name = f"model exponent: {kd['method']} iteration seconds ({series_context(kd)})"
+        if b is None or len(g) < 3:
             out.append(GateResult(name, math.nan, f"ci_low <= {model_exp:.3f} + {tol:g}",
                                   False, "no fitted seconds exponent over >= 3 widths"))
             continue
-        b = row.iloc[0]
         rose = not float(b["ci_low"]) <= model_exp + tol
         out.append(GateResult(name, float(b["exponent"]), f"ci_low <= {model_exp + tol:.3f}",
                               not rose, f"{_interval(b)}; model {model_exp:.3f} over m "

@@ -203,7 +203,8 @@ def summary(pred: pd.DataFrame, machine: Machine, min_m: float, fits: pd.DataFra
         big = np.array([m.max() * f for f in EXTRAPOLATE])
         series = pred[(pred["cell"].isin(it["cell"]))]
         asym = extrapolate_series(series, machine, big, asymptotic=True)
-        ci = _fitted_ci(fits, kd)
+        fitted = fitted_seconds(fits, kd)
+        ci = (math.nan, math.nan) if fitted is None else (fitted["ci_low"], fitted["ci_high"])
         rows.append(kd | {
             "fit_range": f"{int(m.min())}-{int(m.max())}", "n_widths": len(m),
             "measured_exponent": slope(m, it["seconds"]), "measured_ci_low": ci[0],
@@ -214,17 +215,21 @@ def summary(pred: pd.DataFrame, machine: Machine, min_m: float, fits: pd.DataFra
     return pd.DataFrame(rows, columns=TABLES["model_summary"].columns)
 
 
-def _fitted_ci(fits: pd.DataFrame | None, kd: dict) -> tuple[float, float]:
-    """The bootstrap interval of the measured seconds exponent from fits.csv (NaN if absent)."""
+def series_context(kd: dict) -> str:
+    """The fits.csv context of a model series: 'n=16;d=16;L=2;c=0.2'."""
+    return f"n={kd['n']:g};d={kd['d']:g};L={kd['L']:g};c={kd['c']:g}"
+
+
+def fitted_seconds(fits: pd.DataFrame | None, kd: dict) -> pd.Series | None:
+    """The fits.csv slope of a model series' iteration seconds in m (None if absent). The
+    options of a typed fits table are never empty values (``Table.typed``)."""
     if fits is None or fits.empty:
-        return math.nan, math.nan
-    ctx = f"n={kd['n']:g};d={kd['d']:g};L={kd['L']:g};c={kd['c']:g}"
-    sel = fits[(fits["method"] == kd["method"]) & (fits["options"].fillna("") == kd["options"])
+        return None
+    sel = fits[(fits["method"] == kd["method"]) & (fits["options"] == kd["options"])
                & (fits["phase"] == "iteration") & (fits["quantity"] == "seconds")
-               & (fits["axis"] == "m") & (fits["fit"] == "slope") & (fits["context"] == ctx)]
-    if sel.empty:
-        return math.nan, math.nan
-    return float(sel["ci_low"].iloc[0]), float(sel["ci_high"].iloc[0])
+               & (fits["axis"] == "m") & (fits["fit"] == "slope")
+               & (fits["context"] == series_context(kd))]
+    return sel.iloc[0] if not sel.empty else None
 
 
 def speedups(pred: pd.DataFrame, machine: Machine, column: str = "predicted") -> pd.DataFrame:

@@ -201,8 +201,8 @@ def summary(pred: pd.DataFrame, machine: Machine, min_m: float, fits: pd.DataFra
             continue
         m = it["m"].to_numpy(float)
         big = np.array([m.max() * f for f in EXTRAPOLATE])
-        series = pred[(pred["cell"].isin(it["cell"]))]
-        asym = extrapolate_series(series, machine, big, asymptotic=True)
+        asym = extrapolate_series(pred[pred["cell"].isin(it["cell"])], machine, big,
+                                  asymptotic=True)
         fitted = fitted_seconds(fits, kd)
         ci = (math.nan, math.nan) if fitted is None else (fitted["ci_low"], fitted["ci_high"])
         rows.append(kd | {
@@ -247,10 +247,8 @@ def speedups(pred: pd.DataFrame, machine: Machine, column: str = "predicted") ->
             if not common:
                 continue
             big = np.array([max(common) * f for f in EXTRAPOLATE])
-            d_ser = pred[pred["cell"].isin(dense["cell"])]
-            s_ser = pred[pred["cell"].isin(sub["cell"])]
-            d_big = extrapolate_series(d_ser, machine, big)
-            s_big = extrapolate_series(s_ser, machine, big)
+            d_big = extrapolate_series(pred[pred["cell"].isin(dense["cell"])], machine, big)
+            s_big = extrapolate_series(pred[pred["cell"].isin(sub["cell"])], machine, big)
             measured = [(m, float(dense.loc[dense["m"] == m, column].iloc[0]),
                          float(sub.loc[sub["m"] == m, column].iloc[0])) for m in common]
             for kind, points in (("measured widths", measured),
@@ -347,13 +345,11 @@ def model_run(run_dir: RunDir | str | Path, calibration: str | Path | None = Non
         from subquad.analysis.perfmodel.plots import bandwidth_figure, model_figure  # noqa: PLC0415
     except ImportError:
         return paths
-    for p in bandwidth_figure(machine.cal, run_dir / "figures" / f"bandwidth-{machine.id}"):
-        paths[p.name] = p
-    fig_cells = _figure_cells(pred)
+    fig_dir = run_dir / "figures"
     isz = 8 if (pred["dtype"] == "float64").all() else 4
-    for p in model_figure(fig_cells, machine.caches, isz, run_dir / "figures" / "model"):
-        paths[p.name] = p
-    return paths
+    figures = [*bandwidth_figure(machine.cal, fig_dir / f"bandwidth-{machine.id}"),
+               *model_figure(_figure_cells(pred), machine.caches, isz, fig_dir / "model")]
+    return paths | {p.name: p for p in figures}
 
 
 def _model_table(pred: pd.DataFrame, machine: Machine) -> pd.DataFrame:

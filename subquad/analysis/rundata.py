@@ -100,14 +100,12 @@ def sweeps(summary: pd.DataFrame, axis: str, min_points: int = MIN_POINTS
            ) -> list[tuple[dict[str, object], pd.DataFrame]]:
     """Groups where ``axis`` varies and everything else is fixed, most points first."""
     keys = [c for c in (*CONTEXT_COLS, *SIZES) if c in summary.columns and c != axis]
-    out = []
     if summary.empty:
-        return out
-    for key, grp in summary.groupby(keys, sort=True, dropna=False):
-        if grp[axis].nunique() >= min_points:
-            out.append((dict(zip(keys, key, strict=True)), grp))
-    out.sort(key=lambda kv: (-kv[1][axis].nunique(), -len(kv[1])))
-    return out
+        return []
+    out = [(dict(zip(keys, key, strict=True)), grp)
+           for key, grp in summary.groupby(keys, sort=True, dropna=False)
+           if grp[axis].nunique() >= min_points]
+    return sorted(out, key=lambda kv: (-kv[1][axis].nunique(), -len(kv[1])))
 
 
 def main_context(runs: pd.DataFrame | None, axis: str = "m") -> dict[str, object] | None:

@@ -118,8 +118,7 @@ def evaluate_exponent(spec: ExponentClaim, data: RunData, scope: Scope) -> Claim
     who, options = spec.method, scope.options.get(_variant_key(spec.method, spec.variant))
     row = _fit_row(data, scope, spec.method, options, spec.phase, spec.quantity, spec.axis)
     if row is None and spec.fallback:
-        who = spec.fallback
-        options = scope.options.get(_variant_key(who, "default"))
+        who, options = spec.fallback, scope.options.get(spec.fallback)  # its default variant
         row = _fit_row(data, scope, who, options, spec.phase, spec.quantity, spec.axis)
     label = options_label(options or "", who)
     name = spec.claim.format(who=f"{who} ({label})" if label and who == "subquad" else who)

@@ -221,8 +221,8 @@ def series_context(kd: dict) -> str:
 
 
 def fitted_seconds(fits: pd.DataFrame | None, kd: dict) -> pd.Series | None:
-    """The fits.csv slope of a model series' iteration seconds in m (None if absent). The
-    options of a typed fits table are never empty values (``Table.typed``)."""
+    """The fits.csv slope of a model series' iteration seconds in m (None if absent). Options
+    compare as text: a typed fits table has '' for none, never NaN (``Table.typed``)."""
     if fits is None or fits.empty:
         return None
     sel = fits[(fits["method"] == kd["method"]) & (fits["options"] == kd["options"])

@@ -171,7 +171,8 @@ def factor_gate(new: Sequence[float], base: Sequence[float], ratio: float = 1.10
     sizes = f"{a.size} vs {b.size} samples"
     if a.size < 2 or b.size < 2:
         return None, r, f"ratio {r:.3f}; undecided: {sizes}, at least 2 per side are needed"
-    if _min_p(a.size, b.size) < p_value:
+    # the smallest one-sided p the exact Mann-Whitney test can reach with these sizes
+    if 1.0 / math.comb(a.size + b.size, a.size) < p_value:
         p = float(mannwhitneyu(a, b, alternative="greater").pvalue)
         return (r > ratio and p < p_value), r, (f"ratio {r:.3f}, rule Mann-Whitney: p {p:.2g} "
                                                 f"({sizes})")
@@ -182,11 +183,6 @@ def factor_gate(new: Sequence[float], base: Sequence[float], ratio: float = 1.10
         f"{sizes}): new [{ca.lo:.3g}, {ca.hi:.3g}] vs base [{cb.lo:.3g}, {cb.hi:.3g}] "
         f"({'disjoint' if apart else 'overlapping'}; coverage {ca.coverage:.1%} and "
         f"{cb.coverage:.1%})")
-
-
-def _min_p(n1: int, n2: int) -> float:
-    """The smallest one-sided p the exact Mann-Whitney test can reach with these sizes."""
-    return 1.0 / math.comb(n1 + n2, n1)
 
 
 def _cell_name(key: tuple) -> str:
@@ -267,9 +263,8 @@ def run_check(run_dir: RunDir | str | Path, baseline: RunDir | str | Path,
                           "with `make check-scaling-baseline`")
     results = exponent_checks(load_fits(run_dir, "DIR"), load_fits(baseline, "--baseline"), lim,
                               (update_modes(run_dir), update_modes(baseline)))
-    kern_new = load_samples(run_dir, "DIR", "kernel")
-    kern_base = load_samples(baseline, "--baseline", "kernel")
-    drift = machine_drift(kern_new, kern_base, lim.factor_normalize_by)
+    drift = machine_drift(load_samples(run_dir, "DIR", "kernel"),
+                          load_samples(baseline, "--baseline", "kernel"), lim.factor_normalize_by)
     base = load_samples(baseline, "--baseline", lim.factor_phase)
     env, base_env = run_dir.environment(), baseline.environment()
     if env and fingerprint(env) == fingerprint(base_env):  # one machine, maybe an old id
@@ -319,7 +314,9 @@ def model_checks(run_dir: Path, limits: Limits) -> list[GateResult]:
     from subquad.analysis.perfmodel.predict import (  # noqa: PLC0415
         SERIES,
         cell_phases,
+        fitted_seconds,
         predict_cells,
+        series_context,
     )
 
     rd = RunDir.of(run_dir)
@@ -333,8 +330,7 @@ def model_checks(run_dir: Path, limits: Limits) -> list[GateResult]:
     if mach.id != machine:
         return [GateResult("model: calibration of this machine", math.nan, machine, False,
                            f"calibration.json holds {mach.id}, the run {machine}")]
-    full = rd.runs().frame
-    pred = predict_cells(cell_phases(full), mach)
+    pred = predict_cells(cell_phases(rd.runs().frame), mach)
     it = pred[(pred["phase"] == "iteration") & (pred["m"] >= limits.model_min_m)]
     lo, hi = limits.model_ratio
     out = []
@@ -349,16 +345,12 @@ def model_checks(run_dir: Path, limits: Limits) -> list[GateResult]:
     for key, g in it.groupby(SERIES, dropna=False, sort=True):
         kd = dict(zip(SERIES, key))
         model_exp = slope(g["m"], g["predicted"])
-        ctx = f"n={kd['n']:g};d={kd['d']:g};L={kd['L']:g};c={kd['c']:g}"
-        row = fits[(fits["method"] == kd["method"]) & (fits["options"] == kd["options"])
-                   & (fits["phase"] == "iteration") & (fits["quantity"] == "seconds")
-                   & (fits["axis"] == "m") & (fits["context"] == ctx)]
-        name = f"model exponent: {kd['method']} iteration seconds ({ctx})"
-        if row.empty or len(g) < 3:
+        b = fitted_seconds(fits, kd)
+        name = f"model exponent: {kd['method']} iteration seconds ({series_context(kd)})"
+        if b is None or len(g) < 3:
             out.append(GateResult(name, math.nan, f"ci_low <= {model_exp:.3f} + {tol:g}",
                                   False, "no fitted seconds exponent over >= 3 widths"))
             continue
-        b = row.iloc[0]
         rose = not float(b["ci_low"]) <= model_exp + tol
         out.append(GateResult(name, float(b["exponent"]), f"ci_low <= {model_exp + tol:.3f}",
                               not rose, f"{_interval(b)}; model {model_exp:.3f} over m "

@@ -216,10 +216,8 @@ def _pad(point: np.ndarray, values: np.ndarray, n_points: int) -> tuple[np.ndarr
 
 def _positive_axes(df: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
     """Rows whose axis values are positive and finite (log-log needs them)."""
-    mask = np.ones(len(df), dtype=bool)
-    for col in axes:
-        mask &= np.isfinite(df[col].to_numpy()) & (df[col].to_numpy() > 0)
-    return df[mask]
+    v = df[list(axes)].to_numpy(float)
+    return df[(np.isfinite(v) & (v > 0)).all(axis=1)]
 
 
 def _points(
@@ -673,11 +671,8 @@ def crossover(runs: pd.DataFrame | Runs, **options) -> pd.DataFrame:
         series = list(_iter_series(ok, "m", [quantity], min_points=2))
         subs = [s for s in series if s.keys["method"] == "subquad"]
         dense = [s for s in series if s.keys["method"] == "dense-gn"]
-        for s in subs:
-            for b in dense:
-                row = _crossover_row(s, b, opts) if _compatible(s, b) else None
-                if row is not None:
-                    rows.append(row)
+        pairs = [(s, b) for s in subs for b in dense if _compatible(s, b)]
+        rows += [r for r in (_crossover_row(s, b, opts) for s, b in pairs) if r is not None]
     return TABLES["crossover"].frame(rows)
 
 
@@ -787,14 +782,13 @@ def fit_run(rd: RunDir | Path, **options) -> FitPaths:
     kw = dict(confidence=opts.confidence, n_boot=opts.n_boot, seed=opts.seed,
               window=opts.window, min_axis=opts.min_axis)
     check = selfcheck(runs, **kw)
-    tables = {
+    result = FitPaths(rd.write_tables({
         "fits": slopes + _joint_rows(ok, opts),
         "local_slopes": locals_,
         "crossover": crossover(runs, **kw),
         "selfcheck": check,
         "dropped": runs.dropped,
-    }
-    result = FitPaths(rd.write_tables(tables))
+    }))
     result.trustworthy = trustworthy(check)
     result.dropped = runs.drop_counts()
     return result

@@ -140,8 +140,7 @@ def _model_gate(scan: WorkScan, phase: str, value: float, lim: Limits) -> GateRe
 def format_gates(results: Sequence[GateResult]) -> str:
     """A plain-text table of gate results (check, value, baseline, limit, verdict, detail)."""
     rows = [(r.name, fmt_number(r.value, ".4g", "-"), fmt_number(r.baseline, ".4g", "-"),
-             r.limit,
-             r.verdict, r.detail) for r in results]
+             r.limit, r.verdict, r.detail) for r in results]
     head = ("check", "value", "baseline", "limit", "verdict", "detail")
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()

@@ -33,6 +33,7 @@ from subquad.analysis.rundata import (
     parse_range,
     same_context,
     select_rows,
+    series_rows,
     summarise,
     sweeps,
 )
@@ -144,28 +145,22 @@ def _fit_line(ax: Axes, grp: pd.DataFrame, x: str, row: pd.Series | None, colour
             solid_capstyle="round", zorder=1)
 
 
-def _reference_slopes(ax: Axes, x0: float, y0: float, xmax: float, slopes: dict[str, float]
-                      ) -> None:
-    """Dashed grey reference power laws through (x0, y0), one per label -> slope."""
-    grid = np.geomspace(x0, xmax, 20)
-    greys = ("#333333", "#999999")
-    for i, (label, k) in enumerate(slopes.items()):
-        ax.plot(grid, y0 * (grid / x0) ** k, linestyle=(0, (5, 3)), linewidth=1.0,
-                color=greys[i % len(greys)], label=label, zorder=0)
-
-
 def _references(ax: Axes, groups: dict[tuple[str, str], pd.DataFrame], x: str,
                 fixed: dict[str, object]) -> None:
-    """Reference slopes 2 and 2 - c anchored at the dense baseline's first point."""
+    """Reference slopes 2 and 2 - c anchored at the dense baseline's first point: dashed grey
+    power laws up to the largest x."""
     anchor = _anchor(groups, x)
     if anchor is None:
         return
-    xmax = max(float(g[x].max()) for g in groups.values())
+    x0, y0 = anchor
     c = float(fixed.get("c", math.nan))
     refs = {"reference slope 2": 2.0}
     if np.isfinite(c):
         refs[f"reference slope 2 - c = {2 - c:g}"] = 2.0 - c
-    _reference_slopes(ax, *anchor, xmax, refs)
+    grid = np.geomspace(x0, max(float(g[x].max()) for g in groups.values()), 20)
+    for (label, k), grey in zip(refs.items(), ("#333333", "#999999")):
+        ax.plot(grid, y0 * (grid / x0) ** k, linestyle=(0, (5, 3)), linewidth=1.0,
+                color=grey, label=label, zorder=0)
 
 
 def _anchor(groups: dict[tuple[str, str], pd.DataFrame], x: str) -> tuple[float, float] | None:
@@ -211,25 +206,18 @@ def _loglog(ax: Axes, xlabel: str, ylabel: str, title: str) -> None:
     _decorate(ax, xlabel=xlabel, ylabel=ylabel, title=title)
 
 
-def _ordered_legend(ax: Axes) -> tuple[list, list[str]]:
-    """Handles and labels: data series first, then reference slopes, then markers such as m*."""
-    handles, labels = ax.get_legend_handles_labels()
-
-    def rank(label: str) -> int:
-        return 2 if label.startswith("crossover") else int(label.startswith("reference"))
-
-    order = sorted(range(len(labels)), key=lambda i: rank(labels[i]))
-    return [handles[i] for i in order], [labels[i] for i in order]
-
-
 def _legend(ax: Axes, below: bool = False, ncol: int = 1, top: float = -0.16, **kw) -> None:
     """Legend outside the axes, so it never covers data: on the right, or (``below``) under
-    the axes in ``ncol`` columns with its top at ``top`` axes heights."""
-    handles, labels = _ordered_legend(ax)
+    the axes in ``ncol`` columns with its top at ``top`` axes heights. Data series come
+    first, then reference slopes, then markers such as m*."""
+    handles, labels = ax.get_legend_handles_labels()
     if handles:
+        rank = [2 if s.startswith("crossover") else int(s.startswith("reference")) for s in labels]
+        order = sorted(range(len(labels)), key=lambda i: rank[i])
         place = ({"loc": "upper center", "bbox_to_anchor": (0.5, top), "ncol": ncol} if below
                  else {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)})
-        ax.legend(handles, labels, fontsize="small", frameon=False, **place, **kw)
+        ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small",
+                  frameon=False, **place, **kw)
 
 
 def _new_figure(rows: int, cols: int, width: float, height: float) -> tuple[Figure, list[Axes]]:
@@ -267,9 +255,7 @@ def _switches(data: RunData, fixed: dict[str, object], method: str, options: str
     """
     if data.runs is None or "update_resolved" not in data.runs:
         return []
-    sel = select_rows(data.runs[(data.runs["method"] == method)
-                                & (data.runs["options"] == options)
-                                & (data.runs["phase"] == "iteration")], fixed)
+    sel = series_rows(data.runs, method, options, fixed, "iteration")
     by_m = sel.groupby("m")["update_resolved"].agg(lambda v: "+".join(sorted(set(v) - {""})))
     by_m = by_m[by_m != ""].sort_index()
     return [(float(a), float(b), str(ma), str(mb))
@@ -372,13 +358,12 @@ def fig_phases_vs_m(data: RunData) -> Figure | None:
     if fixed is None:
         return None
     runs = select_rows(data.runs[data.runs["method"].isin(method_names())], fixed)
-    chosen = [(m, default_options(runs, m)) for m in method_names()]
-    chosen = [(m, o) for m, o in chosen if o is not None]
+    chosen = [(m, o) for m in method_names() if (o := default_options(runs, m)) is not None]
     if not chosen:
         return None
     fig, axes = _new_figure(2, len(chosen), 4.6 * len(chosen) + 1.4, 7.4)
     for col, (method, options) in enumerate(chosen):
-        sel = runs[(runs["method"] == method) & (runs["options"] == options)]
+        sel = series_rows(runs, method, options)
         phases = {p: summarise(sel, p).set_index("m")["median"] for p in
                   (*working_phases(sel), "iteration")}
         title = series_label(method, options)
@@ -463,7 +448,7 @@ def _init_panel(ax: Axes, data: RunData, runs: pd.DataFrame, fixed: dict[str, ob
         options = default_options(runs[runs["phase"] == "iteration"], method)
         if options is None:
             continue
-        sel = runs[(runs["method"] == method) & (runs["options"] == options)]
+        sel = series_rows(runs, method, options)
         for phase in ("init", "iteration"):
             g = summarise(sel, phase, quantity) if quantity in sel else pd.DataFrame()
             g = g[g["median"] > 0] if not g.empty else g
@@ -489,11 +474,8 @@ def fig_work_vs_m(data: RunData) -> Figure | None:
     if fixed is None or "work" not in data.runs:
         return None
     runs = select_rows(data.runs[data.runs["method"].isin(method_names())], fixed)
-    quantities = [q for q in ("work", "bytes") if q in runs and runs[q].notna().any()]
-    if not quantities:
-        return None
-    quantities = [q for q in quantities
-                  if (summarise(runs, "iteration", q).groupby("method")["m"].nunique() >= 2).any()]
+    quantities = [q for q in ("work", "bytes") if q in runs and runs[q].notna().any()
+                  and (summarise(runs, "iteration", q).groupby("method")["m"].nunique() >= 2).any()]
     if not quantities:
         return None
     fig, axes = _new_figure(len(quantities), 1, 11.0, 4.0 * len(quantities))
@@ -514,8 +496,7 @@ def fig_time_vs_n_d(data: RunData) -> Figure | None:
     if data.runs is None:
         return None
     summ = _trained(summarise(data.runs, "iteration"))
-    found = [(axis, sweeps(summ, axis, 2)) for axis in ("n", "d")]
-    found = [(axis, s[0]) for axis, s in found if s]
+    found = [(axis, s[0]) for axis in ("n", "d") if (s := sweeps(summ, axis, 2))]
     if not found:
         return None
     fig, axes = _new_figure(1, len(found), 6.2 * len(found), 5.4)
@@ -602,7 +583,12 @@ def _finish_training_axes(axes: list[Axes], expected: list[float], layers: list,
     ax_loss, ax_act, ax_flip = axes
     for q in expected:
         ax_act.axhline(q, color="black", linestyle=(0, (5, 3)), linewidth=1.0, zorder=0)
-    _activity_legend(ax_act, layers)
+    # the activity panel's legend: one line style per layer, plus the expected level
+    handles = [Line2D([], [], color="#555555", linestyle=LINESTYLES[i % len(LINESTYLES)],
+                      label=f"layer {fmt_number(lay)}") for i, lay in enumerate(layers)]
+    handles.append(Line2D([], [], color="black", linestyle=(0, (5, 3)),
+                          label="expected Q(beta)"))
+    ax_act.legend(handles=handles, fontsize="small", loc="upper right", ncol=2, framealpha=0.85)
     ax_act.set_ylim(0, 1.5 * top)
     ax_loss.set_yscale("log")
     ax_loss.set(xlabel="iteration", ylabel="loss (1/2 sum of squared residuals)",
@@ -614,15 +600,6 @@ def _finish_training_axes(axes: list[Axes], expected: list[float], layers: list,
     for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _activity_legend(ax: Axes, layers: list) -> None:
-    """Legend of the activity panel: one line style per layer, plus the expected level."""
-    handles = [Line2D([], [], color="#555555", linestyle=LINESTYLES[i % len(LINESTYLES)],
-                      label=f"layer {fmt_number(lay)}") for i, lay in enumerate(layers)]
-    handles.append(Line2D([], [], color="black", linestyle=(0, (5, 3)),
-                          label="expected Q(beta)"))
-    ax.legend(handles=handles, fontsize="small", loc="upper right", ncol=2, framealpha=0.85)
 
 
 def fig_exponent_vs_c(data: RunData) -> Figure | None:
@@ -747,8 +724,7 @@ def _ablation_bars(ax: Axes, data: RunData, groups: dict[tuple[str, str], pd.Dat
         st = style(data, method, options)
         ax.bar(pos, g["median"], width=width, color=st["color"], edgecolor="white",
                hatch=HATCHES[i % len(HATCHES)], label=series_label(method, options),
-               yerr=_yerr(g),
-               capsize=2, error_kw={"linewidth": 0.8})
+               yerr=_yerr(g), capsize=2, error_kw={"linewidth": 0.8})
     ax.set_xticks(range(len(ms)), [fmt_number(m) for m in ms])
     ax.set_yscale("log")
     _decorate(ax, "y", xlabel="width m",
@@ -763,9 +739,8 @@ def _phase_split(ax: Axes, runs: pd.DataFrame, groups: dict[tuple[str, str], pd.
     """Stacked horizontal bars: each phase's share of the iteration at width m, total noted."""
     labels, left = [], np.zeros(len(groups))
     per_phase = {p: np.zeros(len(groups)) for p in ITERATION_PHASES}
-    at_m = runs[np.isclose(runs["m"].astype(float), m)]
     for i, (method, options) in enumerate(groups):
-        sel = at_m[(at_m["method"] == method) & (at_m["options"] == options)]
+        sel = series_rows(runs, method, options, m=m)
         labels.append(series_label(method, options))
         for p in ITERATION_PHASES:
             vals = sel.loc[sel["phase"] == p, "seconds"]

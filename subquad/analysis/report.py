@@ -28,6 +28,7 @@ from subquad.analysis.rundata import (
     find_fit,
     load_run,
     select_rows,
+    series_rows,
 )
 from subquad.analysis.stats import coverage_text, median_ci
 from subquad.errors import ConfigError
@@ -191,14 +192,12 @@ def _variants_table(data: RunData, scope: Scope | None) -> str:
         work = find_fit(fl, method, options, "iteration", "work", "m", scope.fixed)
         modes = "" if sec is None else str(sec.get("update_resolved", ""))
         if sec is not None or work is not None:
-            rows.append(f"| {_md(series_label(method, options, label))} | "
-                        f"{exponent_text(sec) or '-'} | {exponent_text(work) or '-'} | "
-                        f"{modes or '-'} |")
+            rows.append([series_label(method, options, label), exponent_text(sec) or "-",
+                         exponent_text(work) or "-", modes or "-"])
     if not rows:
         return ""
-    return ("\n### Per-iteration exponent of every variant\n\n"
-            "| variant | seconds | counted work | update that ran |\n|---|---|---|---|\n"
-            + "\n".join(rows) + "\n")
+    return "\n".join(["\n### Per-iteration exponent of every variant\n", *_md_table(
+        ("variant", "seconds", "counted work", "update that ran"), rows)]) + "\n"
 
 
 def _speedup_from_fit(data: RunData, scope: Scope) -> str | None:
@@ -229,13 +228,8 @@ def _speedup_from_runs(data: RunData, scope: Scope) -> str | None:
     m = largest_common_m(data.runs, scope.fixed, series)
     if m is None:
         return None
-    stats = []
-    for method, options in series:
-        sel = select_rows(data.runs[(data.runs["method"] == method)
-                                    & (data.runs["options"] == options)
-                                    & (data.runs["phase"] == "iteration")], scope.fixed)
-        stats.append(median_ci(sel.loc[np.isclose(sel["m"].astype(float), m), "seconds"]))
-    d, s = stats
+    d, s = (median_ci(series_rows(data.runs, *key, scope.fixed, "iteration", m)["seconds"])
+            for key in series)
     if not (_finite(d.median, s.median) and s.median > 0):
         return None
     return (f"Speed-up at the largest width both were measured at, m = {m:.0f}: dense-gn "
@@ -396,11 +390,9 @@ def _cell_table(title: str, cells: pd.DataFrame, with_status: bool) -> str:
     cols = ["method", "label", "m", "n", "d", "L", "c", "seed"]
     cols += ["status", "message"] if with_status else []
     cells = cells.sort_values(["method", "m"], kind="stable")
-    lines = [f"\n### {title}\n", "| cell | " + " | ".join(cols) + " |",
-             "|---|" + "---|" * len(cols)]
-    for _, r in cells.head(LIST_LIMIT).iterrows():
-        lines.append(f"| {r['cell']} | " + " | ".join(_md(fmt_number(r.get(c, ""), "", "-"))
-                                                     for c in cols) + " |")
+    rows = ([r["cell"], *(fmt_number(r.get(c, ""), "", "-") for c in cols)]
+            for _, r in cells.head(LIST_LIMIT).iterrows())
+    lines = [f"\n### {title}\n", *_md_table(["cell", *cols], rows)]
     if len(cells) > LIST_LIMIT:
         lines.append(f"\n... and {len(cells) - LIST_LIMIT} more.")
     return "\n".join(lines) + "\n"
@@ -432,7 +424,6 @@ def _read_optional(rd: RunDir, name: str) -> pd.DataFrame | None:
 
 def model_section(rd: RunDir) -> str:
     """'Why is the measured exponent what it is' from ``subquad model``'s tables (if run)."""
-    run_dir = rd.path
     summ = _read_optional(rd, "model_summary")
     if summ is None or summ.empty:
         return ""
@@ -455,13 +446,12 @@ def model_section(rd: RunDir) -> str:
                      f"{f(r.asymptotic_exponent)} (m {r.asymptotic_range}) |")
     model = _read_optional(rd, "model")
     if model is not None and not model.empty:
-        it = model[model["phase"] == "iteration"]
-        for meth, g in it.groupby("method"):
+        for meth, g in model[model["phase"] == "iteration"].groupby("method"):
             lines.append(f"\n{meth}: predicted / measured iteration seconds "
                          f"{g['ratio'].min():.2f}..{g['ratio'].max():.2f} (predict mode), "
                          f"{g['fit_ratio'].min():.2f}..{g['fit_ratio'].max():.2f} (fit mode) "
                          f"over {len(g)} cells; per phase in model.csv.")
-        if (run_dir / "figures" / "model.png").is_file():
+        if (rd.path / "figures" / "model.png").is_file():
             lines.append("\n![measured vs predicted seconds](figures/model.png)")
     fac = _read_optional(rd, "model_factors")
     if fac is not None and not fac.empty:

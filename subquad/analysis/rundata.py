@@ -100,14 +100,12 @@ def sweeps(summary: pd.DataFrame, axis: str, min_points: int = MIN_POINTS
            ) -> list[tuple[dict[str, object], pd.DataFrame]]:
     """Groups where ``axis`` varies and everything else is fixed, most points first."""
     keys = [c for c in (*CONTEXT_COLS, *SIZES) if c in summary.columns and c != axis]
-    out = []
     if summary.empty:
-        return out
-    for key, grp in summary.groupby(keys, sort=True, dropna=False):
-        if grp[axis].nunique() >= min_points:
-            out.append((dict(zip(keys, key, strict=True)), grp))
-    out.sort(key=lambda kv: (-kv[1][axis].nunique(), -len(kv[1])))
-    return out
+        return []
+    out = [(dict(zip(keys, key, strict=True)), grp)
+           for key, grp in summary.groupby(keys, sort=True, dropna=False)
+           if grp[axis].nunique() >= min_points]
+    return sorted(out, key=lambda kv: (-kv[1][axis].nunique(), -len(kv[1])))
 
 
 def main_context(runs: pd.DataFrame | None, axis: str = "m") -> dict[str, object] | None:
@@ -204,6 +202,20 @@ def context_title(fixed: dict[str, object], skip: Iterable[str] = ()) -> str:
     sizes = [f"{k}={fmt_number(fixed[k])}" for k in SIZES if k in fixed and k not in skip]
     extra = [str(fixed[k]) for k in ("backend", "dtype", "threshold") if fixed.get(k)]
     return ", ".join(sizes) + ("; " + " ".join(extra) if extra else "")
+
+
+def series_rows(runs: pd.DataFrame, method: str, options: str, fixed: dict | None = None,
+                phase: str | None = None, m: float | None = None) -> pd.DataFrame:
+    """Rows of one series (method, options), optionally only those of ``phase``, of the
+    context ``fixed`` (``select_rows``) and at width ``m``."""
+    sel = runs[(runs["method"] == method) & (runs["options"] == options)]
+    if phase is not None:
+        sel = sel[sel["phase"] == phase]
+    if fixed:
+        sel = select_rows(sel, fixed)
+    if m is not None:
+        sel = sel[np.isclose(sel["m"].astype(float), m)]
+    return sel
 
 
 def select_rows(df: pd.DataFrame, fixed: dict[str, object]) -> pd.DataFrame:

@@ -25,11 +25,8 @@ def needs_upgrade(rd: RunDir) -> bool:
 
 def upgrade(rd: RunDir) -> list[Path]:
     """Rewrite runs.csv and training.csv of schema 1 in the current schema; the paths."""
-    done = []
-    for name in ("runs", "training"):
-        if rd.has(name) and rd.version(name) == 1:
-            done.append(rd.write_table(name, migrate_measured(rd.raw(name), rd.path, name)))
-    return done
+    return [rd.write_table(name, migrate_measured(rd.raw(name), rd.path, name))
+            for name in ("runs", "training") if rd.has(name) and rd.version(name) == 1]
 
 
 def migrate_measured(raw: pd.DataFrame, run_dir: Path, name: str) -> pd.DataFrame:

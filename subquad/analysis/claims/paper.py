@@ -13,7 +13,7 @@ import pandas as pd
 
 from subquad.analysis.claims import engine
 from subquad.analysis.claims.engine import Claim, Scope
-from subquad.analysis.rundata import RunData, exponent_text, find_fit, select_rows
+from subquad.analysis.rundata import RunData, exponent_text, find_fit, select_rows, series_rows
 from subquad.analysis.stats import median_ci
 from subquad.results.format import fmt_seconds, options_label
 from subquad.vocabulary import (
@@ -118,8 +118,7 @@ def evaluate_exponent(spec: ExponentClaim, data: RunData, scope: Scope) -> Claim
     who, options = spec.method, scope.options.get(_variant_key(spec.method, spec.variant))
     row = _fit_row(data, scope, spec.method, options, spec.phase, spec.quantity, spec.axis)
     if row is None and spec.fallback:
-        who = spec.fallback
-        options = scope.options.get(_variant_key(who, "default"))
+        who, options = spec.fallback, scope.options.get(spec.fallback)  # its default variant
         row = _fit_row(data, scope, who, options, spec.phase, spec.quantity, spec.axis)
     label = options_label(options or "", who)
     name = spec.claim.format(who=f"{who} ({label})" if label and who == "subquad" else who)
@@ -168,8 +167,7 @@ def _fit_row(data: RunData, scope: Scope, method: str, options: str | None,
 def _phase_median(runs: pd.DataFrame, fixed: dict, method: str, options: str,
                   phases: tuple[str, ...], m: float) -> float:
     """Sum over ``phases`` of the median seconds of one series at width m (NaN if absent)."""
-    sel = select_rows(runs[(runs["method"] == method) & (runs["options"] == options)], fixed)
-    sel = sel[np.isclose(sel["m"].astype(float), m)]
+    sel = series_rows(runs, method, options, fixed, m=m)
     total = 0.0
     for p in phases:
         vals = sel.loc[sel["phase"] == p, "seconds"]
@@ -184,9 +182,7 @@ def largest_common_m(runs: pd.DataFrame, fixed: dict, series: list[tuple[str, st
     """The largest width measured (iteration phase) by every one of ``series``."""
     widths = None
     for method, options in series:
-        sel = select_rows(runs[(runs["method"] == method) & (runs["options"] == options)
-                               & (runs["phase"] == "iteration")], fixed)
-        ms = set(sel["m"].astype(float))
+        ms = set(series_rows(runs, method, options, fixed, "iteration")["m"].astype(float))
         widths = ms if widths is None else widths & ms
     return max(widths) if widths else None
 

@@ -201,9 +201,10 @@ def summary(pred: pd.DataFrame, machine: Machine, min_m: float, fits: pd.DataFra
             continue
         m = it["m"].to_numpy(float)
         big = np.array([m.max() * f for f in EXTRAPOLATE])
-        series = pred[(pred["cell"].isin(it["cell"]))]
-        asym = extrapolate_series(series, machine, big, asymptotic=True)
-        ci = _fitted_ci(fits, kd)
+        asym = extrapolate_series(pred[pred["cell"].isin(it["cell"])], machine, big,
+                                  asymptotic=True)
+        fitted = fitted_seconds(fits, kd)
+        ci = (math.nan, math.nan) if fitted is None else (fitted["ci_low"], fitted["ci_high"])
         rows.append(kd | {
             "fit_range": f"{int(m.min())}-{int(m.max())}", "n_widths": len(m),
             "measured_exponent": slope(m, it["seconds"]), "measured_ci_low": ci[0],
@@ -214,17 +215,21 @@ def summary(pred: pd.DataFrame, machine: Machine, min_m: float, fits: pd.DataFra
     return pd.DataFrame(rows, columns=TABLES["model_summary"].columns)
 
 
-def _fitted_ci(fits: pd.DataFrame | None, kd: dict) -> tuple[float, float]:
-    """The bootstrap interval of the measured seconds exponent from fits.csv (NaN if absent)."""
+def series_context(kd: dict) -> str:
+    """The fits.csv context of a model series: 'n=16;d=16;L=2;c=0.2'."""
+    return f"n={kd['n']:g};d={kd['d']:g};L={kd['L']:g};c={kd['c']:g}"
+
+
+def fitted_seconds(fits: pd.DataFrame | None, kd: dict) -> pd.Series | None:
+    """The fits.csv slope of a model series' iteration seconds in m (None if absent). Options
+    compare as text: a typed fits table has '' for none, never NaN (``Table.typed``)."""
     if fits is None or fits.empty:
-        return math.nan, math.nan
-    ctx = f"n={kd['n']:g};d={kd['d']:g};L={kd['L']:g};c={kd['c']:g}"
-    sel = fits[(fits["method"] == kd["method"]) & (fits["options"].fillna("") == kd["options"])
+        return None
+    sel = fits[(fits["method"] == kd["method"]) & (fits["options"] == kd["options"])
                & (fits["phase"] == "iteration") & (fits["quantity"] == "seconds")
-               & (fits["axis"] == "m") & (fits["fit"] == "slope") & (fits["context"] == ctx)]
-    if sel.empty:
-        return math.nan, math.nan
-    return float(sel["ci_low"].iloc[0]), float(sel["ci_high"].iloc[0])
+               & (fits["axis"] == "m") & (fits["fit"] == "slope")
+               & (fits["context"] == series_context(kd))]
+    return sel.iloc[0] if not sel.empty else None
 
 
 def speedups(pred: pd.DataFrame, machine: Machine, column: str = "predicted") -> pd.DataFrame:
@@ -242,10 +247,8 @@ def speedups(pred: pd.DataFrame, machine: Machine, column: str = "predicted") ->
             if not common:
                 continue
             big = np.array([max(common) * f for f in EXTRAPOLATE])
-            d_ser = pred[pred["cell"].isin(dense["cell"])]
-            s_ser = pred[pred["cell"].isin(sub["cell"])]
-            d_big = extrapolate_series(d_ser, machine, big)
-            s_big = extrapolate_series(s_ser, machine, big)
+            d_big = extrapolate_series(pred[pred["cell"].isin(dense["cell"])], machine, big)
+            s_big = extrapolate_series(pred[pred["cell"].isin(sub["cell"])], machine, big)
             measured = [(m, float(dense.loc[dense["m"] == m, column].iloc[0]),
                          float(sub.loc[sub["m"] == m, column].iloc[0])) for m in common]
             for kind, points in (("measured widths", measured),
@@ -342,13 +345,11 @@ def model_run(run_dir: RunDir | str | Path, calibration: str | Path | None = Non
         from subquad.analysis.perfmodel.plots import bandwidth_figure, model_figure  # noqa: PLC0415
     except ImportError:
         return paths
-    for p in bandwidth_figure(machine.cal, run_dir / "figures" / f"bandwidth-{machine.id}"):
-        paths[p.name] = p
-    fig_cells = _figure_cells(pred)
+    fig_dir = run_dir / "figures"
     isz = 8 if (pred["dtype"] == "float64").all() else 4
-    for p in model_figure(fig_cells, machine.caches, isz, run_dir / "figures" / "model"):
-        paths[p.name] = p
-    return paths
+    figures = [*bandwidth_figure(machine.cal, fig_dir / f"bandwidth-{machine.id}"),
+               *model_figure(_figure_cells(pred), machine.caches, isz, fig_dir / "model")]
+    return paths | {p.name: p for p in figures}
 
 
 def _model_table(pred: pd.DataFrame, machine: Machine) -> pd.DataFrame:

@@ -83,8 +83,10 @@ class Timing:
     #: cell's samples span the whole run and their spread includes the machine's drift
     rounds: int = 1
 
-    def samples_per_round(self) -> int:
-        return -(-self.samples // self.rounds)
+    def round_samples(self, index: int) -> range:
+        """The sample numbers of round ``index`` (``samples`` split among the rounds)."""
+        per_round = -(-self.samples // self.rounds)
+        return range(index * per_round, (index + 1) * per_round)
 
 
 @dataclass(frozen=True)

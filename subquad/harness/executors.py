@@ -8,6 +8,7 @@ exclusive nodes, each task recording its own machine id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -185,10 +186,8 @@ def _quiet_sacct() -> Iterator[None]:
 
 def _visible(path: Path) -> bool:
     """Whether ``path`` exists, refreshing a network file system's cached directory first."""
-    try:
+    with contextlib.suppress(OSError):
         path.parent.chmod(path.parent.stat().st_mode)
-    except OSError:
-        pass
     return path.exists()
 
 

@@ -14,6 +14,7 @@ deduplicated by (cell, sample, phase) resp. (cell, iteration, layer).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
@@ -169,10 +170,8 @@ def _read_all(files: list[Path]) -> pd.DataFrame | None:
     names them, and the sweep reports them)."""
     frames = []
     for p in files:
-        try:
+        with contextlib.suppress(CorruptFileError):
             frames.append(read_cell(p))
-        except CorruptFileError:
-            continue
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else None
 

@@ -553,9 +553,8 @@ def _training_and_calibration(w: Where, raw: Mapping
     iters = w.integer(tr.get("iterations", 0), "training.iterations", 0)
     cal = w.table(raw.get("calibration", {}), "calibration", CALIBRATION_KEYS)
     enabled = w.boolean(cal.get("enabled", bool(cal)), "calibration.enabled")
-    grid = None
-    if "m" in cal:
-        grid = tuple(int(v) for v in axis_values(w, "m", cal["m"], "calibration.m"))
+    grid = (tuple(int(v) for v in axis_values(w, "m", cal["m"], "calibration.m"))
+            if "m" in cal else None)
     probes = w.boolean(cal.get("probes", False), "calibration.probes")
     return iters, enabled, grid, probes
 
@@ -613,9 +612,7 @@ def expand_cells(exp: Experiment) -> list[Cell]:
                 for seed in f["fixed"]["seeds"]:
                     add(_cell(exp, spec, f["fixed"], f["training"], seed=seed,
                               **dict(zip(f["grid"], combo))), None)
-    out = list(cells.values())
-    rounds = exp.timing.rounds
-    out = [replace(c, round=r) for r in range(rounds) for c in out] if rounds > 1 else out
+    out = [replace(c, round=r) for r in range(exp.timing.rounds) for c in cells.values()]
     identity = experiment_identity(exp.name, exp.timing, out)
     return [replace(c, identity=identity) for c in out]
 

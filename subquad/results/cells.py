@@ -114,9 +114,7 @@ def bad_cells(run_dir: Path) -> list[str]:
 def cell_files(run_dir: Path) -> list[Path]:
     """The finished cell files of a run directory (temporary files excluded), sorted."""
     d = cells_dir(run_dir)
-    if not d.is_dir():
-        return []
-    return sorted(p for p in d.iterdir() if CELL_FILE.match(p.name))
+    return sorted(p for p in d.iterdir() if CELL_FILE.match(p.name)) if d.is_dir() else []
 
 
 def read_cell_status(path: Path) -> tuple[str, str]:
@@ -182,10 +180,7 @@ def _merge(files: list[Path], columns: list[str], key: list[str]) -> pd.DataFram
     df = _read_all(files)
     if df is None:
         return pd.DataFrame(columns=columns)
-    for col in columns:
-        if col not in df:
-            df[col] = ""
-    df = df[columns].drop_duplicates(subset=key, keep="last")
+    df = df.reindex(columns=columns, fill_value="").drop_duplicates(subset=key, keep="last")
     sort = df[order].copy()
     for col in order:
         num = pd.to_numeric(sort[col], errors="coerce")

@@ -254,8 +254,7 @@ def _gemm_rates(xp: Any, dtype: np.dtype, quick: bool, sync: Callable[[], None]
                 ) -> list[dict]:
     """Multiply-add rates of the dense shapes (n x m x m, m x k x m, n x m x n) on the grid."""
     out = []
-    ms = GEMM_M[:3] if quick else GEMM_M
-    for m in ms:
+    for m in GEMM_M[:3] if quick else GEMM_M:
         W = xp.ones((m, m), dtype) / m
         for k in GEMM_K:
             A = xp.ones((k, m), dtype)

@@ -158,8 +158,7 @@ def _merge(rd: RunDir, progress: Progress, warn_foreign: bool = True) -> tuple[P
     before = old.read_bytes() if old.is_file() else None
     for message in bad_cells(rd.path):
         progress.warn(f"{message}; left out of runs.csv (`--resume` runs it again)")
-    foreign = _foreign(rd) if warn_foreign else None
-    if foreign:
+    if warn_foreign and (foreign := _foreign(rd)):
         progress.warn(foreign)
     path, n = rd.merge_cells()
     if path.read_bytes() != before:
@@ -244,9 +243,8 @@ def _run_cells(exp: Experiment, cells: list[Cell], rd: RunDir, budget: float | N
             stops = AxisStops(exp.timing.stop_axis_after_censored)
             _run_in_order(cells, done, run_dir, budget, runner, stops, report, machine)
     except (KeyboardInterrupt, Terminated) as exc:
-        finished = len(_existing(rd))
         how = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
-        raise Interrupted(f"sweep interrupted ({how}): {finished} of {len(cells)} cells "
+        raise Interrupted(f"sweep interrupted ({how}): {len(_existing(rd))} of {len(cells)} cells "
                           f"finished in {run_dir}; resume with: {again}",
                           130 if isinstance(exc, KeyboardInterrupt) else 143) from None
 

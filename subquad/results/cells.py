@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from subquad.errors import CorruptFileError
-from subquad.files import atomic_write_text
+from subquad.files import atomic_write_frame, atomic_write_text
 from subquad.results.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
 from subquad.vocabulary import PHASES as PHASE_ORDER
 from subquad.vocabulary import RETRY_OUTCOMES
@@ -202,10 +202,9 @@ def merge_run(run_dir: Path, identity: str | None = None) -> tuple[Path, int]:
     files = [p for p in cell_files(run_dir) if p not in foreign
              and not read_cell_status(p)[1].startswith("corrupt cell file")]
     runs = _merge(files, RUNS_COLUMNS, ["cell", "sample", "phase"])
-    out = run_dir / "runs.csv"
-    atomic_write_text(out, runs.to_csv(index=False))
+    out = atomic_write_frame(run_dir / "runs.csv", runs)
     tfiles = [t for t in map(training_of, files) if t.is_file()]
     if tfiles:
-        training = _merge(tfiles, TRAINING_COLUMNS, ["cell", "iteration", "layer"])
-        atomic_write_text(run_dir / "training.csv", training.to_csv(index=False))
+        atomic_write_frame(run_dir / "training.csv",
+                           _merge(tfiles, TRAINING_COLUMNS, ["cell", "iteration", "layer"]))
     return out, int(runs["cell"].nunique())

@@ -380,10 +380,8 @@ def _methods(w: Where, raw: Any, key: str, known: tuple[MethodSpec, ...] = ()
 
 def _fixed(w: Where, raw: Mapping, key: str, base: Mapping[str, Any]) -> dict[str, Any]:
     """Fixed values (m, n, d, L, c, seed(s), data, labels, threshold, dtype) over ``base``."""
-    out = dict(base)
-    for k in ("m", "n", "d", "L", "c"):
-        if k in raw:
-            out[k] = axis_value(w, k, raw[k], f"{key}.{k}")
+    out = dict(base) | {k: axis_value(w, k, raw[k], f"{key}.{k}") for k in ("m", "n", "d", "L", "c")
+                        if k in raw}
     if "seed" in raw and "seeds" in raw:
         raise w.error(f"{key}.seeds", "give either `seed` or `seeds`, not both")
     if "seed" in raw:
@@ -391,10 +389,8 @@ def _fixed(w: Where, raw: Mapping, key: str, base: Mapping[str, Any]) -> dict[st
     if "seeds" in raw:
         out["seeds"] = tuple(axis_values(w, "seed", raw["seeds"], f"{key}.seeds"))
     choices = {"data": DATASETS, "labels": LABELS, "threshold": THRESHOLDS, "dtype": DTYPES}
-    for k, accepted in choices.items():
-        if k in raw:
-            out[k] = w.string(raw[k], f"{key}.{k}", accepted)
-    return out
+    return out | {k: w.string(raw[k], f"{key}.{k}", accepted) for k, accepted in choices.items()
+                  if k in raw}
 
 
 def _timing(w: Where, raw: Any) -> Timing:
@@ -432,14 +428,12 @@ def parse_minutes(value: Any, key: str = "time", w: Where | None = None) -> int:
 def _executor(w: Where, raw: Any) -> Executor:
     t = w.table(raw, "executor", EXECUTOR_KEYS)
     kw: dict[str, Any] = {"kind": w.string(t.get("kind", "local"), "executor.kind", EXECUTOR_KINDS)}
-    for k in ("partition", "account", "constraint"):
-        if k in t:
-            kw[k] = w.string(t[k], f"executor.{k}")
+    kw |= {k: w.string(t[k], f"executor.{k}") for k in ("partition", "account", "constraint")
+           if k in t}
     if "time" in t:
         kw["time"] = parse_minutes(t["time"], "executor.time", w)
-    for k in ("gpus_per_task", "cpus_per_task", "array_parallelism"):
-        if k in t:
-            kw[k] = w.integer(t[k], f"executor.{k}", 0 if k == "gpus_per_task" else 1)
+    kw |= {k: w.integer(t[k], f"executor.{k}", 0 if k == "gpus_per_task" else 1)
+           for k in ("gpus_per_task", "cpus_per_task", "array_parallelism") if k in t}
     if "exclusive" in t:
         kw["exclusive"] = w.boolean(t["exclusive"], "executor.exclusive")
     if "setup" in t:
@@ -532,12 +526,8 @@ def _sweeps(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping
 
 def _factorial(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping) -> dict:
     t = w.table(raw, "factorial", FACTORIAL_KEYS)
-    grid = {}
-    for axis in ("m", "n", "d", "L", "c"):
-        if axis in t:
-            v = t[axis]
-            grid[axis] = axis_values(w, axis, v if isinstance(v, (list, dict)) else [v],
-                                     f"factorial.{axis}")
+    grid = {a: axis_values(w, a, t[a] if isinstance(t[a], (list, dict)) else [t[a]],
+                           f"factorial.{a}") for a in ("m", "n", "d", "L", "c") if a in t}
     if not grid:
         raise w.error("factorial", "needs value lists for at least one of m, n, d, L, c")
     rest = {k: v for k, v in t.items() if k in FIXED_KEYS and k not in grid}

@@ -216,8 +216,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path | None = None, resume
         _prepare(rd, exp, cells[0].identity, resume, report)
         _run_cells(exp, cells, rd, budget, ex, report, again)
         path, n = _merge(rd, report)
-        env = rd.environment()
-        if env:  # the load average at the end of the run beside the one at its start
+        if env := rd.environment():  # the load average at the run's end beside the one at its start
             rd.write_json("environment.json", {**env, "load_average_end": load_average()})
     report.note(f"merged {n} cells into {path}")
     return run_dir

@@ -183,9 +183,8 @@ def _merge(files: list[Path], columns: list[str], key: list[str]) -> pd.DataFram
     df = df.reindex(columns=columns, fill_value="").drop_duplicates(subset=key, keep="last")
     sort = df[order].copy()
     for col in order:
-        num = pd.to_numeric(sort[col], errors="coerce")
-        if col == "phase":
-            num = sort[col].map({p: i for i, p in enumerate(PHASE_ORDER)})
+        num = (sort[col].map({p: i for i, p in enumerate(PHASE_ORDER)}) if col == "phase"
+               else pd.to_numeric(sort[col], errors="coerce"))
         if num.notna().all():
             sort[col] = num
     return df.loc[sort.sort_values(order, kind="stable").index]

@@ -20,6 +20,8 @@ launch overhead). The result is keyed by machine id: ``{"machines": {id: calibra
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import time
@@ -145,14 +147,8 @@ def _patterns(xp: Any, rng: np.random.Generator, m: int, s: int, dtype: np.dtype
 
 def _cycle(fn: Callable[[Any, Any], Any], pats: list) -> Callable[[], None]:
     """A zero-argument call running ``fn`` on the next pattern each time."""
-    state = [0]
-
-    def call() -> None:
-        H, V = pats[state[0] % len(pats)]
-        state[0] += 1
-        fn(H, V)
-
-    return call
+    patterns = itertools.cycle(pats)
+    return lambda: fn(*next(patterns))
 
 
 def kernel_probes(backend: str, dtype: np.dtype, sizes: list[int], m_grid: list[int],
@@ -258,8 +254,7 @@ def _gemm_rates(xp: Any, dtype: np.dtype, quick: bool, sync: Callable[[], None]
                 ) -> list[dict]:
     """Multiply-add rates of the dense shapes (n x m x m, m x k x m, n x m x n) on the grid."""
     out = []
-    ms = GEMM_M[:3] if quick else GEMM_M
-    for m in ms:
+    for m in GEMM_M[:3] if quick else GEMM_M:
         W = xp.ones((m, m), dtype) / m
         for k in GEMM_K:
             A = xp.ones((k, m), dtype)
@@ -360,13 +355,11 @@ def write_calibration(cal: dict[str, Any], path: Path) -> Path:
     data: dict[str, Any] = {"format": FORMAT, "machines": {}}
     mine = fingerprint(cal) if "environment" in cal else None
     if path.is_file():
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             old = json.loads(path.read_text())
             if isinstance(old.get("machines"), dict):
                 data["machines"].update({k: v for k, v in old["machines"].items()
                                          if fingerprint(v) != mine})
-        except (OSError, ValueError, AttributeError):
-            pass
     data["machines"][cal["machine"]] = cal
     atomic_write_json(path, data)
     return path

@@ -83,8 +83,10 @@ class Timing:
     #: cell's samples span the whole run and their spread includes the machine's drift
     rounds: int = 1
 
-    def samples_per_round(self) -> int:
-        return -(-self.samples // self.rounds)
+    def round_samples(self, index: int) -> range:
+        """The sample numbers of round ``index`` (``samples`` split among the rounds)."""
+        per_round = -(-self.samples // self.rounds)
+        return range(index * per_round, (index + 1) * per_round)
 
 
 @dataclass(frozen=True)
@@ -378,10 +380,8 @@ def _methods(w: Where, raw: Any, key: str, known: tuple[MethodSpec, ...] = ()
 
 def _fixed(w: Where, raw: Mapping, key: str, base: Mapping[str, Any]) -> dict[str, Any]:
     """Fixed values (m, n, d, L, c, seed(s), data, labels, threshold, dtype) over ``base``."""
-    out = dict(base)
-    for k in ("m", "n", "d", "L", "c"):
-        if k in raw:
-            out[k] = axis_value(w, k, raw[k], f"{key}.{k}")
+    out = dict(base) | {k: axis_value(w, k, raw[k], f"{key}.{k}") for k in ("m", "n", "d", "L", "c")
+                        if k in raw}
     if "seed" in raw and "seeds" in raw:
         raise w.error(f"{key}.seeds", "give either `seed` or `seeds`, not both")
     if "seed" in raw:
@@ -389,10 +389,8 @@ def _fixed(w: Where, raw: Mapping, key: str, base: Mapping[str, Any]) -> dict[st
     if "seeds" in raw:
         out["seeds"] = tuple(axis_values(w, "seed", raw["seeds"], f"{key}.seeds"))
     choices = {"data": DATASETS, "labels": LABELS, "threshold": THRESHOLDS, "dtype": DTYPES}
-    for k, accepted in choices.items():
-        if k in raw:
-            out[k] = w.string(raw[k], f"{key}.{k}", accepted)
-    return out
+    return out | {k: w.string(raw[k], f"{key}.{k}", accepted) for k, accepted in choices.items()
+                  if k in raw}
 
 
 def _timing(w: Where, raw: Any) -> Timing:
@@ -430,14 +428,12 @@ def parse_minutes(value: Any, key: str = "time", w: Where | None = None) -> int:
 def _executor(w: Where, raw: Any) -> Executor:
     t = w.table(raw, "executor", EXECUTOR_KEYS)
     kw: dict[str, Any] = {"kind": w.string(t.get("kind", "local"), "executor.kind", EXECUTOR_KINDS)}
-    for k in ("partition", "account", "constraint"):
-        if k in t:
-            kw[k] = w.string(t[k], f"executor.{k}")
+    kw |= {k: w.string(t[k], f"executor.{k}") for k in ("partition", "account", "constraint")
+           if k in t}
     if "time" in t:
         kw["time"] = parse_minutes(t["time"], "executor.time", w)
-    for k in ("gpus_per_task", "cpus_per_task", "array_parallelism"):
-        if k in t:
-            kw[k] = w.integer(t[k], f"executor.{k}", 0 if k == "gpus_per_task" else 1)
+    kw |= {k: w.integer(t[k], f"executor.{k}", 0 if k == "gpus_per_task" else 1)
+           for k in ("gpus_per_task", "cpus_per_task", "array_parallelism") if k in t}
     if "exclusive" in t:
         kw["exclusive"] = w.boolean(t["exclusive"], "executor.exclusive")
     if "setup" in t:
@@ -530,12 +526,8 @@ def _sweeps(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping
 
 def _factorial(w: Where, raw: Any, methods: tuple[MethodSpec, ...], fixed: Mapping) -> dict:
     t = w.table(raw, "factorial", FACTORIAL_KEYS)
-    grid = {}
-    for axis in ("m", "n", "d", "L", "c"):
-        if axis in t:
-            v = t[axis]
-            grid[axis] = axis_values(w, axis, v if isinstance(v, (list, dict)) else [v],
-                                     f"factorial.{axis}")
+    grid = {a: axis_values(w, a, t[a] if isinstance(t[a], (list, dict)) else [t[a]],
+                           f"factorial.{a}") for a in ("m", "n", "d", "L", "c") if a in t}
     if not grid:
         raise w.error("factorial", "needs value lists for at least one of m, n, d, L, c")
     rest = {k: v for k, v in t.items() if k in FIXED_KEYS and k not in grid}
@@ -551,9 +543,8 @@ def _training_and_calibration(w: Where, raw: Mapping
     iters = w.integer(tr.get("iterations", 0), "training.iterations", 0)
     cal = w.table(raw.get("calibration", {}), "calibration", CALIBRATION_KEYS)
     enabled = w.boolean(cal.get("enabled", bool(cal)), "calibration.enabled")
-    grid = None
-    if "m" in cal:
-        grid = tuple(int(v) for v in axis_values(w, "m", cal["m"], "calibration.m"))
+    grid = (tuple(int(v) for v in axis_values(w, "m", cal["m"], "calibration.m"))
+            if "m" in cal else None)
     probes = w.boolean(cal.get("probes", False), "calibration.probes")
     return iters, enabled, grid, probes
 
@@ -611,9 +602,7 @@ def expand_cells(exp: Experiment) -> list[Cell]:
                 for seed in f["fixed"]["seeds"]:
                     add(_cell(exp, spec, f["fixed"], f["training"], seed=seed,
                               **dict(zip(f["grid"], combo))), None)
-    out = list(cells.values())
-    rounds = exp.timing.rounds
-    out = [replace(c, round=r) for r in range(rounds) for c in out] if rounds > 1 else out
+    out = [replace(c, round=r) for r in range(exp.timing.rounds) for c in cells.values()]
     identity = experiment_identity(exp.name, exp.timing, out)
     return [replace(c, identity=identity) for c in out]
 

@@ -6,6 +6,7 @@ Timings of different machines are never pooled (docs MEASUREMENT.md), so each ce
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -27,13 +28,10 @@ LIBRARIES = ("subquad", "numpy", "scipy", "pandas", "matplotlib", "numba", "thre
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown"
 
 
@@ -130,10 +128,8 @@ def load_average() -> list[float] | None:
 def _versions() -> dict[str, str]:
     out = {}
     for lib in LIBRARIES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            continue
     return out
 
 

@@ -8,6 +8,7 @@ exclusive nodes, each task recording its own machine id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -98,8 +99,7 @@ def lost(run_dir: Path, cell: Cell, why: str) -> str:
 def process_runner(run_dir: Path, timing: Timing) -> Runner:
     """Run each cell in a fresh local process through submitit's LocalExecutor, one at a time."""
     submitit = require_submitit("local-processes")
-    folder = run_dir / ".submitit"
-    executor = submitit.LocalExecutor(folder=folder, max_num_timeout=0)
+    executor = submitit.LocalExecutor(folder=run_dir / ".submitit", max_num_timeout=0)
 
     def run(cell: Cell, budget_s: float | None) -> str:
         executor.update_parameters(timeout_min=timeout_minutes(timing, budget_s))
@@ -185,10 +185,8 @@ def _quiet_sacct() -> Iterator[None]:
 
 def _visible(path: Path) -> bool:
     """Whether ``path`` exists, refreshing a network file system's cached directory first."""
-    try:
+    with contextlib.suppress(OSError):
         path.parent.chmod(path.parent.stat().st_mode)
-    except OSError:
-        pass
     return path.exists()
 
 

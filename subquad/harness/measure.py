@@ -159,8 +159,7 @@ def _probe_iters(step: Callable[[], float], timing: Timing, clock: _Clock, t_war
         total += step()
         count += 1
         clock.check(what=" while sizing samples")
-    per = total / count
-    return min(max(timing.iters, count), timing.max_iters), per
+    return min(max(timing.iters, count), timing.max_iters), total / count
 
 
 def _trainer_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, rows: list,
@@ -186,8 +185,7 @@ def _trainer_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, rows: l
     # a lazy low-rank structure folds every `period` steps: whole cycles amortise it exactly
     period = tr.kernels.fold_period(net.spec.n) if hasattr(tr.kernels, "fold_period") else 1
     iters = -(-iters // period) * period
-    spr = timing.samples_per_round()
-    for sample in range(cell.round * spr, (cell.round + 1) * spr):
+    for sample in timing.round_samples(cell.round):
         clock.check(upcoming=iters * t_iter, what=f" after {sample} of {timing.samples} samples")
         total = {q: dict.fromkeys(PHASES, 0.0) for q in ("seconds", "work", "bytes", "line_bytes")}
         cg: list[float] = []
@@ -278,23 +276,19 @@ def _calibration_cell(cell: Cell, timing: Timing, clock: _Clock, base: dict, row
     """Phase ``kernel``: seconds per operation of y += a x (O(m)) or W x (O(m^2))."""
     call, per_call, work, byts = _calibration_op(cell)
 
-    def timed_call() -> float:
+    def timed_calls(count: int = 1) -> float:
         t0 = time.perf_counter()
-        call()
+        for _ in range(count):
+            call()
         return time.perf_counter() - t0
 
-    t_call = min(timed_call() for _ in range(timing.warmup))
-    calls, t_call = _probe_iters(timed_call, timing, clock, t_call)
-    spr = timing.samples_per_round()
-    for sample in range(cell.round * spr, (cell.round + 1) * spr):
+    t_call = min(timed_calls() for _ in range(timing.warmup))
+    calls, t_call = _probe_iters(timed_calls, timing, clock, t_call)
+    for sample in timing.round_samples(cell.round):
         clock.check(upcoming=calls * t_call, what=f" after {sample} of {timing.samples} samples")
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            call()
-        sec = time.perf_counter() - t0
         ops = calls * per_call
         rows.append({**base, "sample": sample, "iters": ops, "phase": "kernel",
-                     "seconds": sec / ops, "work": work, "bytes": byts})
+                     "seconds": timed_calls(calls) / ops, "work": work, "bytes": byts})
 
 
 # ------------------------------------------------------------------------------- one cell

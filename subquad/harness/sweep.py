@@ -158,8 +158,7 @@ def _merge(rd: RunDir, progress: Progress, warn_foreign: bool = True) -> tuple[P
     before = old.read_bytes() if old.is_file() else None
     for message in bad_cells(rd.path):
         progress.warn(f"{message}; left out of runs.csv (`--resume` runs it again)")
-    foreign = _foreign(rd) if warn_foreign else None
-    if foreign:
+    if warn_foreign and (foreign := _foreign(rd)):
         progress.warn(foreign)
     path, n = rd.merge_cells()
     if path.read_bytes() != before:
@@ -217,8 +216,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path | None = None, resume
         _prepare(rd, exp, cells[0].identity, resume, report)
         _run_cells(exp, cells, rd, budget, ex, report, again)
         path, n = _merge(rd, report)
-        env = rd.environment()
-        if env:  # the load average at the end of the run beside the one at its start
+        if env := rd.environment():  # the load average at the run's end beside the one at its start
             rd.write_json("environment.json", {**env, "load_average_end": load_average()})
     report.note(f"merged {n} cells into {path}")
     return run_dir
@@ -244,9 +242,8 @@ def _run_cells(exp: Experiment, cells: list[Cell], rd: RunDir, budget: float | N
             stops = AxisStops(exp.timing.stop_axis_after_censored)
             _run_in_order(cells, done, run_dir, budget, runner, stops, report, machine)
     except (KeyboardInterrupt, Terminated) as exc:
-        finished = len(_existing(rd))
         how = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
-        raise Interrupted(f"sweep interrupted ({how}): {finished} of {len(cells)} cells "
+        raise Interrupted(f"sweep interrupted ({how}): {len(_existing(rd))} of {len(cells)} cells "
                           f"finished in {run_dir}; resume with: {again}",
                           130 if isinstance(exc, KeyboardInterrupt) else 143) from None
 

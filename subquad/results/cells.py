@@ -14,6 +14,7 @@ deduplicated by (cell, sample, phase) resp. (cell, iteration, layer).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
@@ -24,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from subquad.errors import CorruptFileError
-from subquad.files import atomic_write_text
+from subquad.files import atomic_write_frame, atomic_write_text
 from subquad.results.schema import SCHEMA_VERSION, TABLES, VERSION_COLUMN
 from subquad.vocabulary import PHASES as PHASE_ORDER
 from subquad.vocabulary import RETRY_OUTCOMES
@@ -113,9 +114,7 @@ def bad_cells(run_dir: Path) -> list[str]:
 def cell_files(run_dir: Path) -> list[Path]:
     """The finished cell files of a run directory (temporary files excluded), sorted."""
     d = cells_dir(run_dir)
-    if not d.is_dir():
-        return []
-    return sorted(p for p in d.iterdir() if CELL_FILE.match(p.name))
+    return sorted(p for p in d.iterdir() if CELL_FILE.match(p.name)) if d.is_dir() else []
 
 
 def read_cell_status(path: Path) -> tuple[str, str]:
@@ -169,10 +168,8 @@ def _read_all(files: list[Path]) -> pd.DataFrame | None:
     names them, and the sweep reports them)."""
     frames = []
     for p in files:
-        try:
+        with contextlib.suppress(CorruptFileError):
             frames.append(read_cell(p))
-        except CorruptFileError:
-            continue
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else None
 
@@ -183,15 +180,11 @@ def _merge(files: list[Path], columns: list[str], key: list[str]) -> pd.DataFram
     df = _read_all(files)
     if df is None:
         return pd.DataFrame(columns=columns)
-    for col in columns:
-        if col not in df:
-            df[col] = ""
-    df = df[columns].drop_duplicates(subset=key, keep="last")
+    df = df.reindex(columns=columns, fill_value="").drop_duplicates(subset=key, keep="last")
     sort = df[order].copy()
     for col in order:
-        num = pd.to_numeric(sort[col], errors="coerce")
-        if col == "phase":
-            num = sort[col].map({p: i for i, p in enumerate(PHASE_ORDER)})
+        num = (sort[col].map({p: i for i, p in enumerate(PHASE_ORDER)}) if col == "phase"
+               else pd.to_numeric(sort[col], errors="coerce"))
         if num.notna().all():
             sort[col] = num
     return df.loc[sort.sort_values(order, kind="stable").index]
@@ -208,10 +201,9 @@ def merge_run(run_dir: Path, identity: str | None = None) -> tuple[Path, int]:
     files = [p for p in cell_files(run_dir) if p not in foreign
              and not read_cell_status(p)[1].startswith("corrupt cell file")]
     runs = _merge(files, RUNS_COLUMNS, ["cell", "sample", "phase"])
-    out = run_dir / "runs.csv"
-    atomic_write_text(out, runs.to_csv(index=False))
+    out = atomic_write_frame(run_dir / "runs.csv", runs)
     tfiles = [t for t in map(training_of, files) if t.is_file()]
     if tfiles:
-        training = _merge(tfiles, TRAINING_COLUMNS, ["cell", "iteration", "layer"])
-        atomic_write_text(run_dir / "training.csv", training.to_csv(index=False))
+        atomic_write_frame(run_dir / "training.csv",
+                           _merge(tfiles, TRAINING_COLUMNS, ["cell", "iteration", "layer"]))
     return out, int(runs["cell"].nunique())

@@ -95,9 +95,8 @@ def options_label(options: str, method: str = "") -> str:
         parts[-1] = f"lazy r={o['rank_max']}"
     if o.get("forward_kernel") not in (None, "", "auto"):
         parts.append(o["forward_kernel"])
-    for k in ("lr", "damping", "sketch_size", "cg_tol"):
-        if o.get(k) not in (None, ""):
-            parts.append(f"{k}={o[k]}")
+    parts += [f"{k}={o[k]}" for k in ("lr", "damping", "sketch_size", "cg_tol")
+              if o.get(k) not in (None, "")]
     return ", ".join(parts)
 
 

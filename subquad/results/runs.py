@@ -81,10 +81,7 @@ def _dropped_rows(raw: pd.DataFrame, typed: pd.DataFrame, reason: pd.Series) -> 
 def validate_runs(raw: pd.DataFrame) -> Runs:
     """Type a runs table (strings kept as read) and split off the rows it cannot use."""
     table = TABLES["runs"]
-    raw = raw.copy()
-    for col in table.columns:
-        if col not in raw:
-            raw[col] = ""
+    raw = raw.assign(**{col: "" for col in table.columns if col not in raw})
     raw = raw.astype(object).where(raw.notna(), "")
     typed = table.typed(raw)
     typed.loc[typed["status"] == "", "status"] = "ok"

@@ -27,10 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     rd = RunDir.load(args.dir)
     paths = model_run(rd, args.calibration, min_m=args.min_m, force=args.force)
-    summ = rd.table("model_summary")
     print(f"{'method':<9} {'widths':<12} {'measured':>9} {'model':>7} {'fitted':>7} "
           f"{'work':>6} {'asympt.':>7}")
-    for r in summ.itertuples():
+    for r in rd.table("model_summary").itertuples():
         print(f"{r.method:<9} {r.fit_range:<12} {num(r.measured_exponent):>9} "
               f"{num(r.model_exponent):>7} {num(r.fitted_exponent):>7} "
               f"{num(r.work_exponent, '.2f'):>6} {num(r.asymptotic_exponent, '.2f'):>7}")

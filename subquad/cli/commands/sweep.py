@@ -55,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("CONFIG", "missing experiment file, e.g. experiments/smoke.toml "
                           "(or --merge DIR)")
-    overrides: dict[str, Any] = {"partition": args.partition,
-                                 "gpus_per_task": args.gpus_per_task,
+    overrides: dict[str, Any] = {"partition": args.partition, "gpus_per_task": args.gpus_per_task,
                                  "array_parallelism": args.array_parallelism}
     if args.time is not None:
         time = int(args.time) if args.time.isdigit() else args.time

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 
 from subquad.cli.common import command
 from subquad.errors import ConfigError, SubquadError, Terminated
@@ -85,15 +84,12 @@ def _failure_record(method: str, exc: BaseException) -> dict:
 
 
 def _print_json(obj: dict) -> None:
-    json.dump(obj, sys.stdout, default=float)
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    print(json.dumps(obj, default=float), flush=True)
 
 
 def _table_printer(L: int):
-    head = (f"{'iter':>4} {'loss':>11} " + " ".join(f"{'act' + str(i):>7}" for i in range(L + 1))
-            + " " + " ".join(f"{p:>9}" for p in PHASES))
-    print(head)
+    print(f"{'iter':>4} {'loss':>11} " + " ".join(f"{'act' + str(i):>7}" for i in range(L + 1))
+          + " " + " ".join(f"{p:>9}" for p in PHASES))
 
     def show(t, st) -> None:
         print(f"{t:>4} {st.loss:>11.4e} " + " ".join(f"{a:>7.4f}" for a in st.active_fraction)

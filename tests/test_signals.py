@@ -39,7 +39,8 @@ def _signalled(argv: list[str], sig: int, delay: float) -> tuple[int, str, str]:
 
 
 #: the line of ``subquad/__main__.py`` that installs the handlers: no program can catch a
-#: signal that lands before it (the lines above it import ``os``, ``signal`` and ``sys``)
+#: signal processed before that call returns (the lines above it import ``os``, ``signal`` and
+#: ``sys``; a signal pending when the call starts raises on this very line)
 MAIN = os.path.join(PACKAGE, "__main__.py")
 HANDLERS_LINE = next(i for i, line in enumerate(Path(MAIN).read_text().splitlines(), 1)
                      if "signal.signal(" in line)
@@ -51,7 +52,7 @@ def _before_subquad(err: str) -> bool:
     in ``subquad/__main__.py``, before the handlers could be installed: outside its reach."""
     frames = re.findall(r'File "([^"]+)", line (\d+)', err)
     ours = [(f, int(n)) for f, n in frames if f.startswith(PACKAGE + os.sep)]
-    early = all(f == os.path.join(PACKAGE, "__init__.py") or (f == MAIN and n < HANDLERS_LINE)
+    early = all(f == os.path.join(PACKAGE, "__init__.py") or (f == MAIN and n <= HANDLERS_LINE)
                 for f, n in ours)
     return "KeyboardInterrupt" in err and early
 

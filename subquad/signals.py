@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Callable
 
 from subquad.errors import Terminated
@@ -28,11 +29,27 @@ def raise_signal(signum: int, frame: object) -> None:
     raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
+def check() -> None:
+    """Raise again a signal whose exception was swallowed: a handler that ran inside a
+    finalizer (``__del__``, e.g. llvmlite's) or a C callback only prints 'Exception ignored'
+    and goes on. Loops call this once per step, so one signal always stops the command."""
+    if _raised:
+        raise KeyboardInterrupt() if _raised[0] == signal.SIGINT else Terminated()
+
+
+def _quiet_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """The interpreter's report of a swallowed exception, except our own signal's (``check``
+    raises it again at the next step)."""
+    if not isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+        sys.__unraisablehook__(unraisable)
+
+
 def install(handler: Callable[[int, object], None]) -> dict:
     """``handler`` for SIGINT and SIGTERM, except where ignored (``nohup``) or outside the main
-    thread; returns the handlers it replaced."""
+    thread; returns what it replaced, for ``uninstall``."""
     _raised.clear()
-    previous = {}
+    previous: dict = {"unraisable": sys.unraisablehook}
+    sys.unraisablehook = _quiet_unraisable
     for sig in EXIT:
         try:
             if signal.getsignal(sig) is not signal.SIG_IGN:
@@ -40,3 +57,11 @@ def install(handler: Callable[[int, object], None]) -> dict:
         except ValueError:  # not the main thread
             break
     return previous
+
+
+def uninstall(previous: dict) -> None:
+    """Put back what ``install`` replaced; no signal is pending any more."""
+    sys.unraisablehook = previous.pop("unraisable", sys.unraisablehook)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    _raised.clear()

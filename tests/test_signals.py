@@ -132,3 +132,30 @@ def test_a_second_signal_exits_at_once() -> None:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 143 and p.stdout == "" and p.stderr.splitlines() == [
         LINE[signal.SIGTERM]]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_inside_a_finalizer_still_stops_the_run(sig: int, monkeypatch, capsys) -> None:
+    """A handler that runs inside a ``__del__`` (llvmlite's ObjectRef, seen in CI) raises
+    where Python only prints 'Exception ignored' and goes on: the next step raises it again,
+    with no report of the swallowed one."""
+    step = trainer.Trainer.step
+    calls = []
+
+    class Finalised:
+        def __del__(self) -> None:
+            signal.raise_signal(sig)  # delivered while the finalizer runs
+
+    def third_step_finalises(self):
+        calls.append(1)
+        if len(calls) == 3:
+            Finalised()  # collected at once: the handler's exception is swallowed
+        return step(self)
+
+    monkeypatch.setattr(trainer.Trainer, "step", third_step_finalises)
+    status = cli.main(["train", "--m", "64", "--n", "4", "--d", "8", "--iters", "10", "--json"])
+    out, err = capsys.readouterr()
+    assert status == CODE[sig] and err.splitlines() == [LINE[sig]], (status, err)
+    record = json.loads(out)
+    assert len(calls) == 3 and len(record["loss"]) == 4  # loss0 and three whole steps
+    assert record["status"] == ("interrupted" if sig == signal.SIGINT else "terminated")

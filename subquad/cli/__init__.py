@@ -100,8 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     finally:
         warnings.formatwarning = format_warning
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signals.uninstall(previous)
 
 
 if __name__ == "__main__":

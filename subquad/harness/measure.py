@@ -19,6 +19,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from subquad import signals
 from subquad.errors import ConvergenceError, DivergenceError, SingularGramError
 from subquad.files import atomic_write_json
 from subquad.harness.config import Cell, Timing
@@ -124,6 +125,7 @@ class _Clock:
         return time.perf_counter() - self.t0
 
     def check(self, upcoming: float = 0.0, what: str = "") -> None:
+        signals.check()  # a signal whose exception a finalizer swallowed
         if self.elapsed() + upcoming > self.seconds:
             raise Censored(f"{self.reason} of {self.seconds:.0f} s exceeded{what}")
 

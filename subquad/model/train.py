@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from subquad import signals
 from subquad.errors import ConfigError, SubquadError, Terminated, check_choice
 from subquad.model.backend import recorded_backend
 from subquad.model.data import DATASETS, LABELS, check_dimension, load
@@ -232,9 +233,9 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int, Step], None] | None =
         "init_seconds": tr.net.init_seconds,
         "init_work": tr.net.init_work,
     }
-    out["config"] = _config_record(cfg, tr)
     try:
         for t in range(1, cfg.iters + 1):
+            signals.check()  # a signal whose exception a finalizer swallowed
             st = tr.step()
             out["loss"].append(st.loss)
             out["active_fraction"].append(st.active_fraction)

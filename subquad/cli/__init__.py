@@ -76,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         parser = build_parser()
         previous = signals.install(signals.raise_signal)
-        return dispatch(parser, argv)  # argparse's own usage errors exit 2 (SystemExit)
+        status = dispatch(parser, argv)  # argparse's own usage errors exit 2 (SystemExit)
+        signals.check()  # a signal swallowed after the command's last step still counts
+        return status
     except Interrupted as exc:
         print(f"subquad: {exc}", file=sys.stderr)
         return exc.exit_code
